@@ -1,0 +1,38 @@
+# sinelr: `make demo` and `make test` work on a fresh machine (they install first).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+# A rank sweep (plain vs sine) of the occupancy task on a built-in shape, offline, then a table.
+demo: install
+	rm -rf outputs/demo
+	$(BIN)/python run.py -m +experiment=demo_bof hydra.sweep.dir=outputs/demo
+	$(BIN)/python scripts/report.py outputs/demo
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf outputs multirun .pytest_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""Parameter counts as the paper's tables give them, and the rank of factorised weights."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from sinelr.layers import LowRankLayer
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """results.json's ``params``: ``lowrank`` counts the factors (U,V or A,B) only."""
+
+    total: int
+    trainable: int
+    lowrank: int
+    full_rank_total: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def compression_rate(self, adapter: bool) -> float:
+        """Size relative to the full-rank network; for adapters, what is trained."""
+        if self.full_rank_total == 0:
+            return 0.0
+        numerator = self.trainable if adapter else self.total
+        return numerator / self.full_rank_total
+
+
+def count_parameters(model: nn.Module | None, full_rank_total: int) -> ParamCounts:
+    if model is None:
+        return ParamCounts(0, 0, 0, full_rank_total)
+    params = list(model.parameters())  # shared parameters are listed once
+    factors = {
+        id(p) for m in model.modules() if isinstance(m, LowRankLayer) for p in m.factor_parameters()
+    }
+    return ParamCounts(
+        total=sum(p.numel() for p in params),
+        trainable=sum(p.numel() for p in params if p.requires_grad),
+        lowrank=sum(p.numel() for p in params if id(p) in factors),
+        full_rank_total=full_rank_total,
+    )
+
+
+def rank_stats(matrix: Tensor) -> dict[str, float]:
+    """Numerical rank (NumPy's/LAPACK's tolerance ``σ_max·max(m,n)·eps``) and stable rank.
+
+    The stable rank ``||W||_F² / ||W||_2²`` is the continuous lower bound the paper's proofs
+    use; it moves with ω where the numerical rank saturates.
+    """
+    s = torch.linalg.svdvals(matrix.detach())
+    if s.numel() == 0 or s[0] == 0:
+        return {"numerical_rank": 0, "stable_rank": 0.0}
+    tol = s[0] * max(matrix.shape) * torch.finfo(s.dtype).eps
+    return {
+        "numerical_rank": int((s > tol).sum()),
+        "stable_rank": float(s.square().sum() / s[0].square()),
+    }
+
+
+@torch.no_grad()
+def rank_diagnostics(model: nn.Module) -> dict[str, dict[str, float]]:
+    """Rank of every factorised layer's weight (an adapter's update ΔW), by module name."""
+    out: dict[str, dict[str, float]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LowRankLayer):
+            weight = module.factorised_weight().float()
+            out[name] = {
+                "rank": module.rank,
+                "max_rank": min(weight.shape),
+                **rank_stats(weight),
+            }
+    return out

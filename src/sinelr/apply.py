@@ -1,0 +1,140 @@
+"""Put factorised layers into an existing network, the way PEFT injects adapters.
+
+``targets`` name the layers: a regex is matched against each module's full name
+(``re.fullmatch``), a list of names matches a module whose name equals an entry or ends with
+``"." + entry``. Only ``nn.Linear`` and 1×1 ``nn.Conv2d`` can be factorised.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from sinelr.layers import LowRankConfig, LowRankLayer, get_lowrank_class
+
+log = logging.getLogger(__name__)
+
+Targets = str | Sequence[str]
+
+
+class Conv1x1(nn.Module):
+    """A 1×1 ``Conv2d`` as a linear layer over channels, so any variant can replace it."""
+
+    def __init__(self, linear: LowRankLayer) -> None:
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x.movedim(1, -1)).movedim(-1, 1)
+
+
+@dataclass
+class ApplyReport:
+    """Which layers were factorised, and which matched but stayed dense (and why)."""
+
+    replaced: dict[str, str] = field(default_factory=dict)
+    kept_dense: dict[str, str] = field(default_factory=dict)
+
+
+def _is_factorisable(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.kernel_size == (1, 1)
+        and module.stride == (1, 1)
+        and module.padding in ((0, 0), "valid")
+        and module.groups == 1
+    )
+
+
+def _as_linear(module: nn.Module) -> nn.Linear:
+    """The ``nn.Linear`` a layer computes; a 1×1 conv's weight is shared, not copied."""
+    if isinstance(module, nn.Linear):
+        return module
+    assert isinstance(module, nn.Conv2d)
+    linear = nn.Linear(module.in_channels, module.out_channels, bias=module.bias is not None)
+    linear.weight = nn.Parameter(module.weight.detach().flatten(1), module.weight.requires_grad)
+    if module.bias is not None:
+        linear.bias = module.bias
+    return linear
+
+
+def _no_match_error(target: str, model: nn.Module, candidates: list[str], why: str) -> ValueError:
+    leaves = sorted({name.rsplit(".", 1)[-1] for name in candidates})
+    similar = difflib.get_close_matches(target, candidates + leaves, n=5, cutoff=0.5)
+    lines = [f"target {target!r} {why} in {type(model).__name__}."]
+    if similar:
+        lines.append(f"Similar layer names: {', '.join(similar)}.")
+    lines.append(
+        "Factorisable layers (nn.Linear, 1x1 nn.Conv2d) are named "
+        + (", ".join(leaves) if leaves else "nothing: the model has none")
+        + "; targets are a regex matched against full names, or a list of names/suffixes."
+    )
+    return ValueError(" ".join(lines))
+
+
+def match_targets(model: nn.Module, targets: Targets) -> list[str]:
+    """Full names of the factorisable modules ``targets`` selects; an error if it selects none.
+
+    Each entry of a list must match something: a typo in one name should not silently leave
+    that layer dense while the others are factorised.
+    """
+    modules = dict(model.named_modules())
+    candidates = [name for name, m in modules.items() if name and _is_factorisable(m)]
+    if isinstance(targets, str):
+        pattern = re.compile(targets)
+        matched = [name for name in candidates if pattern.fullmatch(name)]
+        if not matched:
+            others = [n for n in modules if n and pattern.fullmatch(n)]
+            why = (
+                f"matches only {', '.join(others[:3])} (not nn.Linear or 1x1 nn.Conv2d)"
+                if others
+                else "matches no layer"
+            )
+            raise _no_match_error(targets, model, candidates, why)
+        return matched
+    if not targets:
+        raise ValueError("targets is empty: name at least one layer to factorise")
+    matched: list[str] = []
+    for target in targets:
+        hits = [n for n in candidates if n == target or n.endswith("." + target)]
+        if not hits:
+            raise _no_match_error(target, model, candidates, "matches no layer")
+        matched.extend(h for h in hits if h not in matched)
+    return matched
+
+
+def apply_lowrank(model: nn.Module, targets: Targets, config: LowRankConfig) -> ApplyReport:
+    """Replace the layers ``targets`` selects by ``config.variant``, in place.
+
+    A layer whose ``min(d_in, d_out)`` is at most the rank stays dense: a rank-k factorisation
+    of it would have at least as many parameters as the layer (the paper's counts assume this).
+    """
+    cls = get_lowrank_class(config.variant)
+    report = ApplyReport()
+    for name in match_targets(model, targets):
+        module = model.get_submodule(name)
+        linear = _as_linear(module)
+        full_rank = min(linear.in_features, linear.out_features)
+        if config.rank >= full_rank:
+            reason = f"rank {config.rank} >= min(d_in, d_out) = {full_rank}"
+            report.kept_dense[name] = reason
+            log.info("%s stays dense: %s", name, reason)
+            continue
+        layer = cls.from_linear(linear, config)
+        model.set_submodule(name, layer if linear is module else Conv1x1(layer))
+        report.replaced[name] = config.variant
+    log.info(
+        "%s: %d layer(s) factorised at rank %d, %d kept dense",
+        config.variant,
+        len(report.replaced),
+        config.rank,
+        len(report.kept_dense),
+    )
+    return report

@@ -1,0 +1,179 @@
+"""The driver behind ``run.py``: config → model → training → results.json.
+
+Every run writes results.json, whatever happens: ``dry_run`` after counting parameters,
+``completed`` after training, ``failed`` with the error before the exception propagates (and
+the process exits non-zero).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sinelr.accounting import count_parameters, rank_diagnostics
+from sinelr.layers import LowRankConfig, variant_name
+from sinelr.paper import paper_omega
+from sinelr.results import Metric, RunResult
+from sinelr.task import RunContext, Task
+
+log = logging.getLogger(__name__)
+
+
+def resolve_number(omega: Any) -> float | None:
+    """``omega`` if it is a number, None for null and ``paper``; an error for anything else."""
+    if omega is None or omega == "paper":
+        return None
+    if isinstance(omega, bool) or not isinstance(omega, int | float):
+        raise ValueError(f"omega must be a number, null or 'paper', got {omega!r}")
+    return float(omega)
+
+
+def resolve_omega(omega: Any, rank: int | None, task: str, adapter: str | None) -> float | None:
+    """``omega`` as a number: ``paper`` looks up METHOD.md's table; null stays null."""
+    if omega == "paper" and rank is not None:
+        return paper_omega(task, rank, adapter)
+    return resolve_number(omega) if rank is not None else None
+
+
+def lowrank_config(cfg: DictConfig) -> LowRankConfig | None:
+    """The factorised layers the command line asks for; None for the dense baseline."""
+    rank, adapter = cfg.rank, cfg.get("adapter")
+    if rank is None:
+        if cfg.omega is not None:
+            log.warning("omega=%s ignored: rank=null is the full-rank baseline", cfg.omega)
+        return None
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise ValueError(f"rank must be a positive integer or null, got {rank!r}")
+    omega = resolve_omega(cfg.omega, rank, cfg.task.name, adapter)
+    return LowRankConfig(
+        variant=variant_name(rank, omega, adapter),
+        rank=rank,
+        omega=omega,
+        **OmegaConf.to_container(cfg.lowrank, resolve=True),
+    )
+
+
+def device_name(cfg: DictConfig) -> str:
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def full_rank_total(task: Task) -> int:
+    """Parameters of the dense network, counted on the meta device (no memory, no RNG draws)."""
+    with torch.device("meta"):
+        dense = task.build_model(None)
+    return 0 if dense is None else sum(p.numel() for p in dense.parameters())
+
+
+def _trainer_factory(cfg: DictConfig, output_dir: Path):
+    def make_trainer(callbacks: Sequence[L.Callback] = (), **overrides: Any) -> L.Trainer:
+        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+        extra: list[L.Callback] = []
+        if cfg.trainer.get("enable_progress_bar", True):
+            extra.append(RichProgressBar(leave=True))
+        return instantiate(
+            cfg.trainer,
+            default_root_dir=str(output_dir),
+            logger=loggers or False,
+            callbacks=[*extra, *callbacks],
+            **overrides,
+        )
+
+    return make_trainer
+
+
+def _log_diagnostics(diagnostics: dict[str, dict[str, float]]) -> None:
+    for name, d in diagnostics.items():
+        log.info(
+            "rank of %s: numerical %d / %d (factor rank %d), stable %.2f",
+            name,
+            d["numerical_rank"],
+            d["max_rank"],
+            d["rank"],
+            d["stable_rank"],
+        )
+
+
+def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
+    """Run one configured experiment and write ``output_dir/results.json``."""
+    output_dir = Path(output_dir)
+    start = time.perf_counter()
+    task_name = cfg.task.name
+    result = RunResult(
+        task=task_name,
+        method="dense",
+        rank=cfg.rank if isinstance(cfg.rank, int) else None,
+        omega=None,
+        adapter=cfg.get("adapter"),
+        seed=cfg.seed,
+        preset=cfg.preset,
+        metric=Metric("", None, True),
+        device=device_name(cfg),
+        output_dir=str(output_dir),
+    )
+    model: nn.Module | None = None
+    try:
+        task_cls: type[Task] = get_class(cfg.task._target_)
+        result.metric = Metric(task_cls.metric, None, task_cls.higher_is_better)
+        result.task_config = OmegaConf.to_container(cfg.task, resolve=True)
+        task: Task = instantiate(cfg.task, _recursive_=False, _convert_="all")
+        lowrank = lowrank_config(cfg) if task.factorises else None
+        result.method = task.method or (lowrank.variant if lowrank else "dense")
+        result.omega = lowrank.omega if lowrank else resolve_number(cfg.omega)
+        dense_total = full_rank_total(task)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        model = task.build_model(lowrank)
+        result.params = count_parameters(model, dense_total)
+        log.info(
+            "%s %s rank=%s omega=%s: %d parameters (%d trainable, %.2f%% of full rank)",
+            task_name,
+            result.method,
+            result.rank,
+            result.omega,
+            result.params.total,
+            result.params.trainable,
+            100 * result.params.compression_rate(result.adapter is not None),
+        )
+        if cfg.dry_run:
+            result.status = "dry_run"
+            return result
+        ctx = RunContext(
+            output_dir=output_dir,
+            data_dir=Path(cfg.paths.data_dir).expanduser(),
+            cache_dir=Path(cfg.paths.cache_dir).expanduser(),
+            seed=cfg.seed,
+            make_trainer=_trainer_factory(cfg, output_dir),
+        )
+        outcome = task.run(model, ctx)
+        result.metrics = outcome.metrics
+        result.steps = outcome.steps
+        value = outcome.metrics.get(task.metric)
+        if value is None or not math.isfinite(value):
+            raise FloatingPointError(f"{task.metric} is {value}: the run produced no valid result")
+        result.metric.value = value
+        result.status = "completed"
+        return result
+    except BaseException as error:
+        result.status = "failed"
+        result.error = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        if model is not None and result.status != "failed":
+            result.diagnostics = {"rank": rank_diagnostics(model)}
+            _log_diagnostics(result.diagnostics["rank"])
+        result.wall_time_s = time.perf_counter() - start
+        path = result.write(output_dir)
+        log.info("%s: %s", result.status, path)

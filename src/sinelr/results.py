@@ -1,0 +1,83 @@
+"""results.json: one per run, exactly as CONTRACT.md says (extra keys only added)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sinelr.accounting import ParamCounts
+from sinelr.io import atomic_write_json
+
+RESULTS_FILE = "results.json"
+STATUSES = ("completed", "dry_run", "failed")
+
+
+@dataclass
+class Metric:
+    name: str
+    value: float | None
+    higher_is_better: bool
+
+
+@dataclass
+class RunResult:
+    """Everything a run reports. ``to_json`` gives CONTRACT.md's keys first, extensions after.
+
+    Extensions: ``error`` (failed runs), ``diagnostics`` (rank of each factorised layer),
+    ``task_config`` (the task's resolved settings), ``output_dir``.
+    """
+
+    task: str
+    method: str
+    rank: int | None
+    omega: float | None
+    adapter: str | None
+    seed: int
+    preset: str
+    metric: Metric
+    params: ParamCounts = field(default_factory=lambda: ParamCounts(0, 0, 0, 0))
+    metrics: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    wall_time_s: float = 0.0
+    device: str = "cpu"
+    status: str = "failed"
+    error: str | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    task_config: dict[str, Any] = field(default_factory=dict)
+    output_dir: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        adapter = self.adapter is not None
+        metric = asdict(self.metric)
+        if self.status != "completed":
+            metric["value"] = None
+        data: dict[str, Any] = {
+            "task": self.task,
+            "method": self.method,
+            "rank": self.rank,
+            "omega": self.omega,
+            "adapter": self.adapter,
+            "params": self.params.as_dict(),
+            "compression_rate": self.params.compression_rate(adapter),
+            "metric": metric,
+            "metrics": {k: v for k, v in self.metrics.items() if math.isfinite(v)},
+            "seed": self.seed,
+            "preset": self.preset,
+            "steps": self.steps,
+            "wall_time_s": round(self.wall_time_s, 3),
+            "device": self.device,
+            "status": self.status,
+        }
+        if self.error is not None:
+            data["error"] = self.error
+        data["diagnostics"] = self.diagnostics
+        data["task_config"] = self.task_config
+        data["output_dir"] = self.output_dir
+        return data
+
+    def write(self, output_dir: str | Path) -> Path:
+        return atomic_write_json(Path(output_dir) / RESULTS_FILE, self.to_json())

@@ -1,0 +1,83 @@
+"""What a paper task provides to the driver, and the Lightning plumbing most tasks share."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+from torch import nn
+
+from sinelr.layers import LowRankConfig
+
+
+@dataclass
+class RunContext:
+    """Where a run reads and writes, and how it gets a configured ``lightning.Trainer``."""
+
+    output_dir: Path
+    data_dir: Path
+    cache_dir: Path
+    seed: int
+    make_trainer: Callable[..., L.Trainer]
+    ckpt_path: str | None = None
+
+
+@dataclass
+class TaskOutput:
+    metrics: dict[str, float]
+    steps: int = 0
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+
+class Task(abc.ABC):
+    """One experiment of the paper.
+
+    ``build_model`` must need no data (``dry_run=true`` counts parameters from it, and the
+    dense model it returns for ``lowrank=None`` is the compression rate's reference).
+    """
+
+    #: results.json's ``metric.name`` and its direction.
+    metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    #: False for a task with no network to factorise (``theory``): it reads ``rank`` and
+    #: ``omega`` itself, and results.json names it by :attr:`method`.
+    factorises: ClassVar[bool] = True
+    method: ClassVar[str | None] = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def build_model(self, lowrank: LowRankConfig | None) -> nn.Module | None:
+        """The network, factorised as ``lowrank`` says (dense for None); None if there is none."""
+        return None
+
+    @abc.abstractmethod
+    def run(self, model: nn.Module | None, ctx: RunContext) -> TaskOutput:
+        """Train and evaluate; return scalar metrics including :attr:`metric`."""
+
+
+class LightningTask(Task):
+    """A task trained by ``lightning.Trainer.fit`` and scored by ``Trainer.test``."""
+
+    @abc.abstractmethod
+    def lightning_module(self, model: nn.Module, ctx: RunContext) -> L.LightningModule: ...
+
+    @abc.abstractmethod
+    def datamodule(self, ctx: RunContext) -> L.LightningDataModule: ...
+
+    def callbacks(self, ctx: RunContext) -> Sequence[L.Callback]:
+        return ()
+
+    def run(self, model: nn.Module | None, ctx: RunContext) -> TaskOutput:
+        assert model is not None
+        module = self.lightning_module(model, ctx)
+        data = self.datamodule(ctx)
+        trainer = ctx.make_trainer(callbacks=list(self.callbacks(ctx)))
+        trainer.fit(module, datamodule=data, ckpt_path=ctx.ckpt_path)
+        trainer.test(module, datamodule=data, verbose=False)
+        metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        return TaskOutput(metrics=metrics, steps=trainer.global_step)

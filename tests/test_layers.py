@@ -1,0 +1,230 @@
+"""The factorised layers: formulas, exact gradients, merging, caching, extension."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sinelr.accounting import rank_stats
+from sinelr.layers import (
+    LOWRANK_LAYERS,
+    LowRankConfig,
+    LowRankLinear,
+    SineLoRALinear,
+    SineLowRankLinear,
+    get_lowrank_class,
+    register_lowrank,
+    variant_name,
+)
+
+VARIANTS = ["lowrank", "sine_lowrank", "lora", "sine_lora", "dora", "sine_dora"]
+ADAPTER_VARIANTS = ["lora", "sine_lora", "dora", "sine_dora"]
+
+
+def make_layer(variant: str, *, d_in=12, d_out=10, rank=3, dtype=torch.float64, **kwargs):
+    torch.manual_seed(0)
+    base = nn.Linear(d_in, d_out, dtype=dtype)
+    omega = kwargs.pop("omega", 30.0 if variant.startswith("sine") else None)
+    config = LowRankConfig(variant=variant, rank=rank, omega=omega, **kwargs)
+    layer = get_lowrank_class(variant).from_linear(base, config)
+    if hasattr(layer, "lora_B"):
+        # B = 0 at init makes the adapter's gradients through A vanish; test a trained state.
+        nn.init.normal_(layer.lora_B, std=0.5)
+    return layer
+
+
+def test_variant_names_follow_rank_omega_adapter():
+    assert variant_name(None, None) == "dense"
+    assert variant_name(None, 800.0) == "dense"
+    assert variant_name(5, None) == "lowrank"
+    assert variant_name(5, 800.0) == "sine_lowrank"
+    assert variant_name(4, None, "lora") == "lora"
+    assert variant_name(4, 200.0, "dora") == "sine_dora"
+    with pytest.raises(ValueError, match="adapter"):
+        variant_name(4, None, "ia3")
+    assert set(VARIANTS) <= set(LOWRANK_LAYERS)
+
+
+def test_sine_lowrank_weight_is_its_formula():
+    layer = SineLowRankLinear(16, 8, 2, omega=800.0, dtype=torch.float64)
+    expected = torch.sin(800.0 * (layer.U @ layer.V)) / math.sqrt(16)
+    torch.testing.assert_close(layer.effective_weight(), expected, rtol=0, atol=0)
+    x = torch.randn(5, 16, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), x @ expected.T + layer.bias)
+
+
+def test_sine_lora_update_is_its_formula():
+    layer = make_layer("sine_lora", alpha=6.0, omega=200.0)
+    scaling = 6.0 / 3
+    delta = scaling * torch.sin(200.0 * (layer.lora_B @ layer.lora_A)) / math.sqrt(12)
+    torch.testing.assert_close(layer.factorised_weight(), delta, rtol=0, atol=0)
+    x = torch.randn(4, 12, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), layer.base_layer(x) + x @ delta.T)
+
+
+def test_dora_weight_is_its_formula():
+    layer = make_layer("sine_dora", omega=50.0)
+    W0 = layer.base_layer.weight
+    direction = W0 + layer.factorised_weight()
+    expected = layer.magnitude[:, None] * direction / direction.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(layer.effective_weight(), expected)
+    x = torch.randn(4, 12, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), x @ expected.T + layer.base_layer.bias)
+
+
+def test_gain_defaults_to_sqrt_d_in_and_is_configurable():
+    assert SineLowRankLinear(256, 64, 1, omega=200.0).gain == 16.0
+    assert SineLowRankLinear(256, 64, 1, omega=200.0, gain=4.0).gain == 4.0
+
+
+def test_init_matches_nn_linear_bounds():
+    layer = LowRankLinear(400, 300, 7)
+    assert layer.U.abs().max() <= 1 / math.sqrt(7)  # kaiming_uniform(a=√5): 1/sqrt(fan_in)
+    assert layer.V.abs().max() <= 1 / math.sqrt(400)
+    assert layer.bias.abs().max() <= 1 / math.sqrt(400)
+    assert layer.V.abs().max() > 0.9 / math.sqrt(400)  # the bound is used, not something smaller
+
+
+def test_adapters_start_as_the_base_layer():
+    torch.manual_seed(0)
+    base = nn.Linear(12, 10)
+    x = torch.randn(3, 12)
+    for variant in ADAPTER_VARIANTS:
+        omega = 100.0 if variant.startswith("sine") else None
+        config = LowRankConfig(variant=variant, rank=2, omega=omega)
+        layer = get_lowrank_class(variant).from_linear(base, config)
+        torch.testing.assert_close(layer(x), base(x))
+        assert not base.weight.requires_grad
+        assert {n for n, p in layer.named_parameters() if p.requires_grad} >= {"lora_A", "lora_B"}
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "naive"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradcheck_float64(variant, fused):
+    # block_elems=24 → two weight rows per block: the row-blocked path is really exercised.
+    layer = make_layer(variant, fused=fused, block_elems=24)
+    x = torch.randn(2, 3, 12, dtype=torch.float64, requires_grad=True)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    assert torch.autograd.gradcheck(lambda x, *_: layer(x), (x, *params), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["sine_lowrank", "sine_lora", "dora", "sine_dora"])
+def test_fused_equals_naive_in_fp32(variant):
+    fused = make_layer(variant, dtype=torch.float32, d_in=64, d_out=48, block_elems=256)
+    naive = make_layer(variant, dtype=torch.float32, d_in=64, d_out=48, fused=False)
+    naive.load_state_dict(fused.state_dict())
+    x = torch.randn(7, 64)
+    y_fused, y_naive = fused(x), naive(x)
+    torch.testing.assert_close(y_fused, y_naive, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y_fused)
+    y_fused.backward(g)
+    y_naive.backward(g)
+    for (name, p), q in zip(fused.named_parameters(), naive.parameters(), strict=True):
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("variant", ["sine_lora", "dora"])
+def test_dropout_feeds_the_adapter_only(variant):
+    layer = make_layer(variant, dropout=0.5, dtype=torch.float32)
+    layer.train()
+    x = torch.randn(64, 12)
+    torch.manual_seed(1)
+    y = layer(x)
+    torch.manual_seed(1)
+    x_drop = layer.lora_dropout(x)
+    update = layer.effective_weight() - layer.base_layer.weight
+    torch.testing.assert_close(y, layer.base_layer(x) + x_drop @ update.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ADAPTER_VARIANTS)
+def test_merge_is_exact_and_unmerge_restores(variant):
+    layer = make_layer(variant, dtype=torch.float32)
+    layer.eval()
+    x = torch.randn(5, 12)
+    W0 = layer.base_layer.weight.detach().clone()
+    with torch.no_grad():
+        adapted = layer(x)
+        layer.merge()
+        merged = layer(x)
+        assert layer.merged
+        torch.testing.assert_close(merged, layer.base_layer(x))
+        torch.testing.assert_close(merged, adapted, rtol=1e-5, atol=1e-6)
+        layer.unmerge()
+        torch.testing.assert_close(layer.base_layer.weight, W0, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(layer(x), adapted, rtol=1e-5, atol=1e-6)
+
+
+def test_rank_of_sine_rises_with_omega():
+    torch.manual_seed(0)
+    layer = LowRankLinear(256, 256, 1, dtype=torch.float64)
+    ranks = [
+        rank_stats(torch.sin(omega * layer.U @ layer.V))["numerical_rank"]
+        for omega in (1.0, 30.0, 300.0, 3000.0)
+    ]
+    assert ranks == sorted(ranks) and ranks[-1] > ranks[0] + 20
+    assert rank_stats(layer.U @ layer.V)["numerical_rank"] == 1
+
+
+def test_inference_cache_follows_parameter_updates():
+    layer = SineLowRankLinear(32, 16, 2, omega=100.0)
+    layer.eval()
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        first = layer(x)
+        assert layer._weight_cache is not None
+        cached = layer._weight_cache[1]
+        assert layer(x).equal(first) and layer._weight_cache[1] is cached  # reused
+        layer.U.add_(0.1)  # an optimiser step is an in-place update
+        second = layer(x)
+    assert layer._weight_cache[1] is not cached
+    torch.testing.assert_close(second, F.linear(x, layer.effective_weight(), layer.bias))
+    assert not second.equal(first)
+    layer.train()
+    assert layer._weight_cache is None
+    with torch.no_grad():
+        layer(x)
+    assert layer._weight_cache is None  # never cached while training
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="rank"):
+        LowRankConfig(variant="lowrank", rank=0)
+    with pytest.raises(ValueError, match="omega"):
+        LowRankConfig(variant="sine_lowrank", rank=2, omega=-1.0)
+    with pytest.raises(ValueError, match="gain"):
+        LowRankConfig(variant="sine_lowrank", rank=2, omega=1.0, gain=0.0)
+    with pytest.raises(ValueError, match="omega"):
+        SineLoRALinear.from_linear(nn.Linear(4, 4), LowRankConfig(variant="sine_lora", rank=1))
+    with pytest.raises(KeyError, match="registered"):
+        get_lowrank_class("no_such_variant")
+
+
+@pytest.fixture
+def tanh_variant():
+    """A new variant, as a user would add it: one class, one registry entry."""
+
+    @register_lowrank("tanh_lowrank_test")
+    class TanhLowRankLinear(LowRankLinear):
+        materialises_weight = True
+
+        def weight_rows(self, rows, U, V):
+            return torch.tanh(U[rows] @ V)
+
+    yield TanhLowRankLinear
+    del LOWRANK_LAYERS["tanh_lowrank_test"]
+
+
+def test_a_new_variant_is_one_class_and_one_registry_entry(tanh_variant):
+    config = LowRankConfig(variant="tanh_lowrank_test", rank=2, block_elems=16)
+    layer = get_lowrank_class("tanh_lowrank_test").from_linear(nn.Linear(8, 6).double(), config)
+    assert isinstance(layer, tanh_variant)
+    x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(layer(x), x @ torch.tanh(layer.U @ layer.V).T + layer.bias)
+    assert torch.autograd.gradcheck(lambda x, U, V: layer(x), (x, layer.U, layer.V), eps=1e-6)
+    with pytest.raises(ValueError, match="already registered"):
+        register_lowrank("tanh_lowrank_test")(tanh_variant)
