@@ -18,7 +18,15 @@ from torch import Tensor, nn
 
 from sinelr.layers.base import LowRankLayer, register_lowrank
 from sinelr.layers.config import LowRankConfig
-from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS, blockwise_linear
+from sinelr.layers.functional import (
+    DEFAULT_BLOCK_ELEMS,
+    VJP,
+    WeightFn,
+    WeightVJPFn,
+    autograd_vjp,
+    blockwise_linear,
+    sine_rows_vjp,
+)
 from sinelr.layers.sine import SineActivated
 
 
@@ -88,6 +96,14 @@ class LoRALinear(LowRankLayer):
         """``W'[rows] - W0[rows]``: what the adapter adds to the frozen layer."""
         return self.delta_rows(rows, *factors[-2:])
 
+    # Backward of a block of :meth:`weight_rows` / :meth:`update_rows`: autograd unless a
+    # variant has a cheaper closed form.
+    def weight_rows_vjp(self, rows: slice, *params: Tensor) -> tuple[Tensor, VJP]:
+        return autograd_vjp(self.weight_rows)(rows, *params)
+
+    def update_rows_vjp(self, rows: slice, *params: Tensor) -> tuple[Tensor, VJP]:
+        return autograd_vjp(self.update_rows)(rows, *params)
+
     def factor_parameters(self) -> tuple[nn.Parameter, ...]:
         return (self.lora_A, self.lora_B)
 
@@ -117,17 +133,17 @@ class LoRALinear(LowRankLayer):
             # No dropout: one matmul with the whole adapted weight instead of two.
             if not self.fused:
                 return F.linear(x, self.effective_weight(), bias)
-            y = self._blockwise(x, self.weight_rows)
+            y = self._blockwise(x, self.weight_rows, self.weight_rows_vjp)
             return y if bias is None else y + bias.to(y.dtype)
         # Dropout feeds the adapter only; the frozen layer sees the clean input (as PEFT).
         if not self.fused:
             update = self.effective_weight() - self.base_layer.weight
             return self.base_layer(x) + F.linear(x_drop, update)
-        return self.base_layer(x) + self._blockwise(x_drop, self.update_rows)
+        return self.base_layer(x) + self._blockwise(x_drop, self.update_rows, self.update_rows_vjp)
 
-    def _blockwise(self, x: Tensor, rows_fn) -> Tensor:
+    def _blockwise(self, x: Tensor, rows_fn: WeightFn, rows_vjp: WeightVJPFn) -> Tensor:
         return blockwise_linear(
-            x, rows_fn, self.weight_params(), self.out_features, self.block_elems
+            x, rows_fn, self.weight_params(), self.out_features, self.block_elems, rows_vjp
         )
 
     @torch.no_grad()
@@ -164,12 +180,22 @@ class SineDelta(SineActivated):
     scaling: float
 
     def delta_rows(self, rows: slice, B: Tensor, A: Tensor) -> Tensor:
-        return self.scaling * self.sine(B[rows], A)
+        return self.sine(B[rows], A, self.scaling)
 
 
 @register_lowrank("sine_lora")
 class SineLoRALinear(SineDelta, LoRALinear):
-    """LoRA's parameters with a high-rank update."""
+    """LoRA's parameters with a high-rank update; its blocks' backward is written out."""
+
+    def _sine_rows_vjp(self, rows: slice, B: Tensor, A: Tensor, base: Tensor | None):
+        weight, vjp = sine_rows_vjp(rows, B, A, self.omega, self.scaling / self.gain, base)
+        return weight, lambda grad: (None, *vjp(grad))
+
+    def weight_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
+        return self._sine_rows_vjp(rows, B, A, W0[rows])
+
+    def update_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
+        return self._sine_rows_vjp(rows, B, A, None)
 
 
 @register_lowrank("dora")

@@ -16,18 +16,69 @@ import torch
 from torch import Tensor
 
 # Rows per block are chosen so that one block holds about this many weight entries (4 MiB in
-# fp32). The backward pass keeps about five block-sized temporaries at a time (the block, its
-# argument, its gradient, the cosine and the argument's gradient): 20 MiB, under a third of one
-# 4096×4096 fp32 matrix, while blocks stay large enough for the matmuls to run at full speed.
+# fp32). The backward pass keeps three block-sized temporaries (the block, the sine's argument
+# turned cosine, the block's gradient), 12 MiB: under a fifth of one 4096×4096 fp32 matrix,
+# while blocks stay large enough for the matmuls to run at full speed.
 DEFAULT_BLOCK_ELEMS = 1 << 20
 
 WeightFn = Callable[..., Tensor]
-"""``weight_fn(rows, *params) -> W[rows]``: builds a slice of weight rows from the parameters."""
+"""``weight_fn(rows, *params) -> W[rows]``: a slice of weight rows from the parameters."""
+VJP = Callable[[Tensor], Sequence[Tensor | None]]
+WeightVJPFn = Callable[..., tuple[Tensor, VJP]]
+"""``weight_vjp(rows, *params) -> (W[rows], vjp)``; ``vjp(dL/dW[rows])`` gives each parameter's
+full-size gradient (None for one without); it may overwrite its argument."""
 
 
-def sine_weight(U: Tensor, V: Tensor, omega: float, gain: float) -> Tensor:
-    """``sin(ω·U V) / g``, the sine-activated low-rank matrix (METHOD.md, "Layers")."""
-    return torch.sin(omega * (U @ V)) / gain
+def sine_weight(
+    U: Tensor, V: Tensor, omega: float, scale: float, base: Tensor | None = None
+) -> Tensor:
+    """``base + scale·sin(ω·U V)``; ``scale = 1/g`` is METHOD.md's sine low-rank matrix.
+
+    In-place steps are on tensors autograd does not keep, so this is differentiable as is.
+    """
+    sine = torch.sin((U @ V).mul_(omega))
+    return sine.mul_(scale) if base is None else torch.add(base, sine, alpha=scale)
+
+
+def sine_rows_vjp(
+    rows: slice, U: Tensor, V: Tensor, omega: float, scale: float, base: Tensor | None = None
+) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor]]]:
+    """Rows ``rows`` of :func:`sine_weight` (``base`` given as those rows) and their backward.
+
+    ``dL/d(UV) = dL/dW ⊙ scale·ω·cos(ω·UV)``: the argument's buffer is reused for the cosine and
+    the incoming gradient's for the product's, so a block costs three block-sized tensors. The
+    backward returns full-size gradients of ``U`` (zero outside ``rows``) and ``V``.
+    """
+    U_rows = U[rows]
+    argument = (U_rows @ V).mul_(omega)
+    weight = torch.sin(argument)
+    weight = weight.mul_(scale) if base is None else torch.add(base, weight, alpha=scale)
+
+    def vjp(grad_weight: Tensor) -> tuple[Tensor, Tensor]:
+        grad_product = grad_weight.mul_(argument.cos_()).mul_(scale * omega)
+        grad_U = torch.zeros_like(U)
+        grad_U[rows] = grad_product @ V.T
+        return grad_U, U_rows.T @ grad_product
+
+    return weight, vjp
+
+
+def autograd_vjp(weight_fn: WeightFn) -> WeightVJPFn:
+    """A ``weight_vjp`` for any differentiable ``weight_fn``: rebuild the block under autograd."""
+
+    def weight_vjp(rows: slice, *params: Tensor) -> tuple[Tensor, VJP]:
+        leaves = [p.detach().requires_grad_(p.requires_grad) for p in params]
+        with torch.enable_grad():
+            weight = weight_fn(rows, *leaves)
+        wanted = [leaf for leaf in leaves if leaf.requires_grad]
+
+        def vjp(grad_weight: Tensor) -> list[Tensor | None]:
+            grads = iter(torch.autograd.grad(weight, wanted, grad_weight) if wanted else ())
+            return [next(grads) if leaf.requires_grad else None for leaf in leaves]
+
+        return weight.detach(), vjp
+
+    return weight_vjp
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -45,28 +96,25 @@ def _row_blocks(n_rows: int, block_rows: int) -> list[slice]:
 class _BlockwiseLinear(torch.autograd.Function):
     """``y = x @ W.T`` with ``W`` built row block by row block from ``params``.
 
-    Only ``x`` and the parameters are saved; each block of ``W`` is rebuilt in backward under a
-    local autograd graph, so gradients are exact for any ``weight_fn`` (sine, DoRA's row norm).
+    Only ``x`` and the parameters are saved; backward rebuilds each block with ``weight_vjp``.
     Blocks are built in the parameters' precision (fp32) with autocast off, whatever the
-    caller's precision: the sine's argument ``ω·UV`` is large and its phase must not be rounded
-    to 8 bits. Only the finished block is cast to the autocast dtype for the matmul, and the
-    input gradient is accumulated over blocks in at least fp32.
+    caller's: the sine's argument ``ω·UV`` is large and its phase must not be rounded to 8 bits.
+    Only the finished block is cast to the autocast dtype for the matmul, and the input gradient
+    is accumulated over blocks in at least fp32.
     """
 
     @staticmethod
-    def forward(ctx, x, weight_fn, n_rows, block_rows, *params):  # type: ignore[override]
+    def forward(ctx, x, weight_fn, weight_vjp, n_rows, block_rows, *params):  # type: ignore[override]
         compute_dtype = _compute_dtype(x)
-        device_type = x.device.type
         x2d = x.reshape(-1, x.shape[-1]).to(compute_dtype)
         out = x2d.new_empty(x2d.shape[0], n_rows)
-        with torch.no_grad(), torch.autocast(device_type, enabled=False):
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             for rows in _row_blocks(n_rows, block_rows):
                 out[:, rows] = x2d @ weight_fn(rows, *params).to(compute_dtype).T
-        ctx.weight_fn = weight_fn
+        ctx.weight_vjp = weight_vjp
         ctx.block_rows = block_rows
         ctx.n_rows = n_rows
         ctx.compute_dtype = compute_dtype
-        ctx.x_shape = x.shape
         ctx.x_dtype = x.dtype
         ctx.save_for_backward(x, *params)
         return out.reshape(*x.shape[:-1], n_rows)
@@ -78,32 +126,30 @@ class _BlockwiseLinear(torch.autograd.Function):
         x2d = x.reshape(-1, x.shape[-1]).to(dtype)
         g2d = grad_out.reshape(-1, ctx.n_rows).to(dtype)
         need_x = ctx.needs_input_grad[0]
-        leaves = [p.detach().requires_grad_(p.requires_grad) for p in params]
-        wanted = [leaf for leaf in leaves if leaf.requires_grad]
-        grads = [torch.zeros_like(leaf) for leaf in wanted]
+        need_params = any(ctx.needs_input_grad[5:])
         acc_dtype = torch.promote_types(dtype, torch.float32)
         grad_x = torch.zeros_like(x2d, dtype=acc_dtype) if need_x else None
-        with torch.autocast(x.device.type, enabled=False):
+        grads: list[Tensor | None] = [None] * len(params)
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             for rows in _row_blocks(ctx.n_rows, ctx.block_rows):
-                with torch.enable_grad():
-                    w = ctx.weight_fn(rows, *leaves)
+                weight, vjp = ctx.weight_vjp(rows, *params)
                 g_rows = g2d[:, rows]
                 if need_x:
-                    w_c = w.detach().to(dtype)
+                    w = weight.to(dtype)
                     if acc_dtype == dtype:
-                        grad_x.addmm_(g_rows, w_c)
+                        grad_x.addmm_(g_rows, w)
                     else:
-                        grad_x += (g_rows @ w_c).to(acc_dtype)
-                if wanted:
-                    grad_w = (g_rows.T @ x2d).to(w.dtype)
-                    for acc, g in zip(grads, torch.autograd.grad(w, wanted, grad_w), strict=True):
-                        acc += g
-                del w
-        param_grads = iter(grads)
-        out_param_grads = [next(param_grads) if leaf.requires_grad else None for leaf in leaves]
+                        grad_x += (g_rows @ w).to(acc_dtype)
+                weight_dtype = weight.dtype
+                del weight
+                if need_params:
+                    block_grads = vjp((g_rows.T @ x2d).to(weight_dtype))
+                    for i, g in enumerate(block_grads):
+                        if g is not None and ctx.needs_input_grad[5 + i]:
+                            grads[i] = g if grads[i] is None else grads[i].add_(g)
         if grad_x is not None:
-            grad_x = grad_x.reshape(ctx.x_shape).to(ctx.x_dtype)
-        return (grad_x, None, None, None, *out_param_grads)
+            grad_x = grad_x.reshape(x.shape).to(ctx.x_dtype)
+        return (grad_x, None, None, None, None, *grads)
 
 
 def blockwise_linear(
@@ -112,11 +158,14 @@ def blockwise_linear(
     params: Sequence[Tensor],
     n_rows: int,
     block_elems: int = DEFAULT_BLOCK_ELEMS,
+    weight_vjp: WeightVJPFn | None = None,
 ) -> Tensor:
     """``x @ W.T`` where ``W[rows] = weight_fn(rows, *params)``, holding one block at a time.
 
     ``params`` must be every tensor ``weight_fn`` reads that may need a gradient (frozen tensors
-    may be passed too and get none).
+    may be passed too and get none). ``weight_vjp`` is the block's backward; by default autograd
+    through ``weight_fn``.
     """
     block_rows = max(1, block_elems // max(1, x.shape[-1]))
-    return _BlockwiseLinear.apply(x, weight_fn, n_rows, block_rows, *params)
+    weight_vjp = weight_vjp or autograd_vjp(weight_fn)
+    return _BlockwiseLinear.apply(x, weight_fn, weight_vjp, n_rows, block_rows, *params)

@@ -16,7 +16,13 @@ from torch import Tensor, nn
 
 from sinelr.layers.base import LowRankLayer, register_lowrank
 from sinelr.layers.config import LowRankConfig
-from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS, blockwise_linear
+from sinelr.layers.functional import (
+    DEFAULT_BLOCK_ELEMS,
+    VJP,
+    autograd_vjp,
+    blockwise_linear,
+    sine_rows_vjp,
+)
 from sinelr.layers.sine import SineActivated
 
 
@@ -80,6 +86,10 @@ class LowRankLinear(LowRankLayer):
         """Rows ``rows`` of the weight, from factors passed in so backward can rebuild them."""
         return U[rows] @ V
 
+    def weight_rows_vjp(self, rows: slice, U: Tensor, V: Tensor) -> tuple[Tensor, VJP]:
+        """:meth:`weight_rows` and its backward; autograd unless a variant knows better."""
+        return autograd_vjp(self.weight_rows)(rows, U, V)
+
     def factor_parameters(self) -> tuple[nn.Parameter, ...]:
         return (self.U, self.V)
 
@@ -111,3 +121,6 @@ class SineLowRankLinear(SineActivated, LowRankLinear):
 
     def weight_rows(self, rows: slice, U: Tensor, V: Tensor) -> Tensor:
         return self.sine(U[rows], V)
+
+    def weight_rows_vjp(self, rows: slice, U: Tensor, V: Tensor) -> tuple[Tensor, VJP]:
+        return sine_rows_vjp(rows, U, V, self.omega, 1.0 / self.gain)

@@ -33,8 +33,9 @@ class SineActivated:
             raise ValueError(f"{cls.variant} needs omega; omega=null selects the plain variant")
         return {**super()._kwargs_from_config(config), "omega": config.omega, "gain": config.gain}
 
-    def sine(self, left: Tensor, right: Tensor) -> Tensor:
-        return sine_weight(left, right, self.omega, self.gain)
+    def sine(self, left: Tensor, right: Tensor, scale: float = 1.0) -> Tensor:
+        """``scale · sin(ω · left @ right) / g``."""
+        return sine_weight(left, right, self.omega, scale / self.gain)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, omega={self.omega:g}, gain={self.gain:g}"
