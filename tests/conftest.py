@@ -38,13 +38,20 @@ class CliRun:
 def run_cli(tmp_path: Path):
     """``run_cli("task=bof", ...)``: run.py in a subprocess, its run dir under ``tmp_path``."""
 
-    def run(*overrides: str, data_dir: Path | None = None, timeout: float = 300) -> CliRun:
-        run_dir = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
+    def run(
+        *overrides: str,
+        data_dir: Path | None = None,
+        run_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+    ) -> CliRun:
+        run_dir = run_dir or tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
         env = {
             **os.environ,
             "SINELR_CACHE": str(tmp_path / "cache"),
             "SINELR_DATA": str(data_dir or tmp_path / "no-data"),
             "WANDB_MODE": "offline",
+            **(env or {}),
         }
         proc = subprocess.run(
             [

@@ -17,12 +17,22 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sinelr.accounting import count_parameters, rank_diagnostics
+from sinelr.callbacks import NonFiniteGuard
+from sinelr.checkpoint import (
+    CHECKPOINT_DIR,
+    AtomicCheckpointIO,
+    RunState,
+    check_checkpoint,
+    find_resume_checkpoint,
+    fingerprint,
+)
 from sinelr.layers import LowRankConfig, variant_name
+from sinelr.loggers import GuardedLogger
 from sinelr.paper import paper_omega
 from sinelr.results import Metric, RunResult
 from sinelr.task import RunContext, Task
@@ -78,21 +88,53 @@ def full_rank_total(task: Task) -> int:
     return 0 if dense is None else sum(p.numel() for p in dense.parameters())
 
 
-def _trainer_factory(cfg: DictConfig, output_dir: Path):
+def _trainer_factory(cfg: DictConfig, output_dir: Path, run_fingerprint: dict[str, Any]):
+    """``make_trainer(callbacks)``: the configured Trainer with sinelr's standard callbacks.
+
+    Every Lightning run gets atomic checkpoints carrying the run's fingerprint and RNG state,
+    the non-finite guard, a rich progress bar, and loggers whose failures are not fatal.
+    """
+    lr = cfg.task.get("lr", "n/a")
+    hint = f"omega={cfg.omega}, lowrank.gain={cfg.lowrank.gain or 'sqrt(d_in)'}, task.lr={lr}"
+
     def make_trainer(callbacks: Sequence[L.Callback] = (), **overrides: Any) -> L.Trainer:
-        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-        extra: list[L.Callback] = []
+        loggers = [GuardedLogger(instantiate(c)) for c in (cfg.get("logger") or {}).values() if c]
+        standard: list[L.Callback] = [
+            ModelCheckpoint(
+                dirpath=output_dir / CHECKPOINT_DIR,
+                save_top_k=0,
+                save_last=True,
+                every_n_epochs=cfg.checkpoint.every_n_epochs,
+                every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+            ),
+            RunState(run_fingerprint),
+            NonFiniteGuard(hint),
+        ]
         if cfg.trainer.get("enable_progress_bar", True):
-            extra.append(RichProgressBar(leave=True))
+            standard.append(RichProgressBar(leave=True))
         return instantiate(
             cfg.trainer,
             default_root_dir=str(output_dir),
             logger=loggers or False,
-            callbacks=[*extra, *callbacks],
+            callbacks=[*standard, *callbacks],
+            plugins=[AtomicCheckpointIO()],
             **overrides,
         )
 
     return make_trainer
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path, run_fingerprint: dict) -> Path | None:
+    """The checkpoint this run continues from (checked against its fingerprint), if any."""
+    ckpt_path = cfg.get("ckpt_path")
+    if cfg.get("resume") or ckpt_path == "last":
+        runs_root = Path(cfg.paths.runs_dir).expanduser()
+        return find_resume_checkpoint(output_dir, runs_root, run_fingerprint)
+    if ckpt_path:
+        path = Path(ckpt_path).expanduser()
+        check_checkpoint(path, run_fingerprint)
+        return path
+    return None
 
 
 def _log_diagnostics(diagnostics: dict[str, dict[str, float]]) -> None:
@@ -150,12 +192,18 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         if cfg.dry_run:
             result.status = "dry_run"
             return result
+        run_fingerprint = fingerprint(cfg)
+        ckpt = resume_checkpoint(cfg, output_dir, run_fingerprint) if task.resumable else None
+        if ckpt is not None:
+            log.info("resuming from %s", ckpt)
+            result.resumed_from = str(ckpt)
         ctx = RunContext(
             output_dir=output_dir,
             data_dir=Path(cfg.paths.data_dir).expanduser(),
             cache_dir=Path(cfg.paths.cache_dir).expanduser(),
             seed=cfg.seed,
-            make_trainer=_trainer_factory(cfg, output_dir),
+            make_trainer=_trainer_factory(cfg, output_dir, run_fingerprint),
+            ckpt_path=None if ckpt is None else str(ckpt),
         )
         outcome = task.run(model, ctx)
         result.metrics = outcome.metrics

@@ -7,6 +7,8 @@ import os
 import socket
 from typing import Any
 
+from lightning.pytorch.loggers.logger import Logger
+
 log = logging.getLogger(__name__)
 
 WANDB_HOST = ("api.wandb.ai", 443)
@@ -37,3 +39,68 @@ def wandb_logger(offline: bool | None = None, **kwargs: Any):
     if offline:
         os.environ.setdefault("WANDB_MODE", "offline")
     return WandbLogger(offline=offline, **kwargs)
+
+
+class GuardedLogger(Logger):
+    """Wraps a logger so that its failures cost a warning, never the run.
+
+    The first exception from the wrapped logger is logged with its traceback and the logger is
+    switched off; training, checkpoints and results.json go on.
+    """
+
+    def __init__(self, logger: Logger) -> None:
+        super().__init__()
+        self._logger = logger
+        self._failed = False
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self._failed:
+            return None
+        try:
+            return getattr(self._logger, method)(*args, **kwargs)
+        except Exception:
+            self._failed = True
+            log.exception(
+                "logger %s failed in %s; it is off for the rest of the run",
+                type(self._logger).__name__,
+                method,
+            )
+            return None
+
+    @property
+    def name(self) -> str | None:
+        return self._logger.name
+
+    @property
+    def version(self) -> int | str | None:
+        return self._logger.version
+
+    @property
+    def save_dir(self) -> str | None:
+        return self._logger.save_dir
+
+    @property
+    def log_dir(self) -> str | None:
+        return getattr(self._logger, "log_dir", None)
+
+    @property
+    def experiment(self) -> Any:
+        return self._logger.experiment
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._call("log_metrics", metrics, step)
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self._call("log_hyperparams", params, *args, **kwargs)
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        self._call("log_graph", model, input_array)
+
+    def save(self) -> None:
+        self._call("save")
+
+    def finalize(self, status: str) -> None:
+        self._call("finalize", status)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._call("after_save_checkpoint", checkpoint_callback)

@@ -26,7 +26,8 @@ class RunResult:
     """Everything a run reports. ``to_json`` gives CONTRACT.md's keys first, extensions after.
 
     Extensions: ``error`` (failed runs), ``diagnostics`` (rank of each factorised layer),
-    ``task_config`` (the task's resolved settings), ``output_dir``.
+    ``task_config`` (the task's resolved settings), ``output_dir``, ``resumed_from`` (the
+    checkpoint a resumed run continued from).
     """
 
     task: str
@@ -47,6 +48,7 @@ class RunResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     task_config: dict[str, Any] = field(default_factory=dict)
     output_dir: str = ""
+    resumed_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.status not in STATUSES:
@@ -77,6 +79,8 @@ class RunResult:
         data["diagnostics"] = self.diagnostics
         data["task_config"] = self.task_config
         data["output_dir"] = self.output_dir
+        if self.resumed_from is not None:
+            data["resumed_from"] = self.resumed_from
         return data
 
     def write(self, output_dir: str | Path) -> Path:

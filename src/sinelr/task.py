@@ -47,6 +47,8 @@ class Task(abc.ABC):
     #: ``omega`` itself, and results.json names it by :attr:`method`.
     factorises: ClassVar[bool] = True
     method: ClassVar[str | None] = None
+    #: True for tasks that train through checkpoints and can resume from one.
+    resumable: ClassVar[bool] = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -63,6 +65,8 @@ class Task(abc.ABC):
 class LightningTask(Task):
     """A task trained by ``lightning.Trainer.fit`` and scored by ``Trainer.test``."""
 
+    resumable = True
+
     @abc.abstractmethod
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> L.LightningModule: ...
 
@@ -78,6 +82,11 @@ class LightningTask(Task):
         data = self.datamodule(ctx)
         trainer = ctx.make_trainer(callbacks=list(self.callbacks(ctx)))
         trainer.fit(module, datamodule=data, ckpt_path=ctx.ckpt_path)
+        metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ values
         trainer.test(module, datamodule=data, verbose=False)
-        metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics.update(_scalars(trainer.callback_metrics))
         return TaskOutput(metrics=metrics, steps=trainer.global_step)
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items()}

@@ -48,6 +48,11 @@ class OccupancyModule(L.LightningModule):
     def forward(self, xyz: Tensor) -> Tensor:
         return self.model(xyz)
 
+    def on_fit_start(self) -> None:
+        if self.trainer.accumulate_grad_batches != 1:
+            # The data order, and so resuming mid-epoch, assumes one optimiser step per batch.
+            raise ValueError("task bof trains with trainer.accumulate_grad_batches=1")
+
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         _, xyz, occupancy = batch
         loss = F.mse_loss(self(xyz), occupancy)

@@ -1,0 +1,169 @@
+"""Checkpoints that survive a kill and refuse to resume the wrong run.
+
+* Written atomically (temporary file + rename) and read with ``weights_only=True``.
+* Each carries the run's *fingerprint* (task settings, rank, ω, adapter, layer settings, seed)
+  and its RNG states; resuming checks the fingerprint first and names what differs.
+* ``resume=true`` finds the newest checkpoint of a run with the same fingerprint, in this run's
+  directory or under ``outputs/``; ``ckpt_path=<file>`` names one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+from sinelr.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.ckpt"
+STATE_KEY = "sinelr"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used to resume this run."""
+
+
+FINGERPRINT_KEYS = ("task", "rank", "omega", "adapter", "lowrank", "seed")
+
+
+def fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    """What a checkpoint must match to continue this run (hardware, logging, paths may differ)."""
+    return {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key in FINGERPRINT_KEYS
+        for value in [cfg.get(key)]
+    }
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def fingerprint_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    a, b = _flatten(saved), _flatten(current)
+    return [
+        f"{k}: {a.get(k)!r} (checkpoint) vs {b.get(k)!r} (now)"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into memory, then an atomic rename; loads never unpickle code."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:
+        return read_checkpoint(Path(path), map_location=map_location)
+
+
+def read_checkpoint(path: Path, map_location: Any = None, mmap: bool = False) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(error).__name__}: {error}); it may be "
+            "truncated or not a sinelr checkpoint. Resume from another one or start afresh."
+        ) from error
+
+
+def saved_fingerprint(path: Path) -> dict[str, Any] | None:
+    checkpoint = read_checkpoint(path, mmap=True)
+    state = checkpoint.get("callbacks", {}).get(STATE_KEY)
+    return None if state is None else state.get("fingerprint")
+
+
+def check_checkpoint(path: Path, expected: dict[str, Any]) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` was written by a run with ``expected``."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    saved = saved_fingerprint(path)
+    if saved is None:
+        raise CheckpointError(f"checkpoint {path} carries no sinelr run fingerprint")
+    diff = fingerprint_diff(saved, expected)
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {path} is from a different configuration; differences: "
+            + "; ".join(diff[:10])
+            + ". Resume with the original overrides, or start a fresh run."
+        )
+
+
+def _candidates(output_dir: Path, runs_root: Path) -> Iterator[Path]:
+    own = output_dir / CHECKPOINT_DIR / LAST
+    if own.is_file():
+        yield own
+    if runs_root.is_dir():
+        found = [p for p in runs_root.rglob(f"{CHECKPOINT_DIR}/{LAST}") if p != own]
+        yield from sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def find_resume_checkpoint(output_dir: Path, runs_root: Path, expected: dict[str, Any]) -> Path:
+    """The newest ``last.ckpt`` written by a run with this fingerprint."""
+    for path in _candidates(output_dir, runs_root):
+        try:
+            if saved_fingerprint(path) == expected:
+                return path
+        except CheckpointError as error:
+            log.warning("skipping %s", error)
+    raise CheckpointError(
+        f"resume=true: no checkpoint of a run with this configuration in {output_dir} or under "
+        f"{runs_root}. Run it without resume first, or pass ckpt_path=<file.ckpt>."
+    )
+
+
+class RunState(L.Callback):
+    """Stores the fingerprint and RNG states in every checkpoint, and restores the RNGs.
+
+    Lightning restores model, optimiser, schedulers and loops but not the global generators;
+    without them a resumed run's dropout masks and random draws would differ.
+    """
+
+    def __init__(self, run_fingerprint: dict[str, Any]) -> None:
+        self.run_fingerprint = run_fingerprint
+
+    @property
+    def state_key(self) -> str:
+        return STATE_KEY
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        state: dict[str, Any] = {
+            "fingerprint": self.run_fingerprint,
+            "torch": torch.get_rng_state(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        kind, keys, *rest = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy(), *rest))
+        random.setstate(state_dict["python"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
