@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+import urllib.error
+import urllib.request
 from typing import Any
 
 from lightning.pytorch.loggers.logger import Logger
 
 log = logging.getLogger(__name__)
 
-WANDB_HOST = ("api.wandb.ai", 443)
+WANDB_URL = "https://api.wandb.ai"
 
 
-def network_reachable(address: tuple[str, int] = WANDB_HOST, timeout_s: float = 2.0) -> bool:
-    """True if a TCP connection to ``address`` opens within ``timeout_s`` (DNS included)."""
+def network_reachable(url: str = WANDB_URL, timeout_s: float = 2.0) -> bool:
+    """True if ``url`` answers an HTTP request within ``timeout_s``, with any status.
+
+    An HTTP answer, not a TCP connect: sandboxes and proxies often accept connections to
+    anywhere and then never answer, which a connect test would take for a network.
+    """
     try:
-        with socket.create_connection(address, timeout=timeout_s):
+        with urllib.request.urlopen(url, timeout=timeout_s):
             return True
-    except OSError:
+    except urllib.error.HTTPError:
+        return True  # the server answered, if only with an error status
+    except (OSError, ValueError):
         return False
 
 
@@ -35,7 +42,7 @@ def wandb_logger(offline: bool | None = None, **kwargs: Any):
         mode = os.environ.get("WANDB_MODE")
         offline = mode in ("offline", "disabled") if mode else not network_reachable()
         if offline and not mode:
-            log.warning("wandb: %s:%d unreachable, logging offline", *WANDB_HOST)
+            log.warning("wandb: %s unreachable, logging offline", WANDB_URL)
     if offline:
         os.environ.setdefault("WANDB_MODE", "offline")
     return WandbLogger(offline=offline, **kwargs)
