@@ -7,11 +7,14 @@ Two fixed workloads, forward + backward:
 * ``adapters``: 8 frozen 4096×4096 linears on 4 × 128 tokens with LoRA, sine LoRA naive and
   sine LoRA fused, r = 8.
 
-Each configuration runs in its own process. Peak memory is counted from a baseline taken after
-imports and before the model is built, so weights and activations count and the interpreter
-does not: on CUDA with ``max_memory_allocated``; on CPU as the peak resident set size above
-that baseline (the kernel's high-water mark is reset at the baseline, and glibc's malloc is
-pinned to return freed tensors to the kernel at once, so the peak follows live tensors).
+Each configuration runs in its own processes, one timing it and one measuring its memory. Peak
+memory is counted from a baseline taken after imports and before the model is built, so weights
+and activations count and the interpreter does not: on CUDA with ``max_memory_allocated``; on
+CPU as the peak resident set size above that baseline (the kernel's high-water mark is reset at
+the baseline, and glibc's malloc is pinned to return freed tensors to the kernel at once, so
+the peak follows live tensors). That pinning makes every large allocation fault in fresh
+pages, which would penalise code that allocates often, so times come from a separate process
+with the default allocator.
 
 The last line printed is one JSON object with the headline ratios.
 
@@ -102,6 +105,7 @@ def build(workload: str, variant: str, device: str):
 def measure_one(workload: str, variant: str, device: str, warmup: int, reps: int) -> dict:
     import torch
 
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     memory = PeakMemory(device)
     model, x = build(workload, variant, device)
 
@@ -130,14 +134,24 @@ def measure_one(workload: str, variant: str, device: str, warmup: int, reps: int
     }
 
 
-def run_isolated(workload: str, variant: str, device: str, warmup: int, reps: int) -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "PYTHONPATH": str(ROOT / "src")}
+def _child(workload: str, variant: str, device: str, warmup: int, reps: int, pin: bool) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    if pin:
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"  # freed tensors go back to the kernel at once
     cmd = [sys.executable, __file__, "--one", workload, variant, "--device", device]
     cmd += ["--warmup", str(warmup), "--reps", str(reps)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{workload}/{variant} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_isolated(workload: str, variant: str, device: str, warmup: int, reps: int) -> dict:
+    """Time from one process; peak memory from another (pinned allocator on CPU)."""
+    timed = _child(workload, variant, device, warmup, reps, pin=False)
+    if device == "cpu":
+        timed["peak_bytes"] = _child(workload, variant, device, 1, 1, pin=True)["peak_bytes"]
+    return timed
 
 
 def summarise(rows: list[dict], device: str) -> dict:
@@ -149,13 +163,19 @@ def summarise(rows: list[dict], device: str) -> dict:
     lora = ("adapters", "lora")
     dense = ("scratch", "dense")
     summary = {
-        "sine_lora_fused_vs_lora_peak_mem": ratio(("adapters", "sine_lora_fused"), lora, "peak_bytes"),
-        "sine_lora_naive_vs_lora_peak_mem": ratio(("adapters", "sine_lora_naive"), lora, "peak_bytes"),
+        "sine_lora_fused_vs_lora_peak_mem": ratio(
+            ("adapters", "sine_lora_fused"), lora, "peak_bytes"
+        ),
+        "sine_lora_naive_vs_lora_peak_mem": ratio(
+            ("adapters", "sine_lora_naive"), lora, "peak_bytes"
+        ),
         "sine_lora_fused_extra_units": round(
-            (by["adapters", "sine_lora_fused"]["peak_bytes"] - by[lora]["peak_bytes"]) / UNIT_BYTES, 3
+            (by["adapters", "sine_lora_fused"]["peak_bytes"] - by[lora]["peak_bytes"]) / UNIT_BYTES,
+            3,
         ),
         "sine_lora_naive_extra_units": round(
-            (by["adapters", "sine_lora_naive"]["peak_bytes"] - by[lora]["peak_bytes"]) / UNIT_BYTES, 3
+            (by["adapters", "sine_lora_naive"]["peak_bytes"] - by[lora]["peak_bytes"]) / UNIT_BYTES,
+            3,
         ),
         "sine_lr_fused_vs_dense_time": ratio(("scratch", "sine_fused"), dense, "time_s"),
         "sine_lr_naive_vs_dense_time": ratio(("scratch", "sine_naive"), dense, "time_s"),

@@ -133,17 +133,18 @@ class LoRALinear(LowRankLayer):
             # No dropout: one matmul with the whole adapted weight instead of two.
             if not self.fused:
                 return F.linear(x, self.effective_weight(), bias)
-            y = self._blockwise(x, self.weight_rows, self.weight_rows_vjp)
-            return y if bias is None else y + bias.to(y.dtype)
+            return self._blockwise(x, self.weight_rows, self.weight_rows_vjp, bias)
         # Dropout feeds the adapter only; the frozen layer sees the clean input (as PEFT).
         if not self.fused:
             update = self.effective_weight() - self.base_layer.weight
             return self.base_layer(x) + F.linear(x_drop, update)
         return self.base_layer(x) + self._blockwise(x_drop, self.update_rows, self.update_rows_vjp)
 
-    def _blockwise(self, x: Tensor, rows_fn: WeightFn, rows_vjp: WeightVJPFn) -> Tensor:
+    def _blockwise(
+        self, x: Tensor, rows_fn: WeightFn, rows_vjp: WeightVJPFn, bias: Tensor | None = None
+    ) -> Tensor:
         return blockwise_linear(
-            x, rows_fn, self.weight_params(), self.out_features, self.block_elems, rows_vjp
+            x, rows_fn, self.weight_params(), self.out_features, bias, self.block_elems, rows_vjp
         )
 
     @torch.no_grad()

@@ -104,18 +104,31 @@ class _BlockwiseLinear(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight_fn, weight_vjp, n_rows, block_rows, *params):  # type: ignore[override]
+    def forward(ctx, x, bias, weight_fn, weight_vjp, n_rows, block_rows, *params):  # type: ignore[override]
         compute_dtype = _compute_dtype(x)
         x2d = x.reshape(-1, x.shape[-1]).to(compute_dtype)
-        out = x2d.new_empty(x2d.shape[0], n_rows)
+        bias = None if bias is None else bias.to(compute_dtype)
+        blocks = _row_blocks(n_rows, block_rows)
+
+        def block_output(rows: slice) -> Tensor:
+            weight = weight_fn(rows, *params).to(compute_dtype)
+            if bias is None:
+                return x2d @ weight.T
+            return torch.addmm(bias[rows], x2d, weight.T)
+
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            for rows in _row_blocks(n_rows, block_rows):
-                out[:, rows] = x2d @ weight_fn(rows, *params).to(compute_dtype).T
+            if len(blocks) == 1:  # the whole weight fits one block: no output copy
+                out = block_output(blocks[0])
+            else:
+                out = x2d.new_empty(x2d.shape[0], n_rows)
+                for rows in blocks:
+                    out[:, rows] = block_output(rows)
         ctx.weight_vjp = weight_vjp
         ctx.block_rows = block_rows
         ctx.n_rows = n_rows
         ctx.compute_dtype = compute_dtype
         ctx.x_dtype = x.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.save_for_backward(x, *params)
         return out.reshape(*x.shape[:-1], n_rows)
 
@@ -126,9 +139,9 @@ class _BlockwiseLinear(torch.autograd.Function):
         x2d = x.reshape(-1, x.shape[-1]).to(dtype)
         g2d = grad_out.reshape(-1, ctx.n_rows).to(dtype)
         need_x = ctx.needs_input_grad[0]
-        need_params = any(ctx.needs_input_grad[5:])
+        need_params = any(ctx.needs_input_grad[6:])
         acc_dtype = torch.promote_types(dtype, torch.float32)
-        grad_x = torch.zeros_like(x2d, dtype=acc_dtype) if need_x else None
+        grad_x: Tensor | None = None
         grads: list[Tensor | None] = [None] * len(params)
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             for rows in _row_blocks(ctx.n_rows, ctx.block_rows):
@@ -136,7 +149,9 @@ class _BlockwiseLinear(torch.autograd.Function):
                 g_rows = g2d[:, rows]
                 if need_x:
                     w = weight.to(dtype)
-                    if acc_dtype == dtype:
+                    if grad_x is None:
+                        grad_x = (g_rows @ w).to(acc_dtype)
+                    elif acc_dtype == dtype:
                         grad_x.addmm_(g_rows, w)
                     else:
                         grad_x += (g_rows @ w).to(acc_dtype)
@@ -145,11 +160,12 @@ class _BlockwiseLinear(torch.autograd.Function):
                 if need_params:
                     block_grads = vjp((g_rows.T @ x2d).to(weight_dtype))
                     for i, g in enumerate(block_grads):
-                        if g is not None and ctx.needs_input_grad[5 + i]:
+                        if g is not None and ctx.needs_input_grad[6 + i]:
                             grads[i] = g if grads[i] is None else grads[i].add_(g)
         if grad_x is not None:
             grad_x = grad_x.reshape(x.shape).to(ctx.x_dtype)
-        return (grad_x, None, None, None, None, *grads)
+        grad_bias = g2d.sum(0, dtype=acc_dtype) if ctx.needs_input_grad[1] else None
+        return (grad_x, grad_bias, None, None, None, None, *grads)
 
 
 def blockwise_linear(
@@ -157,10 +173,11 @@ def blockwise_linear(
     weight_fn: WeightFn,
     params: Sequence[Tensor],
     n_rows: int,
+    bias: Tensor | None = None,
     block_elems: int = DEFAULT_BLOCK_ELEMS,
     weight_vjp: WeightVJPFn | None = None,
 ) -> Tensor:
-    """``x @ W.T`` where ``W[rows] = weight_fn(rows, *params)``, holding one block at a time.
+    """``x @ W.T + bias`` where ``W[rows] = weight_fn(rows, *params)``, one block at a time.
 
     ``params`` must be every tensor ``weight_fn`` reads that may need a gradient (frozen tensors
     may be passed too and get none). ``weight_vjp`` is the block's backward; by default autograd
@@ -168,4 +185,4 @@ def blockwise_linear(
     """
     block_rows = max(1, block_elems // max(1, x.shape[-1]))
     weight_vjp = weight_vjp or autograd_vjp(weight_fn)
-    return _BlockwiseLinear.apply(x, weight_fn, weight_vjp, n_rows, block_rows, *params)
+    return _BlockwiseLinear.apply(x, bias, weight_fn, weight_vjp, n_rows, block_rows, *params)

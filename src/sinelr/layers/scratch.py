@@ -107,10 +107,15 @@ class LowRankLinear(LowRankLayer):
             weight = self.effective_weight()
         if weight is not None:
             return F.linear(x, weight, self.bias)
-        y = blockwise_linear(
-            x, self.weight_rows, (self.U, self.V), self.out_features, self.block_elems
+        return blockwise_linear(
+            x,
+            self.weight_rows,
+            (self.U, self.V),
+            self.out_features,
+            self.bias,
+            self.block_elems,
+            self.weight_rows_vjp,
         )
-        return y if self.bias is None else y + self.bias.to(y.dtype)
 
 
 @register_lowrank("sine_lowrank")
