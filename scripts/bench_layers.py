@@ -102,33 +102,42 @@ def build(workload: str, variant: str, device: str):
     return model.to(device), x
 
 
+def train_step(model, x):
+    """One forward + backward, gradients dropped, the device synchronised."""
+    import torch
+
+    def step() -> None:
+        model(x).square().mean().backward()
+        for p in model.parameters():
+            p.grad = None
+        x.grad = None
+        if x.is_cuda:
+            torch.cuda.synchronize()
+
+    return step
+
+
+def median_time(fn, warmup: int, reps: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def measure_one(workload: str, variant: str, device: str, warmup: int, reps: int) -> dict:
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     memory = PeakMemory(device)
     model, x = build(workload, variant, device)
-
-    def step() -> None:
-        model(x).square().mean().backward()
-        for p in model.parameters():
-            p.grad = None
-        if x.grad is not None:
-            x.grad = None
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
     return {
         "workload": workload,
         "variant": variant,
-        "time_s": statistics.median(times),
+        "time_s": median_time(train_step(model, x), warmup, reps),
         "peak_bytes": memory.peak(),
         "threads": torch.get_num_threads(),
     }
