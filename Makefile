@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 demo: install
 	rm -rf outputs/demo
 	$(BIN)/python run.py -m +experiment=demo_bof hydra.sweep.dir=outputs/demo
-	$(BIN)/python scripts/report.py outputs/demo
+	$(BIN)/python scripts/report.py outputs/demo --scale 100
 
 test: install
 	$(BIN)/python -m pytest

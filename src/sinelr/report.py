@@ -44,9 +44,10 @@ class Cell:
         return statistics.fmean(self.values)
 
     def text(self, scale: float) -> str:
-        spread = statistics.stdev(self.values) * scale if len(self.values) > 1 else 0.0
-        omega = f" ω={self.omega:g}" if self.omega else ""
-        return f"{self.mean * scale:.2f} ± {spread:.2f} ({len(self.values)}){omega}"
+        if len(self.values) == 1:
+            return f"{self.mean * scale:.2f}"
+        spread = statistics.stdev(self.values) * scale
+        return f"{self.mean * scale:.2f} ± {spread:.2f} ({len(self.values)})"
 
 
 @dataclass
@@ -58,12 +59,12 @@ class Row:
     metric: str
     cells: dict[str, Cell]
 
-    def delta(self) -> float | None:
-        """Mean of the sine variant minus the mean of its plain method (one pair per row)."""
+    def sine_pair(self) -> tuple[Cell, Cell] | None:
+        """(plain, sine) cells of one method and its sine variant, if both ran."""
         for method, cell in self.cells.items():
             plain = method.removeprefix("sine_")
             if method.startswith("sine_") and plain in self.cells:
-                return cell.mean - self.cells[plain].mean
+                return self.cells[plain], cell
         return None
 
 
@@ -86,38 +87,50 @@ def summarise(results: list[dict]) -> list[Row]:
     return rows
 
 
-def _header(rows: list[Row]) -> list[str]:
+def _methods(rows: list[Row]) -> list[str]:
     present = {m for row in rows for m in row.cells}
-    methods = [m for m in METHOD_ORDER if m in present]
-    return ["task", "data", "rank", "params", "metric", *methods, "sine − plain"]
+    return [m for m in METHOD_ORDER if m in present]
 
 
-def _cells(row: Row, header: list[str], scale: float) -> list[str]:
-    delta = row.delta()
+def _header(rows: list[Row]) -> list[str]:
+    return ["task", "data", "rank", "params", "metric", *_methods(rows), "ω", "sine − plain"]
+
+
+def _cells(row: Row, methods: list[str], scale: float) -> list[str]:
+    pair = row.sine_pair()
     return [
         row.task,
         row.data,
         "full" if row.rank is None else str(row.rank),
         f"{row.params:,}",
         row.metric,
-        *[row.cells[m].text(scale) if m in row.cells else "" for m in header[5:-1]],
-        "" if delta is None else f"{delta * scale:+.2f}",
+        *[row.cells[m].text(scale) if m in row.cells else "" for m in methods],
+        f"{pair[1].omega:g}" if pair and pair[1].omega else "",
+        f"{(pair[1].mean - pair[0].mean) * scale:+.2f}" if pair else "",
     ]
 
 
 def markdown(rows: list[Row], scale: float = 1.0) -> str:
     header = _header(rows)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cells(row, header, scale)) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cells(row, _methods(rows), scale)) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def print_table(rows: list[Row], scale: float = 1.0, title: str | None = None) -> None:
+    """A terminal table; columns that are the same on every row move into the title."""
     from rich.console import Console
     from rich.table import Table
 
     header = _header(rows)
-    table = Table(*header, title=title)
-    for row in rows:
-        table.add_row(*_cells(row, header, scale))
+    body = [_cells(row, _methods(rows), scale) for row in rows]
+    constant = [i for i in (0, 4) if len({line[i] for line in body}) == 1]
+    keep = [i for i in range(len(header)) if i not in constant]
+    shared = " · ".join(body[0][i] for i in constant)
+    scaled = f" (×{scale:g})" if scale != 1 else ""
+    table = Table(
+        *(header[i] for i in keep), title=" · ".join(filter(None, [shared + scaled, title]))
+    )
+    for line in body:
+        table.add_row(*(line[i] for i in keep))
     Console().print(table)

@@ -1,0 +1,45 @@
+"""Tables from results.json: grouping, seed pooling, the sine − plain column."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sinelr.report import load_results, markdown, summarise
+
+
+def result(method, rank, value, seed=0, omega=None, shape="lucy", status="completed"):
+    return {
+        "task": "bof", "method": method, "rank": rank, "omega": omega, "seed": seed,
+        "status": status, "params": {"total": 100 * (rank or 10)},
+        "metric": {"name": "test/iou", "value": value, "higher_is_better": True},
+        "task_config": {"shape": shape},
+    }  # fmt: skip
+
+
+def test_seeds_pool_and_sine_minus_plain_is_the_difference_of_means():
+    rows = summarise(
+        [
+            result("lowrank", 1, 0.70, seed=0),
+            result("lowrank", 1, 0.74, seed=1),
+            result("sine_lowrank", 1, 0.80, seed=0, omega=200.0),
+            result("sine_lowrank", 1, 0.84, seed=1, omega=200.0),
+            result("dense", None, 0.97),
+        ]
+    )
+    assert [(r.data, r.rank) for r in rows] == [("lucy", None), ("lucy", 1)]
+    plain, sine = rows[1].sine_pair()
+    assert plain.mean == pytest.approx(0.72) and sine.mean == pytest.approx(0.82)
+    table = markdown(rows, scale=100).splitlines()
+    assert table[0].split(" | ")[5:] == ["dense", "lowrank", "sine_lowrank", "ω", "sine − plain |"]
+    assert table[2].startswith("| bof | lucy | full | 1,000 | test/iou | 97.00 |")
+    assert table[3].endswith("| 72.00 ± 2.83 (2) | 82.00 ± 2.83 (2) | 200 | +10.00 |")
+
+
+def test_only_completed_runs_are_loaded(tmp_path):
+    for i, r in enumerate([result("lowrank", 1, 0.7), result("lowrank", 1, None, status="failed")]):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "results.json").write_text(json.dumps(r))
+    assert len(load_results([tmp_path])) == 1
+    assert len(load_results([tmp_path], completed_only=False)) == 2
