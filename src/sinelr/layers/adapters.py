@@ -47,6 +47,7 @@ class LoRALinear(LowRankLayer):
         alpha: float | None = None,
         dropout: float = 0.0,
         fused: bool = True,
+        compile: bool = False,
         block_elems: int = DEFAULT_BLOCK_ELEMS,
     ) -> None:
         super().__init__()
@@ -60,6 +61,7 @@ class LoRALinear(LowRankLayer):
         self.alpha = float(alpha) if alpha is not None else float(rank)
         self.scaling = self.alpha / rank
         self.fused = fused
+        self.compile = compile
         self.block_elems = block_elems
         self.merged = False
         factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
@@ -74,6 +76,7 @@ class LoRALinear(LowRankLayer):
             "alpha": config.alpha,
             "dropout": config.dropout,
             "fused": config.fused,
+            "compile": config.compile,
             "block_elems": config.block_elems,
         }
 
@@ -189,7 +192,8 @@ class SineLoRALinear(SineDelta, LoRALinear):
     """LoRA's parameters with a high-rank update; its blocks' backward is written out."""
 
     def _sine_rows_vjp(self, rows: slice, B: Tensor, A: Tensor, base: Tensor | None):
-        weight, vjp = sine_rows_vjp(rows, B, A, self.omega, self.scaling / self.gain, base)
+        scale = self.scaling / self.gain
+        weight, vjp = sine_rows_vjp(rows, B, A, self.omega, scale, base, compiled=self.compile)
         return weight, lambda grad: (None, *vjp(grad))
 
     def weight_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:

@@ -43,6 +43,7 @@ class LowRankLinear(LowRankLayer):
         bias: bool = True,
         *,
         fused: bool = True,
+        compile: bool = False,
         block_elems: int = DEFAULT_BLOCK_ELEMS,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -52,6 +53,7 @@ class LowRankLinear(LowRankLayer):
         self.out_features = out_features
         self.rank = rank
         self.fused = fused
+        self.compile = compile
         self.block_elems = block_elems
         factory = {"device": device, "dtype": dtype}
         self.U = nn.Parameter(torch.empty(out_features, rank, **factory))
@@ -68,7 +70,11 @@ class LowRankLinear(LowRankLayer):
 
     @classmethod
     def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
-        return {"fused": config.fused, "block_elems": config.block_elems}
+        return {
+            "fused": config.fused,
+            "compile": config.compile,
+            "block_elems": config.block_elems,
+        }
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, config: LowRankConfig) -> Self:
@@ -128,4 +134,4 @@ class SineLowRankLinear(SineActivated, LowRankLinear):
         return self.sine(U[rows], V)
 
     def weight_rows_vjp(self, rows: slice, U: Tensor, V: Tensor) -> tuple[Tensor, VJP]:
-        return sine_rows_vjp(rows, U, V, self.omega, 1.0 / self.gain)
+        return sine_rows_vjp(rows, U, V, self.omega, 1.0 / self.gain, compiled=self.compile)
