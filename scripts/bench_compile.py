@@ -5,8 +5,7 @@ Each answered by timing the library's own code both ways in one process:
 * the block builder ``sine_weight`` (``base + scale·sin(ω·B A)`` for a 256×4096 block of a
   4096×4096 sine-LoRA layer): compiled, its element-wise steps fuse into one pass;
 * a whole training step (forward + backward) of the two workloads of ``bench_layers.py`` with
-  the fused sine layers: eager; with the blocks' element-wise kernels compiled
-  (``lowrank.compile=true``); and the whole model through ``torch.compile(model)``.
+  the fused sine layers, as ``model`` and as ``torch.compile(model)``.
 
     python scripts/bench_compile.py [--reps N]
 

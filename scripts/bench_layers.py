@@ -81,23 +81,20 @@ def build(workload: str, variant: str, device: str):
     from sinelr.layers import LowRankConfig
 
     torch.manual_seed(0)
-    fused = "naive" not in variant
-    compile = variant.endswith("compiled")  # element-wise block kernels (bench_compile.py)
+    fused = not variant.endswith("naive")
     if workload == "scratch":
         model = nn.Sequential(nn.Linear(384, 1536), nn.GELU(), nn.Linear(1536, 384))
         kind = {"dense": None, "lowrank": "lowrank"}.get(variant, "sine_lowrank")
         if kind is not None:
             omega = SCRATCH_OMEGA if kind == "sine_lowrank" else None
-            config = LowRankConfig(
-                kind, rank=SCRATCH_RANK, omega=omega, fused=fused, compile=compile
-            )
+            config = LowRankConfig(kind, rank=SCRATCH_RANK, omega=omega, fused=fused)
             apply_lowrank(model, ["0", "2"], config)
         x = torch.randn(64, 65, 384, device=device, requires_grad=True)
     else:
         model = nn.Sequential(*(nn.Linear(4096, 4096) for _ in range(ADAPTER_LAYERS)))
         kind = "lora" if variant == "lora" else "sine_lora"
         omega = ADAPTER_OMEGA if kind == "sine_lora" else None
-        config = LowRankConfig(kind, rank=ADAPTER_RANK, omega=omega, fused=fused, compile=compile)
+        config = LowRankConfig(kind, rank=ADAPTER_RANK, omega=omega, fused=fused)
         apply_lowrank(model, r"\d+", config)
         for layer in model:
             nn.init.normal_(layer.lora_B, std=0.02)  # a trained adapter, not the B = 0 start

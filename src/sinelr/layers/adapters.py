@@ -47,7 +47,6 @@ class LoRALinear(LowRankLayer):
         alpha: float | None = None,
         dropout: float = 0.0,
         fused: bool = True,
-        compile: bool = False,
         block_elems: int = DEFAULT_BLOCK_ELEMS,
     ) -> None:
         super().__init__()
@@ -61,7 +60,6 @@ class LoRALinear(LowRankLayer):
         self.alpha = float(alpha) if alpha is not None else float(rank)
         self.scaling = self.alpha / rank
         self.fused = fused
-        self.compile = compile
         self.block_elems = block_elems
         self.merged = False
         factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
@@ -76,7 +74,6 @@ class LoRALinear(LowRankLayer):
             "alpha": config.alpha,
             "dropout": config.dropout,
             "fused": config.fused,
-            "compile": config.compile,
             "block_elems": config.block_elems,
         }
 
@@ -193,7 +190,7 @@ class SineLoRALinear(SineDelta, LoRALinear):
 
     def _sine_rows_vjp(self, rows: slice, B: Tensor, A: Tensor, base: Tensor | None):
         scale = self.scaling / self.gain
-        weight, vjp = sine_rows_vjp(rows, B, A, self.omega, scale, base, compiled=self.compile)
+        weight, vjp = sine_rows_vjp(rows, B, A, self.omega, scale, base)
         return weight, lambda grad: (None, *vjp(grad))
 
     def weight_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:

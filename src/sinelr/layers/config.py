@@ -30,8 +30,7 @@ class LowRankConfig:
 
     ``gain=None`` means ``sqrt(d_in)``, the authors' choice; ``alpha=None`` means ``alpha = rank``
     (adapter scaling 1). ``fused`` selects the memory-lean sine path; ``fused=False`` is plain
-    autograd, kept to compare against. ``compile`` fuses the element-wise steps of each block
-    with ``torch.compile`` (a one-off compilation; pays off on large layers).
+    autograd, kept to compare against.
     """
 
     variant: str
@@ -41,7 +40,6 @@ class LowRankConfig:
     alpha: float | None = None
     dropout: float = 0.0
     fused: bool = True
-    compile: bool = False
     block_elems: int = DEFAULT_BLOCK_ELEMS
 
     def __post_init__(self) -> None:

@@ -10,18 +10,15 @@ extra memory is one block however large the layer.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-log = logging.getLogger(__name__)
-
 # Rows per block are chosen so that one block holds about this many weight entries (4 MiB in
-# fp32). A block's backward keeps a few block-sized temporaries alive (the product, the weight,
-# its gradient, the cosine): under a third of one 4096×4096 fp32 matrix, while blocks stay large
-# enough for the matmuls to run at full speed.
+# fp32). The backward pass keeps three block-sized temporaries (the block, the sine's argument
+# turned cosine, the block's gradient), 12 MiB: under a fifth of one 4096×4096 fp32 matrix,
+# while blocks stay large enough for the matmuls to run at full speed.
 DEFAULT_BLOCK_ELEMS = 1 << 20
 
 WeightFn = Callable[..., Tensor]
@@ -29,86 +26,41 @@ WeightFn = Callable[..., Tensor]
 VJP = Callable[[Tensor], Sequence[Tensor | None]]
 WeightVJPFn = Callable[..., tuple[Tensor, VJP]]
 """``weight_vjp(rows, *params) -> (W[rows], vjp)``; ``vjp(dL/dW[rows])`` gives each parameter's
-full-size gradient (None for one without)."""
+full-size gradient (None for one without); it may overwrite its argument."""
 
 
-def _sine_of_product(product: Tensor, omega: float, scale: float, base: Tensor | None) -> Tensor:
-    """``base + scale·sin(ω·P)``: the element-wise half of the sine weight."""
-    sine = torch.sin(product * omega)
-    return sine * scale if base is None else base + sine * scale
+def _sine_of_product_(product: Tensor, omega: float, scale: float, base: Tensor | None) -> Tensor:
+    """``base + scale·sin(ω·P)``, turning ``product`` into ``ω·P`` in place.
 
-
-def _sine_grad_of_product(
-    grad_weight: Tensor, product: Tensor, omega: float, scale: float
-) -> Tensor:
-    """``dL/dP = dL/dW ⊙ scale·ω·cos(ω·P)``."""
-    return grad_weight * torch.cos(product * omega) * (scale * omega)
-
-
-class _Compiled:
-    """``fn`` through ``torch.compile``, built on first use; eager if compiling fails.
-
-    Compiled, the element-wise steps of a block fuse into one pass (see
-    ``scripts/bench_compile.py``). Only used where no autograd graph is recorded.
+    In place where autograd keeps nothing (a matmul does not save its output, a sine not its
+    output), so this stays differentiable, and the caller may reuse ``ω·P`` for the cosine.
     """
-
-    def __init__(self, fn: Callable[..., Tensor]) -> None:
-        self.fn = fn
-        self.compiled: Callable[..., Tensor] | None = None
-
-    def __call__(self, *args):
-        if self.compiled is None:
-            self.compiled = torch.compile(self.fn, dynamic=True)
-        try:
-            return self.compiled(*args)
-        except Exception as error:  # no compiler on this machine, an unsupported backend...
-            log.warning("torch.compile of %s failed (%s); running eagerly", self.fn.__name__, error)
-            self.compiled = self.fn
-            return self.fn(*args)
-
-
-_COMPILED_SINE = _Compiled(_sine_of_product)
-_COMPILED_SINE_GRAD = _Compiled(_sine_grad_of_product)
+    sine = torch.sin(product.mul_(omega))
+    return sine.mul_(scale) if base is None else torch.add(base, sine, alpha=scale)
 
 
 def sine_weight(
-    U: Tensor,
-    V: Tensor,
-    omega: float,
-    scale: float,
-    base: Tensor | None = None,
-    compiled: bool = False,
+    U: Tensor, V: Tensor, omega: float, scale: float, base: Tensor | None = None
 ) -> Tensor:
-    """``base + scale·sin(ω·U V)``; ``scale = 1/g`` is METHOD.md's sine low-rank matrix.
-
-    ``compiled`` fuses the element-wise steps with ``torch.compile`` when no gradient is
-    recorded (the row-blocked path); under autograd it is ignored.
-    """
-    fused = compiled and not torch.is_grad_enabled()
-    return (_COMPILED_SINE if fused else _sine_of_product)(U @ V, omega, scale, base)
+    """``base + scale·sin(ω·U V)``; ``scale = 1/g`` is METHOD.md's sine low-rank matrix."""
+    return _sine_of_product_(U @ V, omega, scale, base)
 
 
 def sine_rows_vjp(
-    rows: slice,
-    U: Tensor,
-    V: Tensor,
-    omega: float,
-    scale: float,
-    base: Tensor | None = None,
-    compiled: bool = False,
+    rows: slice, U: Tensor, V: Tensor, omega: float, scale: float, base: Tensor | None = None
 ) -> tuple[Tensor, Callable[[Tensor], tuple[Tensor, Tensor]]]:
     """Rows ``rows`` of :func:`sine_weight` (``base`` given as those rows) and their backward.
 
-    The backward keeps only the block's product ``U[rows] V`` and returns full-size gradients of
-    ``U`` (zero outside ``rows``) and ``V``.
+    ``dL/d(UV) = dL/dW ⊙ scale·ω·cos(ω·UV)``: the argument's buffer is reused for the cosine and
+    the incoming gradient's for the product's, so a block costs three block-sized tensors. The
+    backward returns full-size gradients of ``U`` (zero outside ``rows``) and ``V``.
     """
     U_rows = U[rows]
-    product = U_rows @ V
-    weight = (_COMPILED_SINE if compiled else _sine_of_product)(product, omega, scale, base)
+    argument = U_rows @ V
+    weight = _sine_of_product_(argument, omega, scale, base)  # argument is now ω·U[rows]V
 
     def vjp(grad_weight: Tensor) -> tuple[Tensor, Tensor]:
-        grad = _COMPILED_SINE_GRAD if compiled else _sine_grad_of_product
-        grad_product = grad(grad_weight, product, omega, scale)
+        grad_product = grad_weight.mul_(argument.cos_()).mul_(scale * omega)
         grad_U = torch.zeros_like(U)
         grad_U[rows] = grad_product @ V.T
         return grad_U, U_rows.T @ grad_product

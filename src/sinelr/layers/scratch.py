@@ -43,7 +43,6 @@ class LowRankLinear(LowRankLayer):
         bias: bool = True,
         *,
         fused: bool = True,
-        compile: bool = False,
         block_elems: int = DEFAULT_BLOCK_ELEMS,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -53,7 +52,6 @@ class LowRankLinear(LowRankLayer):
         self.out_features = out_features
         self.rank = rank
         self.fused = fused
-        self.compile = compile
         self.block_elems = block_elems
         factory = {"device": device, "dtype": dtype}
         self.U = nn.Parameter(torch.empty(out_features, rank, **factory))
@@ -72,7 +70,6 @@ class LowRankLinear(LowRankLayer):
     def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
         return {
             "fused": config.fused,
-            "compile": config.compile,
             "block_elems": config.block_elems,
         }
 
@@ -134,4 +131,4 @@ class SineLowRankLinear(SineActivated, LowRankLinear):
         return self.sine(U[rows], V)
 
     def weight_rows_vjp(self, rows: slice, U: Tensor, V: Tensor) -> tuple[Tensor, VJP]:
-        return sine_rows_vjp(rows, U, V, self.omega, 1.0 / self.gain, compiled=self.compile)
+        return sine_rows_vjp(rows, U, V, self.omega, 1.0 / self.gain)

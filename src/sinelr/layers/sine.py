@@ -21,7 +21,6 @@ class SineActivated:
 
     in_features: int
     variant: str
-    compile: bool
 
     def __init__(self, *args: Any, omega: float, gain: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -36,7 +35,7 @@ class SineActivated:
 
     def sine(self, left: Tensor, right: Tensor, scale: float = 1.0) -> Tensor:
         """``scale · sin(ω · left @ right) / g``."""
-        return sine_weight(left, right, self.omega, scale / self.gain, compiled=self.compile)
+        return sine_weight(left, right, self.omega, scale / self.gain)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, omega={self.omega:g}, gain={self.gain:g}"
