@@ -58,7 +58,8 @@ def _as_linear(module: nn.Module) -> nn.Linear:
     if isinstance(module, nn.Linear):
         return module
     assert isinstance(module, nn.Conv2d)
-    linear = nn.Linear(module.in_channels, module.out_channels, bias=module.bias is not None)
+    # On the meta device: no memory and no draws from the RNG for a weight about to be replaced.
+    linear = nn.Linear(module.in_channels, module.out_channels, module.bias is not None, "meta")
     linear.weight = nn.Parameter(module.weight.detach().flatten(1), module.weight.requires_grad)
     if module.bias is not None:
         linear.bias = module.bias

@@ -88,16 +88,16 @@ def full_rank_total(task: Task) -> int:
     return 0 if dense is None else sum(p.numel() for p in dense.parameters())
 
 
-def _trainer_factory(cfg: DictConfig, output_dir: Path, run_fingerprint: dict[str, Any]):
+def _trainer_factory(
+    cfg: DictConfig, output_dir: Path, run_fingerprint: dict[str, Any], divergence_hint: str
+):
     """``make_trainer(callbacks)``: the configured Trainer with sinelr's standard callbacks.
 
     Every Lightning run gets atomic checkpoints carrying the run's fingerprint and RNG state,
     the non-finite guard, a rich progress bar, and loggers whose failures are not fatal.
     """
-    lr = cfg.task.get("lr", "n/a")
-    hint = f"omega={cfg.omega}, lowrank.gain={cfg.lowrank.gain or 'sqrt(d_in)'}, task.lr={lr}"
 
-    def make_trainer(callbacks: Sequence[L.Callback] = (), **overrides: Any) -> L.Trainer:
+    def make_trainer(callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
         loggers = [GuardedLogger(instantiate(c)) for c in (cfg.get("logger") or {}).values() if c]
         standard: list[L.Callback] = [
             ModelCheckpoint(
@@ -108,7 +108,7 @@ def _trainer_factory(cfg: DictConfig, output_dir: Path, run_fingerprint: dict[st
                 every_n_train_steps=cfg.checkpoint.every_n_train_steps,
             ),
             RunState(run_fingerprint),
-            NonFiniteGuard(hint),
+            NonFiniteGuard(divergence_hint),
         ]
         if cfg.trainer.get("enable_progress_bar", True):
             standard.append(RichProgressBar(leave=True))
@@ -118,7 +118,6 @@ def _trainer_factory(cfg: DictConfig, output_dir: Path, run_fingerprint: dict[st
             logger=loggers or False,
             callbacks=[*standard, *callbacks],
             plugins=[AtomicCheckpointIO()],
-            **overrides,
         )
 
     return make_trainer
@@ -172,9 +171,14 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         result.metric = Metric(task_cls.metric, None, task_cls.higher_is_better)
         result.task_config = OmegaConf.to_container(cfg.task, resolve=True)
         task: Task = instantiate(cfg.task, _recursive_=False, _convert_="all")
-        lowrank = lowrank_config(cfg) if task.factorises else None
-        result.method = task.method or (lowrank.variant if lowrank else "dense")
-        result.omega = lowrank.omega if lowrank else resolve_number(cfg.omega)
+        if task.factorises:
+            lowrank = lowrank_config(cfg)
+            result.method = lowrank.variant if lowrank else "dense"
+            result.omega = lowrank.omega if lowrank else None
+        else:  # the task reads rank and omega itself
+            lowrank = None
+            result.method = task.method or "dense"
+            result.omega = resolve_number(cfg.omega)
         dense_total = full_rank_total(task)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         model = task.build_model(lowrank)
@@ -202,7 +206,13 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             data_dir=Path(cfg.paths.data_dir).expanduser(),
             cache_dir=Path(cfg.paths.cache_dir).expanduser(),
             seed=cfg.seed,
-            make_trainer=_trainer_factory(cfg, output_dir, run_fingerprint),
+            make_trainer=_trainer_factory(
+                cfg,
+                output_dir,
+                run_fingerprint,
+                divergence_hint=f"omega={result.omega}, lowrank.gain="
+                f"{cfg.lowrank.gain or 'sqrt(d_in)'}, task.lr={cfg.task.get('lr', 'n/a')}",
+            ),
             ckpt_path=None if ckpt is None else str(ckpt),
         )
         outcome = task.run(model, ctx)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,7 +30,6 @@ class RunContext:
 class TaskOutput:
     metrics: dict[str, float]
     steps: int = 0
-    artifacts: dict[str, str] = field(default_factory=dict)
 
 
 class Task(abc.ABC):
