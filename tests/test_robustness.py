@@ -166,9 +166,13 @@ def test_a_silent_server_counts_as_no_network():
     assert not network_reachable("http://127.0.0.1:9", timeout_s=0.5)  # refused
 
 
-def test_wandb_logger_is_offline_when_the_server_is_unreachable(monkeypatch, tmp_path):
+@pytest.mark.parametrize(("credentials", "reachable"), [(True, False), (False, True)])
+def test_wandb_logger_is_offline_without_server_or_key(
+    monkeypatch, tmp_path, credentials, reachable
+):
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setattr("sinelr.loggers.network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr("sinelr.loggers.wandb_credentials", lambda: credentials)
+    monkeypatch.setattr("sinelr.loggers.network_reachable", lambda *a, **k: reachable)
     logger = wandb_logger(save_dir=str(tmp_path), project="t")
     assert logger._offline
     assert os.environ["WANDB_MODE"] == "offline"

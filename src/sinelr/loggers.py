@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import netrc
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -30,19 +32,36 @@ def network_reachable(url: str = WANDB_URL, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def wandb_logger(offline: bool | None = None, **kwargs: Any):
-    """A ``WandbLogger`` that is offline when wandb's server cannot be reached.
+def wandb_credentials() -> bool:
+    """True if wandb has an API key (environment or ``~/.netrc``), i.e. could log in."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(urllib.parse.urlparse(WANDB_URL).hostname) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
-    ``offline=None`` decides by a 2-second connection test (skipped when ``WANDB_MODE`` is
-    set). wandb's own start-up otherwise retries for minutes on a closed network.
+
+def wandb_logger(offline: bool | None = None, **kwargs: Any):
+    """A ``WandbLogger`` that is offline when wandb's server cannot be reached or used.
+
+    ``offline=None`` (unless ``WANDB_MODE`` decides) goes online only with credentials and an
+    answer from the server within 2 seconds: wandb's own start-up otherwise retries for
+    minutes on a closed network, or asks for a key that no one is there to type.
     """
     from lightning.pytorch.loggers import WandbLogger
 
     if offline is None:
         mode = os.environ.get("WANDB_MODE")
-        offline = mode in ("offline", "disabled") if mode else not network_reachable()
-        if offline and not mode:
-            log.warning("wandb: %s unreachable, logging offline", WANDB_URL)
+        if mode:
+            offline = mode in ("offline", "disabled")
+        elif not wandb_credentials():
+            offline = True
+            log.warning("wandb: no API key (WANDB_API_KEY or `wandb login`), logging offline")
+        else:
+            offline = not network_reachable()
+            if offline:
+                log.warning("wandb: %s unreachable, logging offline", WANDB_URL)
     if offline:
         os.environ.setdefault("WANDB_MODE", "offline")
     return WandbLogger(offline=offline, **kwargs)
