@@ -37,6 +37,20 @@ def test_seeds_pool_and_sine_minus_plain_is_the_difference_of_means():
     assert table[3].endswith("| 72.00 ± 2.83 (2) | 82.00 ± 2.83 (2) | 200 | +10.00 |")
 
 
+def test_an_omega_sweep_gets_one_row_per_omega_beside_the_same_plain_cell():
+    rows = summarise(
+        [
+            result("lowrank", 1, 0.70),
+            result("sine_lowrank", 1, 0.80, omega=200.0),
+            result("sine_lowrank", 1, 0.60, omega=50.0),
+            result("sine_lowrank", 1, 0.90, omega=800.0),
+        ]
+    )
+    assert [r.sine_pair()[1].omega for r in rows] == [50.0, 200.0, 800.0]
+    assert [r.sine_pair()[1].mean for r in rows] == [0.60, 0.80, 0.90]
+    assert all(r.sine_pair()[0].values == [0.70] for r in rows)
+
+
 def test_only_completed_runs_are_loaded(tmp_path):
     for i, r in enumerate([result("lowrank", 1, 0.7), result("lowrank", 1, None, status="failed")]):
         (tmp_path / str(i)).mkdir()

@@ -1,7 +1,8 @@
-"""Tables from results.json files: one row per (task, data, rank), one column per method.
+"""Tables from results.json files: one row per (task, data, rank, ω), one column per method.
 
 Seeds are pooled: each cell is ``mean ± std (n)``. Where a plain method and its sine variant ran
-at the same rank, ``sine − plain`` gives the difference of means, the paper's comparison.
+at the same rank, ``sine − plain`` gives the difference of means, the paper's comparison. An ω
+sweep gets one row per ω, each repeating the rank's plain and dense cells beside it.
 """
 
 from __future__ import annotations
@@ -77,13 +78,15 @@ def summarise(results: list[dict]) -> list[Row]:
         info[key] = (r["params"]["total"], r["metric"]["name"])
     rows = []
     for key in sorted(groups, key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2])):
-        cells = {
-            method: Cell(values, omega)
-            for (method, omega), values in sorted(
-                groups[key].items(), key=lambda item: METHOD_ORDER.index(item[0][0])
-            )
-        }
-        rows.append(Row(*key, *info[key], cells=cells))
+        runs = sorted(groups[key].items(), key=lambda item: METHOD_ORDER.index(item[0][0]))
+        sine_omegas = sorted({omega for (method, omega), _ in runs if method.startswith("sine_")})
+        for sine_omega in sine_omegas or [None]:
+            cells = {
+                method: Cell(values, omega)
+                for (method, omega), values in runs
+                if not method.startswith("sine_") or omega == sine_omega
+            }
+            rows.append(Row(*key, *info[key], cells=cells))
     return rows
 
 
