@@ -119,7 +119,9 @@ class OccupancyDataModule(L.LightningDataModule):
             grid = load_occupancy(self.mesh_path, self.resolution, self.cache_dir)
             self.points = OccupancyPoints(torch.from_numpy(grid).reshape(-1), self.resolution)
 
-    def _loader(self, batch_size: int, shuffle: bool, done=None) -> DataLoader:
+    def _loader(
+        self, batch_size: int, shuffle: bool, done: Callable[[int, int], int] | None = None
+    ) -> DataLoader:
         assert self.points is not None
         sampler = IndexBatches(len(self.points), batch_size, shuffle, self.seed, done)
         return ResumableLoader(self.points, sampler=sampler, batch_size=None)

@@ -133,7 +133,6 @@ class _BlockwiseLinear(torch.autograd.Function):
         ctx.n_rows = n_rows
         ctx.compute_dtype = compute_dtype
         ctx.x_dtype = x.dtype
-        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.save_for_backward(x, *params)
         return out.reshape(*x.shape[:-1], n_rows)
 

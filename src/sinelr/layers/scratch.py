@@ -68,10 +68,7 @@ class LowRankLinear(LowRankLayer):
 
     @classmethod
     def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
-        return {
-            "fused": config.fused,
-            "block_elems": config.block_elems,
-        }
+        return {"fused": config.fused, "block_elems": config.block_elems}
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, config: LowRankConfig) -> Self:
