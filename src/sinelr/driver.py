@@ -36,6 +36,7 @@ from sinelr.loggers import GuardedLogger
 from sinelr.paper import paper_omega
 from sinelr.results import Metric, RunResult
 from sinelr.task import RunContext, Task
+from sinelr.vector_math import settle_vector_math
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     """Run one configured experiment and write ``output_dir/results.json``."""
     output_dir = Path(output_dir)
     start = time.perf_counter()
+    settle_vector_math()  # before any parallel CPU op: the same seed must give the same run
     task_name = cfg.task.name
     result = RunResult(
         task=task_name,
