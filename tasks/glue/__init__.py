@@ -1,0 +1,1 @@
+"""Task ``glue`` (paper Tables 1–2, RoBERTa on GLUE): so far its data layer, the TSV reader."""
