@@ -1,8 +1,8 @@
 """The oneMKL vector-math warm-up that same-seed determinism rests on (``sinelr.vector_math``).
 
 The race it prevents hits a few processes in a hundred, too rarely for a unit test to see;
-``scripts/check_vector_math.py`` measures it (benchmarks/RESULTS.md). These tests keep the
-warm-up complete and in place.
+``scripts/check_determinism.py`` measures its effect on training (benchmarks/RESULTS.md §7).
+These tests keep the warm-up complete and in place.
 """
 
 from __future__ import annotations

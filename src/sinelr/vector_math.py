@@ -5,10 +5,10 @@ On CPU, PyTorch computes contiguous float32/float64 ``exp``, ``sin``, ``cos``, `
 high-accuracy kernel on every call. oneMKL 2024.2, the version inside current PyTorch wheels,
 picks each function's kernel lazily on its first call, and that choice races: when the first
 call runs on several intra-op threads at once, one thread may compute its whole chunk with a
-low-accuracy kernel (we measured relative errors of 1.5e-4 from ``torch.exp`` instead of 6e-8).
-Later calls are exact. So in about one process in 10-50 the first forward pass is slightly
-off, the run follows another trajectory, and the same seed stops giving the same result
-(pytorch/pytorch#188792).
+low-accuracy kernel (``torch.exp``: relative errors up to 1.5e-4 instead of 6e-8). Later calls
+are exact. So in a few processes in a hundred the first forward pass is slightly off, training
+follows another trajectory, and the same seed stops giving the same result
+(pytorch/pytorch#188792; benchmarks/RESULTS.md §7).
 
 Calling each function once on a one-element tensor, which runs on the calling thread alone,
 settles every choice before any parallel call can race on it.
