@@ -7,15 +7,14 @@ a tensor of flat voxel indices; coordinates are computed from them, so a 512³ g
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
+from sinelr.data import index_loader
 from tasks.bof.voxelize import load_occupancy
 
 
@@ -39,60 +38,6 @@ class OccupancyPoints(Dataset):
 
     def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return index, voxel_centres(index, self.resolution), self.occupancy[index].float()[:, None]
-
-
-class IndexBatches(Sampler[Tensor]):
-    """Batches of indices over ``range(n)``: reshuffled each epoch from ``(seed, epoch)``.
-
-    Lightning calls ``set_epoch``; deriving the order from the epoch rather than from a running
-    generator makes an epoch's batches the same whether or not the run was resumed. A resumed
-    run starts mid-epoch: ``done(epoch, batches_per_epoch)`` says how many batches of the epoch
-    were already trained on, and those are skipped.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        batch_size: int,
-        shuffle: bool,
-        seed: int = 0,
-        done: Callable[[int, int], int] | None = None,
-    ) -> None:
-        self.n = n
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.done = done
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
-
-    def __iter__(self) -> Iterator[Tensor]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=generator)
-        else:
-            order = torch.arange(self.n)
-        skip = self.done(self.epoch, len(self)) if self.done else 0
-        yield from order.split(self.batch_size)[skip:]
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader whose position is a function of the trainer's step (see ``IndexBatches``).
-
-    The ``state_dict`` interface tells Lightning it may resume mid-epoch; the state itself
-    lives in the restored global step, so there is nothing else to save.
-    """
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        pass
 
 
 class OccupancyDataModule(L.LightningDataModule):
@@ -119,20 +64,15 @@ class OccupancyDataModule(L.LightningDataModule):
             grid = load_occupancy(self.mesh_path, self.resolution, self.cache_dir)
             self.points = OccupancyPoints(torch.from_numpy(grid).reshape(-1), self.resolution)
 
-    def _loader(
-        self, batch_size: int, shuffle: bool, done: Callable[[int, int], int] | None = None
-    ) -> DataLoader:
+    def _loader(self, batch_size: int, shuffle: bool, resumable: bool = False) -> DataLoader:
         assert self.points is not None
-        sampler = IndexBatches(len(self.points), batch_size, shuffle, self.seed, done)
-        return ResumableLoader(self.points, sampler=sampler, batch_size=None)
-
-    def _batches_done(self, epoch: int, per_epoch: int) -> int:
-        """Batches of ``epoch`` already trained on: one optimiser step per batch."""
-        step = self.trainer.global_step if self.trainer is not None else 0
-        return min(per_epoch, max(0, step - epoch * per_epoch))
+        step = (lambda: self.trainer.global_step if self.trainer else 0) if resumable else None
+        return index_loader(
+            self.points, batch_size, shuffle=shuffle, seed=self.seed, global_step=step
+        )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.batch_size, shuffle=True, done=self._batches_done)
+        return self._loader(self.batch_size, shuffle=True, resumable=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.eval_batch_size, shuffle=False)

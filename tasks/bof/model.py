@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-
-class GaussianActivation(nn.Module):
-    """``exp(-(x/σ)²)``, the Gaussian activation as WIRE's occupancy code writes it.
-
-    The paper follows Saragadam et al. (WIRE) for this task; σ = 0.1 there is ``scale = 10``.
-    """
-
-    def __init__(self, sigma: float) -> None:
-        super().__init__()
-        self.sigma = sigma
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.exp(-((x / self.sigma) ** 2))
-
-    def extra_repr(self) -> str:
-        return f"sigma={self.sigma:g}"
+from sinelr.activations import GaussianActivation
 
 
 class OccupancyMLP(nn.Module):
     """``3 → width`` (dense), ``depth`` hidden ``width × width`` layers, ``width → 1`` (dense).
 
+    The paper follows WIRE (Saragadam et al.) for this task: σ = 0.1 is WIRE's ``scale = 10``.
     Only ``hidden.*`` are factorised in the paper: with width 256 and two hidden layers this is
     132,865 parameters dense, 2,817 at rank 1.
     """

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import BinaryJaccardIndex
 
 from sinelr.io import atomic_write
+from sinelr.optim import exponential_decay
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,8 @@ class OccupancyModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        decay = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: self.lr_final_factor ** min(step / total, 1.0)
-        )
+        total = int(self.trainer.estimated_stepping_batches)
+        decay = exponential_decay(optimizer, total, self.lr_final_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 

@@ -147,14 +147,16 @@ class _BlockwiseLinear(torch.autograd.Function):
         acc_dtype = torch.promote_types(dtype, torch.float32)
         grad_x: Tensor | None = None
         grads: list[Tensor | None] = [None] * len(params)
+        blocks = _row_blocks(ctx.n_rows, ctx.block_rows)
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            for rows in _row_blocks(ctx.n_rows, ctx.block_rows):
+            for rows in blocks:
                 weight, vjp = ctx.weight_vjp(rows, *params)
                 g_rows = g2d[:, rows]
                 if need_x:
                     w = weight.to(dtype)
                     if grad_x is None:
-                        grad_x = (g_rows @ w).to(acc_dtype)
+                        # One block is one matmul: nothing to accumulate, so no wider copy.
+                        grad_x = g_rows @ w if len(blocks) == 1 else (g_rows @ w).to(acc_dtype)
                     elif acc_dtype == dtype:
                         grad_x.addmm_(g_rows, w)
                     else:
@@ -168,7 +170,9 @@ class _BlockwiseLinear(torch.autograd.Function):
                             grads[i] = g if grads[i] is None else grads[i].add_(g)
         if grad_x is not None:
             grad_x = grad_x.reshape(x.shape).to(ctx.x_dtype)
-        grad_bias = g2d.sum(0, dtype=acc_dtype) if ctx.needs_input_grad[1] else None
+        # CPU and CUDA reductions accumulate low-precision floats in fp32 already; asking for
+        # dtype=fp32 here would first copy the whole gradient to fp32.
+        grad_bias = g2d.sum(0).to(acc_dtype) if ctx.needs_input_grad[1] else None
         return (grad_x, grad_bias, None, None, None, None, *grads)
 
 

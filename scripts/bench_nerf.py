@@ -1,0 +1,99 @@
+"""Training throughput of the NeRF of Table 3: dense, plain and sine low rank, fp32 and bf16.
+
+One Adam step of the coarse + fine networks on a batch of rays (the ``task=nerf`` defaults: 64
+stratified + 64 importance samples per ray, density noise), on synthetic forward-facing rays so
+that no data is needed. Each configuration is timed in the same process, one after the other.
+
+    python scripts/bench_nerf.py [--rays 1024] [--reps 5] [--ranks 1 5 60]
+
+The last line printed is one JSON object: rays/s per configuration and the sine/dense and
+plain/dense time ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tasks/ is importable from the repository root
+from bench_layers import median_time  # noqa: E402
+
+from sinelr.apply import apply_lowrank  # noqa: E402
+from sinelr.layers import LowRankConfig  # noqa: E402
+from sinelr.paper import paper_omega  # noqa: E402
+from tasks.nerf.model import NeRF  # noqa: E402
+from tasks.nerf.render import RenderSettings, render_rays  # noqa: E402
+
+TARGETS = r"(coarse|fine)\..*"
+
+
+def build(method: str, rank: int | None) -> NeRF:
+    torch.manual_seed(0)
+    model = NeRF(sigma=0.1414)
+    if rank is not None:
+        omega = paper_omega("nerf", rank) if method == "sine_lowrank" else None
+        apply_lowrank(model, TARGETS, LowRankConfig(method, rank=rank, omega=omega))
+    return model
+
+
+def adam_step(model: NeRF, n_rays: int, settings: RenderSettings, bf16: bool):
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    generator = torch.Generator().manual_seed(0)
+    rays = {
+        "origins": torch.rand(n_rays, 3, generator=generator) * 2 - 1,
+        "directions": torch.randn(n_rays, 3, generator=generator) * 0.1
+        + torch.tensor([0, 0, -2.0]),
+        "viewdirs": F.normalize(torch.randn(n_rays, 3, generator=generator), dim=-1),
+    }
+    target = torch.rand(n_rays, 3, generator=generator)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = render_rays(model.coarse, model.fine, rays, settings)
+        loss = F.mse_loss(out["rgb"], target) + F.mse_loss(out["coarse_rgb"], target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rays", type=int, default=1024)
+    parser.add_argument("--samples", type=int, default=64, help="coarse; as many again fine")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 5, 60])
+    args = parser.parse_args()
+    settings = RenderSettings(
+        n_samples=args.samples, n_importance=args.samples, perturb=True, noise_std=1.0
+    )
+    configs = [("dense", None)] + [
+        (method, k) for k in args.ranks for method in ("lowrank", "sine_lowrank")
+    ]
+    summary: dict[str, float | str] = {}
+    for precision in ("fp32", "bf16"):
+        times = {}
+        for method, rank in configs:
+            name = method if rank is None else f"{method}_k{rank}"
+            step = adam_step(build(method, rank), args.rays, settings, precision == "bf16")
+            times[name] = median_time(step, 2, args.reps)
+            rate = args.rays / times[name]
+            print(f"{precision} {name:16s} {times[name] * 1e3:8.1f} ms/step {rate:8.0f} rays/s")
+            summary[f"{precision}_{name}_rays_per_s"] = round(rate)
+        for name, seconds in times.items():
+            if name != "dense":
+                summary[f"{precision}_{name}_vs_dense_time"] = round(seconds / times["dense"], 3)
+    summary["threads"] = str(torch.get_num_threads())
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

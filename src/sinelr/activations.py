@@ -1,0 +1,55 @@
+"""Activations of the paper's coordinate MLPs (occupancy fields, NeRF)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class _Gaussian(torch.autograd.Function):
+    """``exp(-c·x²)`` with a closed-form backward, ``-2c·x·y``.
+
+    Autograd's version runs ~12 element-wise passes over the activations (pow, div, neg, exp
+    and their backward); this runs 6 and keeps one tensor, ``y``, beside the input. In a
+    coordinate MLP the activations are the bulk of the memory traffic, so this is most of the
+    step's non-matmul time (benchmarks/RESULTS.md, NeRF).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, c: float) -> Tensor:
+        y = x.square().mul_(-c).exp_()
+        ctx.save_for_backward(x, y)
+        ctx.c = c
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        x, y = ctx.saved_tensors
+        return (grad * y).mul_(x).mul_(-2.0 * ctx.c), None
+
+
+def gaussian(x: Tensor, sigma: float) -> Tensor:
+    """``exp(-(x/σ)²)``."""
+    return _Gaussian.apply(x, 1.0 / sigma**2)
+
+
+class GaussianActivation(nn.Module):
+    """``exp(-(x/σ)²)``: lets an MLP on raw coordinates fit high frequencies with no encoding.
+
+    Ramasinghe & Lucey (2022) write it ``exp(-x²/(2s²))``, i.e. ``σ = s·√2``; WIRE's occupancy
+    code writes it with ``scale = 1/σ``.
+    """
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        if not sigma > 0:
+            raise ValueError(f"the Gaussian activation's sigma must be positive, got {sigma!r}")
+        self.sigma = sigma
+
+    def forward(self, x: Tensor) -> Tensor:
+        return gaussian(x, self.sigma)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma:g}"

@@ -1,0 +1,94 @@
+"""Batches of indices that a resumed run replays exactly, for datasets indexed by a tensor.
+
+Tasks whose data is one big table (occupancy voxels, NeRF rays) serve a batch as
+``dataset[indices]``: no per-item collation, and the order of an epoch is a pure function of
+``(seed, epoch)``, so a run resumed mid-epoch continues with the very batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sized
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class IndexBatches(Sampler[Tensor]):
+    """Batches of indices over ``range(n)``: reshuffled each epoch from ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch``; deriving the order from the epoch rather than from a running
+    generator makes an epoch's batches the same whether or not the run was resumed. A resumed
+    run starts mid-epoch: ``done(epoch, batches_per_epoch)`` says how many batches of the epoch
+    were already trained on, and those are skipped.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        done: Callable[[int, int], int] | None = None,
+    ) -> None:
+        self.n = n
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.done = done
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=generator)
+        else:
+            order = torch.arange(self.n)
+        skip = self.done(self.epoch, len(self)) if self.done else 0
+        yield from order.split(self.batch_size)[skip:]
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position is a function of the trainer's step (see ``IndexBatches``).
+
+    The ``state_dict`` interface tells Lightning it may resume mid-epoch; the state itself
+    lives in the restored global step, so there is nothing else to save.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+
+def index_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    global_step: Callable[[], int] | None = None,
+) -> ResumableLoader:
+    """Batches of ``dataset[indices]``; ``global_step`` (training only) makes it resumable.
+
+    One optimiser step per batch is assumed: the batches of an epoch already trained on are
+    ``global_step - epoch · batches_per_epoch``.
+    """
+    done = None
+    if global_step is not None:
+        step = global_step
+
+        def done(epoch: int, per_epoch: int) -> int:
+            return min(per_epoch, max(0, step() - epoch * per_epoch))
+
+    assert isinstance(dataset, Sized)
+    sampler = IndexBatches(len(dataset), batch_size, shuffle, seed, done)
+    return ResumableLoader(dataset, sampler=sampler, batch_size=None)

@@ -1,0 +1,141 @@
+"""LLFF rays for training and evaluation.
+
+Training rays of every training view are built once, in NDC, and served in random batches
+across views (an "epoch" is one pass over all of them). Evaluation renders whole test views, at
+``1/render_factor`` of the image size when asked (the NeRF code's quick-preview option); the
+ground truth is then box-downsampled to match. Validation scores a fixed random subset of the
+test views' rays, so it is cheap enough to run often.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from sinelr.data import index_loader
+from tasks.nerf.llff import Scene, load_scene
+from tasks.nerf.rays import camera_rays, ndc_rays
+
+#: NDC maps depths beyond this plane (the scaled scene's unit distance) into [-1, 1).
+NDC_NEAR = 1.0
+
+Rays = dict[str, Tensor]
+
+
+def view_rays(height: int, width: int, focal: float, c2w: Tensor) -> Rays:
+    """A view's rays in NDC, with the unit world-space directions the network is given."""
+    origins, directions = camera_rays(height, width, focal, c2w)
+    viewdirs = F.normalize(directions, dim=-1)
+    origins, directions = ndc_rays(height, width, focal, NDC_NEAR, origins, directions)
+    return {"origins": origins, "directions": directions, "viewdirs": viewdirs}
+
+
+class RayTable(Dataset):
+    """``table[indices]`` → the rays (and target colours) at those flat indices."""
+
+    def __init__(self, columns: dict[str, Tensor]) -> None:
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    def __getitem__(self, index: Tensor) -> dict[str, Tensor]:
+        return {key: value[index] for key, value in self.columns.items()}
+
+
+class TestViews(Dataset):
+    """One item per test view: its index in the scene, its rays and its ground-truth image."""
+
+    def __init__(self, scene: Scene, render_factor: int) -> None:
+        self.scene = scene
+        self.render_factor = render_factor
+
+    def __len__(self) -> int:
+        return len(self.scene.test)
+
+    def size(self) -> tuple[int, int]:
+        return self.scene.height // self.render_factor, self.scene.width // self.render_factor
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        view = int(self.scene.test[i])
+        height, width = self.size()
+        focal = self.scene.focal / self.render_factor
+        rays = view_rays(height, width, focal, torch.from_numpy(self.scene.poses[view]))
+        image = torch.from_numpy(self.scene.images[view]).permute(2, 0, 1)[None]
+        if self.render_factor > 1:
+            image = F.adaptive_avg_pool2d(image, (height, width))
+        return {**rays, "view": torch.tensor(view), "image": image[0].permute(1, 2, 0)}
+
+
+class LLFFDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        data_dir: Path,
+        scene: str,
+        factor: int,
+        llffhold: int,
+        batch_size: int,
+        val_rays: int,
+        render_factor: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        if render_factor < 1:
+            raise ValueError(f"task.render_factor must be >= 1, got {render_factor}")
+        self.data_dir = data_dir
+        self.scene_name = scene
+        self.factor = factor
+        self.llffhold = llffhold
+        self.batch_size = batch_size
+        self.val_rays = val_rays
+        self.render_factor = render_factor
+        self.seed = seed
+        self.scene: Scene | None = None
+        self.train_rays: RayTable | None = None
+        self.val_table: RayTable | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.scene is not None:
+            return
+        scene = load_scene(self.data_dir, self.scene_name, self.factor, self.llffhold)
+        self.scene = scene
+        self.train_rays = self._table(scene.train)
+        test = self._table(scene.test)
+        generator = torch.Generator().manual_seed(self.seed)
+        keep = torch.randperm(len(test), generator=generator)[: self.val_rays]
+        self.val_table = RayTable(test[keep])
+
+    def _table(self, views: np.ndarray) -> RayTable:
+        scene = self.scene
+        assert scene is not None
+        parts = []
+        for view in views:
+            c2w = torch.from_numpy(scene.poses[view])
+            rays = view_rays(scene.height, scene.width, scene.focal, c2w)
+            rays["rgb"] = torch.from_numpy(scene.images[view]).reshape(-1, 3)
+            parts.append(rays)
+        return RayTable({key: torch.cat([p[key] for p in parts]) for key in parts[0]})
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_rays is not None
+        return index_loader(
+            self.train_rays,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            global_step=lambda: self.trainer.global_step if self.trainer else 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_table is not None
+        return index_loader(self.val_table, self.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        assert self.scene is not None
+        return DataLoader(TestViews(self.scene, self.render_factor), batch_size=None)

@@ -1,0 +1,140 @@
+"""Training a NeRF on rays, and scoring it on rendered test views."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+from torchmetrics.image import PeakSignalNoiseRatio
+
+from sinelr.io import atomic_write
+from sinelr.optim import exponential_decay
+from tasks.nerf.model import NeRF
+from tasks.nerf.render import RenderSettings, render_chunked, render_rays
+
+log = logging.getLogger(__name__)
+
+
+def mse_to_psnr(mse: Tensor) -> Tensor:
+    return -10.0 * torch.log10(mse)
+
+
+class NerfModule(L.LightningModule):
+    """Photometric MSE on the fine and coarse colours (as the NeRF code); PSNR and SSIM per test
+    view, their means as ``test/psnr`` and ``test/ssim``, and the renders saved as PNG.
+
+    The learning rate decays exponentially per step to ``lr · lr_final_factor``.
+    """
+
+    def __init__(
+        self,
+        model: NeRF,
+        render: RenderSettings,
+        lr: float,
+        lr_final_factor: float,
+        chunk: int,
+        output_dir: Path | None = None,
+        lpips: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.train_render = render
+        self.eval_render = RenderSettings(
+            render.near, render.far, render.n_samples, render.n_importance
+        )
+        self.lr = lr
+        self.lr_final_factor = lr_final_factor
+        self.chunk = chunk
+        self.output_dir = output_dir
+        self.use_lpips = lpips
+        self.lpips: nn.Module | None = None
+        self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
+
+    def on_fit_start(self) -> None:
+        if self.trainer.accumulate_grad_batches != 1:
+            # The ray order, and so resuming mid-epoch, assumes one optimiser step per batch.
+            raise ValueError("task nerf trains with trainer.accumulate_grad_batches=1")
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        out = render_rays(self.model.coarse, self.model.fine, batch, self.train_render)
+        mse = F.mse_loss(out["rgb"], batch["rgb"])
+        loss = mse + F.mse_loss(out["coarse_rgb"], batch["rgb"]) if "coarse_rgb" in out else mse
+        size = len(batch["rgb"])
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=size)
+        self.log("train/psnr", mse_to_psnr(mse.detach()), prog_bar=True, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        out = render_rays(self.model.coarse, self.model.fine, batch, self.eval_render)
+        self.val_psnr.update(out["rgb"].clamp(0, 1), batch["rgb"])  # pooled over all val rays
+        self.log("val/psnr", self.val_psnr, on_epoch=True, prog_bar=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.lpips = lpips_metric() if self.use_lpips else None
+
+    def on_test_epoch_end(self) -> None:
+        self.lpips = None  # never part of a checkpoint
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        rays = {key: batch[key] for key in ("origins", "directions", "viewdirs")}
+        out = render_chunked(self.model.coarse, self.model.fine, rays, self.eval_render, self.chunk)
+        image = batch["image"]
+        height, width = image.shape[:2]
+        rgb = out["rgb"].reshape(height, width, 3).clamp(0, 1)
+        pred, target = rgb.permute(2, 0, 1)[None], image.permute(2, 0, 1)[None].float()
+        view = int(batch["view"])
+        scores = {
+            "psnr": peak_signal_noise_ratio(pred, target, data_range=1.0),
+            "ssim": structural_similarity_index_measure(pred, target, data_range=1.0),
+        }
+        if self.lpips is not None:
+            # LPIPS takes images in [-1, 1].
+            scores["lpips"] = self.lpips.to(pred.device)(pred * 2 - 1, target * 2 - 1)
+        for name, value in scores.items():
+            self.log(f"test/{name}", value, on_epoch=True, batch_size=1)
+            self.log(f"test/{name}/view_{view:03d}", value, on_epoch=True, batch_size=1)
+        if self.output_dir is not None:
+            depth = out["depth"].reshape(height, width)
+            save_png(self.output_dir / f"render_{view:03d}_rgb.png", rgb)
+            save_png(self.output_dir / f"render_{view:03d}_depth.png", depth.clamp(0, 1))
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        decay = exponential_decay(
+            optimizer, int(self.trainer.estimated_stepping_batches), self.lr_final_factor
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
+
+
+def save_png(path: Path, image: Tensor) -> None:
+    """An image in [0, 1], ``(H, W, 3)`` colour or ``(H, W)`` grey, as an 8-bit PNG."""
+    pixels = (image.detach().float().cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    atomic_write(path, lambda handle: Image.fromarray(pixels).save(handle, format="PNG"))
+
+
+def lpips_metric():
+    """torchmetrics' LPIPS (AlexNet) if its backbone's weights are already installed, else None.
+
+    The weights download on first use; offline that would fail mid-run, so it is skipped here
+    with one log line instead.
+    """
+    from torchvision.models import AlexNet_Weights
+
+    url = AlexNet_Weights.IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if not cached.is_file():
+        log.info("LPIPS skipped: AlexNet weights not installed at %s (they download once)", cached)
+        return None
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=False)
