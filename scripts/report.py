@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sinelr.report import load_results, markdown, print_table, summarise
+from sinelr.report import bd_deltas, load_results, markdown, print_table, summarise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(rows, args.scale))
     else:
         print_table(rows, args.scale, title=f"{len(results)} completed runs")
+    for d in bd_deltas(rows):
+        print(
+            f"{d.task} {d.data}: sine over plain at ranks {d.ranks} (Akima, parameters as rate): "
+            f"BD-{d.metric} {d.bd_metric:+.3g}, BD-rate {d.bd_rate:+.1f} %"
+        )
     return 0
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
-from sinelr.report import load_results, markdown, summarise
+from sinelr.report import bd_deltas, load_results, markdown, summarise
 
 
 def result(method, rank, value, seed=0, omega=None, shape="lucy", status="completed"):
@@ -57,3 +58,28 @@ def test_only_completed_runs_are_loaded(tmp_path):
         (tmp_path / str(i) / "results.json").write_text(json.dumps(r))
     assert len(load_results([tmp_path])) == 1
     assert len(load_results([tmp_path], completed_only=False)) == 2
+
+
+def test_bd_deltas_of_sine_over_plain_across_ranks():
+    # Params 100·k at k = 1, 10, 100 make log10(rate) 2, 3, 4; sine sits 1.5 above plain on a
+    # straight line in log-rate, so BD = +1.5 and BD-rate = 10^(-1.5/4) - 1 (slope 4 per decade).
+    runs = []
+    for k in (1, 10, 100):
+        plain = 10 + 4 * math.log10(k)
+        runs += [result("lowrank", k, plain), result("sine_lowrank", k, plain + 1.5, omega=30.0)]
+    runs.append(result("dense", None, 30.0))
+    (delta,) = bd_deltas(summarise(runs))
+    assert (delta.task, delta.data, delta.metric, delta.ranks) == (
+        "bof",
+        "lucy",
+        "test/iou",
+        [1, 10, 100],
+    )
+    assert delta.bd_metric == pytest.approx(1.5)
+    assert delta.bd_rate == pytest.approx((10 ** (-1.5 / 4) - 1) * 100)
+
+
+def test_bd_deltas_need_two_ranks_of_both_curves():
+    runs = [result("lowrank", 1, 0.5), result("sine_lowrank", 1, 0.6, omega=30.0)]
+    runs.append(result("lowrank", 5, 0.7))
+    assert bd_deltas(summarise(runs)) == []

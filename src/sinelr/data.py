@@ -91,4 +91,14 @@ def index_loader(
 
     assert isinstance(dataset, Sized)
     sampler = IndexBatches(len(dataset), batch_size, shuffle, seed, done)
-    return ResumableLoader(dataset, sampler=sampler, batch_size=None)
+    return ResumableLoader(dataset, sampler=sampler, batch_size=None, generator=own_generator(seed))
+
+
+def own_generator(seed: int = 0) -> torch.Generator:
+    """A DataLoader's generator, so that its iterators never draw from the global RNG.
+
+    Without one, every new iterator (each epoch, each validation) takes a seed from the global
+    generator. A resumed run creates its iterators at other points of that stream than the
+    original did, and every random draw after that (ray jitter, density noise) would differ.
+    """
+    return torch.Generator().manual_seed(seed)

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sinelr.bjontegaard import bd_psnr, bd_rate
+
 METHOD_ORDER = ["dense", "lowrank", "sine_lowrank", "lora", "sine_lora", "dora", "sine_dora"]
 DATA_KEYS = ("shape", "scene", "name")  # the task_config key that names the dataset, per task
 
@@ -88,6 +90,48 @@ def summarise(results: list[dict]) -> list[Row]:
             }
             rows.append(Row(*key, *info[key], cells=cells))
     return rows
+
+
+@dataclass
+class Delta:
+    """Bjøntegaard deltas of the sine curve over the plain one, parameters as the rate."""
+
+    task: str
+    data: str
+    metric: str
+    ranks: list[int]
+    bd_metric: float
+    bd_rate: float
+
+
+def bd_deltas(rows: list[Row]) -> list[Delta]:
+    """Per (task, data): BD-metric and BD-rate of sine over plain across the ranks where both
+    ran (at least two, each with a single ω). The delta is in the metric's own unit: dB for
+    NeRF's PSNR, as the paper's 2.72 dB."""
+    by_data: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in rows:
+        if row.rank is not None and row.sine_pair():
+            by_data[(row.task, row.data)].append(row)
+    deltas = []
+    for (task, data), group in by_data.items():
+        ranks = [row.rank for row in group]
+        if len(group) < 2 or len(set(ranks)) != len(ranks):
+            continue
+        plain_params, plain, sine_params, sine = [], [], [], []
+        for row in group:
+            low, high = row.sine_pair()  # type: ignore[misc]
+            plain_params.append(row.params)
+            sine_params.append(row.params)
+            plain.append(low.mean)
+            sine.append(high.mean)
+        try:
+            gain = bd_psnr(plain_params, plain, sine_params, sine)
+            rate = bd_rate(plain_params, plain, sine_params, sine)
+        except ValueError:  # e.g. a curve that is not monotonic in the metric
+            continue
+        ranks_run = [r for r in ranks if r is not None]
+        deltas.append(Delta(task, data, group[0].metric, ranks_run, gain, rate))
+    return deltas
 
 
 def _methods(rows: list[Row]) -> list[str]:

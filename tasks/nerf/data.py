@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sinelr.data import index_loader
+from sinelr.data import index_loader, own_generator
 from tasks.nerf.llff import Scene, load_scene
 from tasks.nerf.rays import camera_rays, ndc_rays
 
+#: The side of SSIM's Gaussian window: test views must be at least this large.
+SSIM_WINDOW = 11
 #: NDC maps depths beyond this plane (the scaled scene's unit distance) into [-1, 1).
 NDC_NEAR = 1.0
 
@@ -104,6 +106,13 @@ class LLFFDataModule(L.LightningDataModule):
         if self.scene is not None:
             return
         scene = load_scene(self.data_dir, self.scene_name, self.factor, self.llffhold)
+        height, width = scene.height // self.render_factor, scene.width // self.render_factor
+        if min(height, width) < SSIM_WINDOW:
+            raise ValueError(
+                f"task.render_factor={self.render_factor} renders the test views at "
+                f"{height}x{width}, smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window: "
+                "use a smaller task.render_factor"
+            )
         self.scene = scene
         self.train_rays = self._table(scene.train)
         test = self._table(scene.test)
@@ -138,4 +147,5 @@ class LLFFDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         assert self.scene is not None
-        return DataLoader(TestViews(self.scene, self.render_factor), batch_size=None)
+        views = TestViews(self.scene, self.render_factor)
+        return DataLoader(views, batch_size=None, generator=own_generator())

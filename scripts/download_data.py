@@ -1,0 +1,108 @@
+"""Fetch the paper's public datasets into ``paths.data_dir`` (default ``$SINELR_DATA`` or ./data).
+
+    python scripts/download_data.py llff              # the 8 LLFF scenes (~1.9 GB zip)
+    python scripts/download_data.py llff --fern-only  # fern alone, from NeRF's example data
+    python scripts/download_data.py llff --url FILE_OR_URL   # a copy you already have
+
+Offline, it says what it could not reach and where to put the files by hand. Extraction goes to
+a temporary folder first, so an interrupted download never leaves a half scene behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+# The NeRF authors' release: nerf_llff_data.zip on their shared drive, and the example data
+# (fern and lego) on their project server.
+LLFF_URL = (
+    "https://drive.usercontent.google.com/download?id=16VnMcF1KJYxN9QId6TClMsZRahHNMW5g"
+    "&export=download&confirm=t"
+)
+LLFF_FERN_URL = (
+    "http://cseweb.ucsd.edu/~viscomp/projects/LF/papers/ECCV20/nerf/nerf_example_data.zip"
+)
+LLFF_SCENES = ("fern", "flower", "fortress", "horns", "leaves", "orchids", "room", "trex")
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("SINELR_DATA", "data")).expanduser()
+
+
+def fetch(url: str, target: Path) -> None:
+    """Download ``url`` (or copy a ``file://`` URL) to ``target`` with a progress bar."""
+    with urllib.request.urlopen(url, timeout=30) as response, target.open("wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn())
+        with Progress(*columns, TransferSpeedColumn()) as progress:
+            task = progress.add_task(f"fetching {target.name}", total=total)
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                progress.advance(task, len(chunk))
+
+
+def extract_llff(archive: Path, data_dir: Path) -> list[str]:
+    """Move every ``nerf_llff_data/<scene>/`` in ``archive`` to ``data_dir/nerf_llff_data/``."""
+    try:
+        with zipfile.ZipFile(archive) as zf, tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+            zf.extractall(tmp)
+            roots = [p for p in Path(tmp).rglob("nerf_llff_data") if p.is_dir()]
+            if not roots:
+                raise SystemExit(f"{archive} holds no nerf_llff_data/ folder: not an LLFF archive")
+            dest = data_dir / "nerf_llff_data"
+            dest.mkdir(parents=True, exist_ok=True)
+            scenes = []
+            for scene in sorted(
+                p for p in roots[0].iterdir() if (p / "poses_bounds.npy").is_file()
+            ):
+                if (dest / scene.name).exists():
+                    shutil.rmtree(dest / scene.name)
+                shutil.move(str(scene), dest / scene.name)
+                scenes.append(scene.name)
+            return scenes
+    except zipfile.BadZipFile:
+        raise SystemExit(f"{archive} is not a zip file (truncated download?): run again") from None
+
+
+def download_llff(data_dir: Path, url: str) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+        archive = Path(tmp) / "llff.zip"
+        try:
+            fetch(url, archive)
+        except (urllib.error.URLError, OSError) as error:
+            raise SystemExit(
+                f"could not fetch {url} ({error}).\nOffline: download nerf_llff_data.zip from the "
+                f"NeRF authors' release on a machine with a network and unpack it so that "
+                f"{data_dir / 'nerf_llff_data'}/<scene>/ holds poses_bounds.npy and images_8/ "
+                f"(scenes: {', '.join(LLFF_SCENES)}), or pass --url with a local copy."
+            ) from None
+        return extract_llff(archive, data_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=["llff"])
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--fern-only", action="store_true", help="NeRF's smaller example data")
+    parser.add_argument("--url", help="another source: a URL or a local zip path")
+    args = parser.parse_args(argv)
+    url = args.url or (LLFF_FERN_URL if args.fern_only else LLFF_URL)
+    if "://" not in url:
+        url = Path(url).resolve().as_uri()
+    scenes = download_llff(args.data_dir, url)
+    print(f"LLFF scenes in {args.data_dir / 'nerf_llff_data'}: {', '.join(scenes)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
