@@ -19,7 +19,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tasks/ is importable from the repository root
-from bench_layers import median_time  # noqa: E402
+from bench_layers import adam_step, median_time  # noqa: E402
 
 from sinelr.apply import apply_lowrank  # noqa: E402
 from sinelr.layers import LowRankConfig  # noqa: E402
@@ -29,24 +29,17 @@ BATCH = 8192
 METHODS = {"dense": None, "lowrank": ("lowrank", None), "sine_lowrank": ("sine_lowrank", 200.0)}
 
 
-def adam_step(method: str, bf16: bool):
+def occupancy_step(method: str, bf16: bool):
     torch.manual_seed(0)
     model = OccupancyMLP()
     if METHODS[method] is not None:
         variant, omega = METHODS[method]
         apply_lowrank(model, r"hidden\.\d+", LowRankConfig(variant, rank=1, omega=omega))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     xyz = torch.rand(BATCH, 3) * 2 - 1
     target = (xyz.norm(dim=1, keepdim=True) < 0.5).float()
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = torch.nn.functional.mse_loss(model(xyz).float(), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return adam_step(
+        model.parameters(), lambda: torch.nn.functional.mse_loss(model(xyz).float(), target), bf16
+    )
 
 
 def main() -> int:
@@ -55,8 +48,8 @@ def main() -> int:
     args = parser.parse_args()
     ratios: dict[str, float | str] = {}
     for method in METHODS:
-        fp32 = median_time(adam_step(method, bf16=False), 3, args.reps)
-        bf16 = median_time(adam_step(method, bf16=True), 3, args.reps)
+        fp32 = median_time(occupancy_step(method, bf16=False), 3, args.reps)
+        bf16 = median_time(occupancy_step(method, bf16=True), 3, args.reps)
         print(
             f"{method:13s} fp32 {BATCH / fp32 / 1e3:6.0f}k points/s   "
             f"bf16 {BATCH / bf16 / 1e3:6.0f}k points/s",

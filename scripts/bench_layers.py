@@ -117,6 +117,22 @@ def train_step(model, x):
     return step
 
 
+def adam_step(parameters, loss_fn, bf16: bool, lr: float = 1e-3):
+    """One Adam step on ``loss_fn()``, the forward under CPU bf16 autocast if ``bf16``."""
+    import torch
+
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 def median_time(fn, warmup: int, reps: int) -> float:
     for _ in range(warmup):
         fn()

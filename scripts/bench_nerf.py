@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tasks/ is importable from the repository root
-from bench_layers import median_time  # noqa: E402
+from bench_layers import adam_step, median_time  # noqa: E402
 
 from sinelr.apply import apply_lowrank  # noqa: E402
 from sinelr.layers import LowRankConfig  # noqa: E402
@@ -42,8 +42,7 @@ def build(method: str, rank: int | None) -> NeRF:
     return model
 
 
-def adam_step(model: NeRF, n_rays: int, settings: RenderSettings, bf16: bool):
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+def nerf_step(model: NeRF, n_rays: int, settings: RenderSettings, bf16: bool):
     generator = torch.Generator().manual_seed(0)
     rays = {
         "origins": torch.rand(n_rays, 3, generator=generator) * 2 - 1,
@@ -53,15 +52,11 @@ def adam_step(model: NeRF, n_rays: int, settings: RenderSettings, bf16: bool):
     }
     target = torch.rand(n_rays, 3, generator=generator)
 
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = render_rays(model.coarse, model.fine, rays, settings)
-        loss = F.mse_loss(out["rgb"], target) + F.mse_loss(out["coarse_rgb"], target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    def loss() -> torch.Tensor:
+        out = render_rays(model.coarse, model.fine, rays, settings)
+        return F.mse_loss(out["rgb"], target) + F.mse_loss(out["coarse_rgb"], target)
 
-    return step
+    return adam_step(model.parameters(), loss, bf16, lr=5e-4)
 
 
 def main() -> int:
@@ -82,7 +77,7 @@ def main() -> int:
         times = {}
         for method, rank in configs:
             name = method if rank is None else f"{method}_k{rank}"
-            step = adam_step(build(method, rank), args.rays, settings, precision == "bf16")
+            step = nerf_step(build(method, rank), args.rays, settings, precision == "bf16")
             times[name] = median_time(step, 2, args.reps)
             rate = args.rays / times[name]
             print(f"{precision} {name:16s} {times[name] * 1e3:8.1f} ms/step {rate:8.0f} rays/s")

@@ -10,10 +10,7 @@ import itertools
 import json
 import math
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +25,7 @@ from tasks.nerf.llff import BOUNDS_FACTOR, CameraFileError, average_pose, load_s
 from tasks.nerf.model import NeRF
 from tasks.nerf.rays import camera_rays, ndc_rays
 from tasks.nerf.render import RenderSettings, composite, render_chunked, render_rays, sample_pdf
+from tests.helpers import kill_at_first_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # LLFF stores a camera's axes as [down, right, back]; a NeRF camera [right, up, back] with the
@@ -346,17 +344,7 @@ def test_a_killed_nerf_run_resumes_to_the_uninterrupted_result(run_cli, tmp_path
 
     run_dir = tmp_path / "killed"
     env = {**os.environ, "SINELR_DATA": str(data), "SINELR_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "run.py", *args, f"hydra.run.dir={run_dir}",
-           "trainer.enable_progress_bar=false"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run_dir / "results.json").exists(), "the run finished before it could be killed"
+    checkpoint = kill_at_first_checkpoint(args, run_dir, env)
     assert 0 < read_checkpoint(checkpoint)["global_step"] < 60
 
     resumed = run_cli(*args, "resume=true", run_dir=run_dir, data_dir=data)

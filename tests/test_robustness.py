@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from sinelr.callbacks import NonFiniteError, NonFiniteGuard
 from sinelr.checkpoint import CheckpointError, read_checkpoint
 from sinelr.io import atomic_write, atomic_write_json
 from sinelr.loggers import network_reachable, wandb_logger
+from tests.helpers import kill_at_first_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # Long enough (512 steps, a few seconds) to be killed mid-epoch; checkpoints every 20 steps.
@@ -38,17 +36,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(run_cli, tmp_path):
     assert reference.returncode == 0, reference.output
 
     run_dir = tmp_path / "killed"
-    cmd = [sys.executable, "run.py", *RESUMABLE, f"hydra.run.dir={run_dir}"]
-    cmd.append("trainer.enable_progress_bar=false")
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(tmp_path), **quiet)
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (run_dir / "results.json").exists(), "the run finished before it could be killed"
+    checkpoint = kill_at_first_checkpoint(RESUMABLE, run_dir, _env(tmp_path))
     killed_at = read_checkpoint(checkpoint)["global_step"]
     assert 0 < killed_at < 128  # mid-epoch: an epoch has 32³/256 = 128 steps
 

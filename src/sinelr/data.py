@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -92,6 +93,12 @@ def index_loader(
     assert isinstance(dataset, Sized)
     sampler = IndexBatches(len(dataset), batch_size, shuffle, seed, done)
     return ResumableLoader(dataset, sampler=sampler, batch_size=None, generator=own_generator(seed))
+
+
+def require_one_step_per_batch(trainer: L.Trainer, task: str) -> None:
+    """:func:`index_loader`'s resume arithmetic counts one optimiser step per batch."""
+    if trainer.accumulate_grad_batches != 1:
+        raise ValueError(f"task {task} trains with trainer.accumulate_grad_batches=1")
 
 
 def own_generator(seed: int = 0) -> torch.Generator:

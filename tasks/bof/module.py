@@ -13,6 +13,7 @@ import trimesh
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryJaccardIndex
 
+from sinelr.data import require_one_step_per_batch
 from sinelr.io import atomic_write
 from sinelr.optim import exponential_decay
 
@@ -50,9 +51,7 @@ class OccupancyModule(L.LightningModule):
         return self.model(xyz)
 
     def on_fit_start(self) -> None:
-        if self.trainer.accumulate_grad_batches != 1:
-            # The data order, and so resuming mid-epoch, assumes one optimiser step per batch.
-            raise ValueError("task bof trains with trainer.accumulate_grad_batches=1")
+        require_one_step_per_batch(self.trainer, "bof")
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         _, xyz, occupancy = batch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +18,7 @@ from torchmetrics.functional.image import (
 )
 from torchmetrics.image import PeakSignalNoiseRatio
 
+from sinelr.data import require_one_step_per_batch
 from sinelr.io import atomic_write
 from sinelr.optim import exponential_decay
 from tasks.nerf.model import NeRF
@@ -49,9 +51,7 @@ class NerfModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.train_render = render
-        self.eval_render = RenderSettings(
-            render.near, render.far, render.n_samples, render.n_importance
-        )
+        self.eval_render = replace(render, perturb=False, noise_std=0.0)
         self.lr = lr
         self.lr_final_factor = lr_final_factor
         self.chunk = chunk
@@ -61,9 +61,7 @@ class NerfModule(L.LightningModule):
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
 
     def on_fit_start(self) -> None:
-        if self.trainer.accumulate_grad_batches != 1:
-            # The ray order, and so resuming mid-epoch, assumes one optimiser step per batch.
-            raise ValueError("task nerf trains with trainer.accumulate_grad_batches=1")
+        require_one_step_per_batch(self.trainer, "nerf")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = render_rays(self.model.coarse, self.model.fine, batch, self.train_render)
