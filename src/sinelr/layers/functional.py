@@ -101,11 +101,11 @@ def _row_blocks(n_rows: int, block_rows: int) -> list[slice]:
 class _BlockwiseLinear(torch.autograd.Function):
     """``y = x @ W.T`` with ``W`` built row block by row block from ``params``.
 
-    Only ``x`` and the parameters are saved; backward rebuilds each block with ``weight_vjp``.
-    Blocks are built in the parameters' precision (fp32) with autocast off, whatever the
+    Only the input (in the matmuls' dtype) and the parameters are saved; backward rebuilds each
+    block with ``weight_vjp``. Blocks are built in the parameters' precision (fp32) with autocast off, whatever the
     caller's: the sine's argument ``ω·UV`` is large and its phase must not be rounded to 8 bits.
     Only the finished block is cast to the autocast dtype for the matmul, and the input gradient
-    is accumulated over blocks in at least fp32.
+    is accumulated over blocks (where there are several) in at least fp32.
     """
 
     @staticmethod
@@ -133,14 +133,16 @@ class _BlockwiseLinear(torch.autograd.Function):
         ctx.n_rows = n_rows
         ctx.compute_dtype = compute_dtype
         ctx.x_dtype = x.dtype
-        ctx.save_for_backward(x, *params)
+        ctx.x_shape = x.shape
+        # The input as the matmuls read it: under autocast a bf16 copy, half the memory of an
+        # fp32 input, and not cast a second time in the backward pass.
+        ctx.save_for_backward(x2d, *params)
         return out.reshape(*x.shape[:-1], n_rows)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        x, *params = ctx.saved_tensors
+        x2d, *params = ctx.saved_tensors
         dtype = ctx.compute_dtype
-        x2d = x.reshape(-1, x.shape[-1]).to(dtype)
         g2d = grad_out.reshape(-1, ctx.n_rows).to(dtype)
         need_x = ctx.needs_input_grad[0]
         need_params = any(ctx.needs_input_grad[6:])
@@ -148,7 +150,7 @@ class _BlockwiseLinear(torch.autograd.Function):
         grad_x: Tensor | None = None
         grads: list[Tensor | None] = [None] * len(params)
         blocks = _row_blocks(ctx.n_rows, ctx.block_rows)
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        with torch.no_grad(), torch.autocast(x2d.device.type, enabled=False):
             for rows in blocks:
                 weight, vjp = ctx.weight_vjp(rows, *params)
                 g_rows = g2d[:, rows]
@@ -169,7 +171,7 @@ class _BlockwiseLinear(torch.autograd.Function):
                         if g is not None and ctx.needs_input_grad[6 + i]:
                             grads[i] = g if grads[i] is None else grads[i].add_(g)
         if grad_x is not None:
-            grad_x = grad_x.reshape(x.shape).to(ctx.x_dtype)
+            grad_x = grad_x.reshape(ctx.x_shape).to(ctx.x_dtype)
         # CPU and CUDA reductions accumulate low-precision floats in fp32 already; asking for
         # dtype=fp32 here would first copy the whole gradient to fp32.
         grad_bias = g2d.sum(0).to(acc_dtype) if ctx.needs_input_grad[1] else None
