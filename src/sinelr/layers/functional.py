@@ -102,10 +102,10 @@ class _BlockwiseLinear(torch.autograd.Function):
     """``y = x @ W.T`` with ``W`` built row block by row block from ``params``.
 
     Only the input (in the matmuls' dtype) and the parameters are saved; backward rebuilds each
-    block with ``weight_vjp``. Blocks are built in the parameters' precision (fp32) with autocast off, whatever the
-    caller's: the sine's argument ``ω·UV`` is large and its phase must not be rounded to 8 bits.
-    Only the finished block is cast to the autocast dtype for the matmul, and the input gradient
-    is accumulated over blocks (where there are several) in at least fp32.
+    block with ``weight_vjp``. Blocks are built in the parameters' precision (fp32) with autocast
+    off, whatever the caller's: the sine's argument ``ω·UV`` is large and its phase must not be
+    rounded to 8 bits. Only the finished block is cast to the autocast dtype for the matmul, and
+    the input gradient is accumulated over blocks (where there are several) in at least fp32.
     """
 
     @staticmethod
