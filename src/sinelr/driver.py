@@ -98,7 +98,7 @@ def _trainer_factory(
     the non-finite guard, a rich progress bar, and loggers whose failures are not fatal.
     """
 
-    def make_trainer(callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    def make_trainer(callbacks: Sequence[L.Callback] = (), **overrides: Any) -> L.Trainer:
         loggers = [GuardedLogger(instantiate(c)) for c in (cfg.get("logger") or {}).values() if c]
         standard: list[L.Callback] = [
             ModelCheckpoint(
@@ -119,6 +119,7 @@ def _trainer_factory(
             logger=loggers or False,
             callbacks=[*standard, *callbacks],
             plugins=[AtomicCheckpointIO()],
+            **overrides,
         )
 
     return make_trainer

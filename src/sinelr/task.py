@@ -75,11 +75,15 @@ class LightningTask(Task):
     def callbacks(self, ctx: RunContext) -> Sequence[L.Callback]:
         return ()
 
+    def trainer_overrides(self) -> dict[str, Any]:
+        """Trainer settings the task decides (e.g. epochs that depend on its data set)."""
+        return {}
+
     def run(self, model: nn.Module | None, ctx: RunContext) -> TaskOutput:
         assert model is not None
         module = self.lightning_module(model, ctx)
         data = self.datamodule(ctx)
-        trainer = ctx.make_trainer(callbacks=list(self.callbacks(ctx)))
+        trainer = ctx.make_trainer(callbacks=list(self.callbacks(ctx)), **self.trainer_overrides())
         trainer.fit(module, datamodule=data, ckpt_path=ctx.ckpt_path)
         metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ values
         trainer.test(module, datamodule=data, verbose=False)

@@ -9,14 +9,12 @@ whole network. Scores are on the dev split (GLUE's test labels are not public).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
-import lightning as L
 from torch import nn
 
 from sinelr.layers import LowRankConfig
-from sinelr.task import LightningTask, RunContext, TaskOutput
+from sinelr.task import LightningTask, RunContext
 from tasks.glue.data import GlueDataModule
 from tasks.glue.model import attach_adapters, load_classifier, model_path
 from tasks.glue.module import GlueModule
@@ -97,21 +95,10 @@ class GlueTask(LightningTask):
             weight_decay=self.weight_decay,
         )
 
-    def run(self, model: nn.Module | None, ctx: RunContext) -> TaskOutput:
-        """As every Lightning task, but trained for ``task.epochs`` when that is set.
-
-        The paper's epochs depend on ``task.name``, which ``trainer.max_epochs`` cannot see.
-        """
-        if self.epochs is None:
-            return super().run(model, ctx)
-        make_trainer, epochs = ctx.make_trainer, self.epochs
-
-        def with_epochs(callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-            trainer = make_trainer(callbacks=callbacks)
-            trainer.fit_loop.max_epochs = epochs
-            return trainer
-
-        return super().run(model, replace(ctx, make_trainer=with_epochs))
+    def trainer_overrides(self) -> dict[str, Any]:
+        """``task.epochs``: the paper's epochs depend on ``task.name``, which
+        ``trainer.max_epochs`` cannot see."""
+        return {} if self.epochs is None else {"max_epochs": self.epochs}
 
 
 def _positive(key: str, value: float) -> float:

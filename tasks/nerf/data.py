@@ -106,7 +106,7 @@ class LLFFDataModule(L.LightningDataModule):
         if self.scene is not None:
             return
         scene = load_scene(self.data_dir, self.scene_name, self.factor, self.llffhold)
-        height, width = scene.height // self.render_factor, scene.width // self.render_factor
+        height, width = TestViews(scene, self.render_factor).size()
         if min(height, width) < SSIM_WINDOW:
             raise ValueError(
                 f"task.render_factor={self.render_factor} renders the test views at "
