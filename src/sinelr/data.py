@@ -32,18 +32,22 @@ class IndexBatches(Sampler[Tensor]):
         shuffle: bool,
         seed: int = 0,
         done: Callable[[int, int], int] | None = None,
+        drop_last: bool = False,
     ) -> None:
         self.n = n
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.done = done
+        self.drop_last = drop_last
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
+        if self.drop_last:
+            return self.n // self.batch_size
         return -(-self.n // self.batch_size)
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -53,7 +57,7 @@ class IndexBatches(Sampler[Tensor]):
         else:
             order = torch.arange(self.n)
         skip = self.done(self.epoch, len(self)) if self.done else 0
-        yield from order.split(self.batch_size)[skip:]
+        yield from order.split(self.batch_size)[skip : len(self)]
 
 
 class ResumableLoader(DataLoader):
@@ -77,11 +81,17 @@ def index_loader(
     shuffle: bool,
     seed: int = 0,
     global_step: Callable[[], int] | None = None,
+    drop_last: bool = False,
+    num_workers: int = 0,
 ) -> ResumableLoader:
     """Batches of ``dataset[indices]``; ``global_step`` (training only) makes it resumable.
 
     One optimiser step per batch is assumed: the batches of an epoch already trained on are
-    ``global_step - epoch · batches_per_epoch``.
+    ``global_step - epoch · batches_per_epoch``. ``drop_last`` drops an epoch's short last batch
+    (mixup pairs the batch with its reverse, so needs an even size). With ``num_workers`` each
+    worker builds whole batches; random draws in workers (augmentations) then come from seeds
+    the loader's generator hands out, which a resumed run does not replay: exact resume needs
+    ``num_workers=0``.
     """
     done = None
     if global_step is not None:
@@ -91,8 +101,15 @@ def index_loader(
             return min(per_epoch, max(0, step() - epoch * per_epoch))
 
     assert isinstance(dataset, Sized)
-    sampler = IndexBatches(len(dataset), batch_size, shuffle, seed, done)
-    return ResumableLoader(dataset, sampler=sampler, batch_size=None, generator=own_generator(seed))
+    sampler = IndexBatches(len(dataset), batch_size, shuffle, seed, done, drop_last)
+    return ResumableLoader(
+        dataset,
+        sampler=sampler,
+        batch_size=None,
+        generator=own_generator(seed),
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def require_one_step_per_batch(trainer: L.Trainer, task: str) -> None:

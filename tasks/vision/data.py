@@ -1,0 +1,145 @@
+"""Batches of transformed images for any data set of :mod:`tasks.vision.datasets`.
+
+The transforms are timm's ``create_transform`` (random resized crop, RandAugment, random
+erasing for training; resize and centre crop for evaluation), so every data set arrives at the
+model's input size whatever its own. Batches come from the shared resumable sampler: a run
+resumed after a kill sees the batches and augmentations the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from PIL import Image
+from timm.data import create_transform
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from sinelr.data import index_loader
+from tasks.vision.datasets import ImageSource, dataset_spec
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentations, timm's names (``create_transform``, ``Mixup``)."""
+
+    auto_augment: str | None = None  # e.g. "rand-m9-mstd0.5-inc1": RandAugment
+    re_prob: float = 0.0  # random erasing
+    hflip: float = 0.5
+    scale: tuple[float, float] = (0.08, 1.0)  # random resized crop's area range
+    color_jitter: float | None = None
+    mixup: float = 0.0  # Mixup's alpha; 0 = off
+    cutmix: float = 0.0  # CutMix's alpha; 0 = off
+    smoothing: float = 0.0  # label smoothing
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+
+class TransformedImages(Dataset):
+    """``dataset[indices]`` → ``(images, labels)``: one batch, transformed image by image."""
+
+    def __init__(self, source: ImageSource, transform: Callable[[Image.Image], Tensor], mode: str):
+        self.source = source
+        self.transform = transform
+        self.mode = mode  # "RGB" or "L": what the model's input channels need
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        images = [
+            self.transform(self.source.image(int(i)).convert(self.mode)) for i in indices
+        ]
+        return torch.stack(images), self.source.labels[indices]
+
+
+class VisionDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        dataset: str,
+        data_dir: Path,
+        data_path: Path | None,
+        img_size: int,
+        in_chans: int,
+        augment: Augment,
+        crop_pct: float,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.spec = dataset_spec(dataset)
+        self.dataset = dataset
+        self.data_dir = data_dir
+        self.data_path = data_path
+        self.img_size = img_size
+        self.mode = {1: "L", 3: "RGB"}[in_chans]
+        self.augment = augment
+        self.crop_pct = crop_pct
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.splits: dict[str, TransformedImages] = {}
+
+    def _transform(self, training: bool) -> Callable[[Image.Image], Tensor]:
+        channels = 1 if self.mode == "L" else 3
+        common: dict[str, Any] = {
+            "input_size": (channels, self.img_size, self.img_size),
+            "mean": self.spec.mean[:channels],
+            "std": self.spec.std[:channels],
+        }
+        if not training:
+            return create_transform(**common, is_training=False, crop_pct=self.crop_pct)
+        a = self.augment
+        return create_transform(
+            **common,
+            is_training=True,
+            scale=tuple(a.scale),
+            hflip=a.hflip,
+            color_jitter=a.color_jitter or 0.0,
+            auto_augment=a.auto_augment,
+            re_prob=a.re_prob,
+            interpolation="bicubic",
+        )
+
+    def setup(self, stage: str) -> None:
+        if self.splits:
+            return
+        train, test = self.spec.read(self.data_dir, self.data_path)
+        self.splits = {
+            "train": TransformedImages(train, self._transform(training=True), self.mode),
+            "test": TransformedImages(test, self._transform(training=False), self.mode),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        def step() -> int:
+            return self.trainer.global_step if self.trainer else 0
+
+        return index_loader(
+            self.splits["train"],
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            global_step=step,
+            drop_last=self.augment.mixes,  # mixup pairs a batch with its reverse: even sizes
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        # The paper reports test accuracy over training; there is no separate validation split.
+        return self.test_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        return index_loader(
+            self.splits["test"], self.eval_batch_size, shuffle=False, num_workers=self.num_workers
+        )
+

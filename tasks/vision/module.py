@@ -1,0 +1,127 @@
+"""Training a classifier from scratch with timm's recipe pieces, scoring top-k accuracy.
+
+Everything of the recipe that timm has is timm's: Mixup/CutMix with soft-target cross-entropy,
+label smoothing, ``create_optimizer_v2`` (AdamW without weight decay on biases and norms),
+``create_scheduler_v2`` (cosine with linear warm-up, stepped per optimiser update).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from sinelr.data import require_one_step_per_batch
+from tasks.vision.data import Augment
+
+
+def accuracy_metrics(num_classes: int, topk: Sequence[int], prefix: str) -> MetricCollection:
+    """``<prefix>acc`` (top-1) and ``<prefix>acc<k>`` for every other ``k`` in ``topk``."""
+    return MetricCollection(
+        {
+            "acc" if k == 1 else f"acc{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+            for k in topk
+        },
+        prefix=prefix,
+    )
+
+
+class VisionModule(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        augment: Augment,
+        optimizer: str,
+        lr: float,
+        weight_decay: float,
+        warmup_epochs: float,
+        min_lr: float,
+        warmup_lr: float,
+        topk: Sequence[int],
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.min_lr = min_lr
+        self.warmup_lr = warmup_lr
+        self.mixup = (
+            Mixup(
+                mixup_alpha=augment.mixup,
+                cutmix_alpha=augment.cutmix,
+                label_smoothing=augment.smoothing,
+                num_classes=num_classes,
+            )
+            if augment.mixes
+            else None
+        )
+        # Mixup's targets are soft (and already smoothed); otherwise smoothing is the loss's.
+        if self.mixup is not None:
+            self.train_loss: nn.Module = SoftTargetCrossEntropy()
+        elif augment.smoothing > 0:
+            self.train_loss = LabelSmoothingCrossEntropy(augment.smoothing)
+        else:
+            self.train_loss = nn.CrossEntropyLoss()
+        self.val_metrics = accuracy_metrics(num_classes, topk, "val/")
+        self.test_metrics = accuracy_metrics(num_classes, topk, "test/")
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def on_fit_start(self) -> None:
+        require_one_step_per_batch(self.trainer, "vision")
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        if self.mixup is not None:
+            images, labels = self.mixup(images, labels)
+        loss = self.train_loss(self(images).float(), labels)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _score(self, batch: tuple[Tensor, Tensor], metrics: MetricCollection) -> None:
+        images, labels = batch
+        logits = self(images).float()
+        metrics.update(logits, labels)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._score(batch, self.val_metrics)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._score(batch, self.test_metrics)
+
+    def configure_optimizers(self):
+        optimizer = create_optimizer_v2(
+            self.model, self.optimizer_name, lr=self.lr, weight_decay=self.weight_decay
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, min(total, int(self.trainer.num_training_batches)))
+        schedule, _ = create_scheduler_v2(
+            optimizer,
+            sched="cosine",
+            num_epochs=math.ceil(total / per_epoch),
+            warmup_epochs=self.warmup_epochs,
+            min_lr=self.min_lr,
+            warmup_lr=self.warmup_lr,
+            step_on_epochs=False,
+            updates_per_epoch=per_epoch,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        # timm's schedulers are functions of the update count: passing it keeps a resumed
+        # run's learning rate exact without any scheduler state.
+        scheduler.step_update(num_updates=self.global_step)
