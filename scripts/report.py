@@ -2,6 +2,8 @@
 
 Reads every completed results.json below the given paths and prints one row per
 (task, data, rank) with one column per method, seeds pooled as ``mean ± std (n)``.
+``--out DIR`` also writes the dashboard: ``DIR/index.html`` (self-contained), ``DIR/report.md``
+and ``DIR/plots/*.png``, our numbers beside the paper's, failed runs listed with their errors.
 """
 
 from __future__ import annotations
@@ -9,7 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sinelr.report import bd_deltas, load_results, markdown, print_table, summarise
+from sinelr.report import (
+    bd_deltas,
+    load_results,
+    markdown,
+    print_table,
+    summarise,
+    write_dashboard,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,11 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="results.json files or directories holding them")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply metrics (100 for %%)")
+    parser.add_argument("--out", help="write the dashboard (index.html, report.md, plots) here")
     args = parser.parse_args(argv)
+    if args.out:
+        if not load_results(args.paths, completed_only=False):
+            print(f"no results.json under {', '.join(args.paths)}", file=sys.stderr)
+            return 1
+        print(f"dashboard: {write_dashboard(args.paths, args.out)}")
     results = load_results(args.paths)
     if not results:
         print(f"no completed results.json under {', '.join(args.paths)}", file=sys.stderr)
-        return 1
+        return 0 if args.out else 1
     rows = summarise(results)
     if args.markdown:
         print(markdown(rows, args.scale))
