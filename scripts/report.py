@@ -37,16 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"no completed results.json under {', '.join(args.paths)}", file=sys.stderr)
         return 0 if args.out else 1
-    rows = summarise(results)
-    if args.markdown:
-        print(markdown(rows, args.scale))
-    else:
-        print_table(rows, args.scale, title=f"{len(results)} completed runs")
-    for d in bd_deltas(rows):
-        print(
-            f"{d.task} {d.data}: sine over plain at ranks {d.ranks} (Akima, parameters as rate): "
-            f"BD-{d.metric} {d.bd_metric:+.3g}, BD-rate {d.bd_rate:+.1f} %"
-        )
+    presets = sorted({str(r.get("preset")) for r in results})
+    for preset in presets:  # never pool a smoke run with a paper run: one table per preset
+        runs = [r for r in results if str(r.get("preset")) == preset]
+        rows = summarise(runs)
+        if args.markdown:
+            print(markdown(rows, args.scale))
+        else:
+            suffix = f" at preset={preset}" if len(presets) > 1 else ""
+            print_table(rows, args.scale, title=f"{len(runs)} completed runs{suffix}")
+        for d in bd_deltas(rows):
+            print(
+                f"{d.task} {d.data}: sine over plain at ranks {d.ranks} (Akima, parameters as "
+                f"rate): BD-{d.metric} {d.bd_metric:+.3g}, BD-rate {d.bd_rate:+.1f} %"
+            )
     return 0
 
 

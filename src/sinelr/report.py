@@ -403,7 +403,9 @@ def plot_params(table: TaskTable, path: Path) -> Path | None:
         return None
     ncols = min(len(items), 4)
     nrows = -(-len(items) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.4 * ncols + 2, 3.6 * nrows), squeeze=False, layout="constrained"
+    )
     for ax, item in zip(axes.flat, items, strict=False):
         best: dict[tuple[str, int | None], TableRow] = {}
         for row in table.rows:
@@ -452,9 +454,10 @@ def plot_params(table: TaskTable, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(items) :]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize="small")
+    fig.legend(
+        *axes.flat[0].get_legend_handles_labels(), loc="outside right upper", fontsize="small"
+    )
     fig.suptitle(f"{table.task} · preset={table.preset}: metric against parameters")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -630,9 +633,10 @@ def _html_table(table: TaskTable) -> str:
 
 
 def _deltas_text(table: TaskTable) -> list[str]:
+    scaled = f" ×{table.scale:g}" if table.scale != 1 else ""
     lines = [
         f"{d.data}: sine over plain at ranks {d.ranks} (Akima, parameters as rate): "
-        f"BD-{d.metric} {d.bd_metric:+.3g}, BD-rate {d.bd_rate:+.1f} %"
+        f"BD-{d.metric}{scaled} {d.bd_metric * table.scale:+.3g}, BD-rate {d.bd_rate:+.1f} %"
         for d in table.deltas
     ]
     lines += [f"paper ({t.table}): BD-PSNR {t.bd_psnr:+.2f} dB" for t in table.paper if t.bd_psnr]
