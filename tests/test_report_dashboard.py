@@ -246,6 +246,36 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
     print(f"screenshot: {shot}")
 
 
+@pytest.mark.slow  # not a run.py run, but wandb's service takes 10-30 s to start here
+def test_wandb_offline_run_holds_the_summary_table(tmp_path, monkeypatch, capsys):
+    """Without a key or network, ``--wandb`` leaves an offline run that ``wandb sync`` can
+    upload: its files hold the summary table (paper numbers beside ours), the failed run and
+    the plot, not just a run that raised nothing."""
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):  # set, then unset: teardown restores them
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    monkeypatch.setattr("sinelr.loggers.wandb_credentials", lambda: False)  # no key: offline
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    ours = synthetic_sweep(tmp_path / "sweep")
+    out = tmp_path / "report"
+    assert report_main([str(tmp_path / "sweep"), "--out", str(out), "--wandb"]) == 0
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    assert f"wandb run: {run_dir}" in capsys.readouterr().out
+    (summary,) = run_dir.glob("files/media/table/summary_*.table.json")
+    table = json.loads(summary.read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    got = {(r["method"], r["rank"], r["data"]): r for r in rows}
+    assert set(got) == set(ours)
+    lucy_k1 = got[("lowrank", 1, "lucy")]
+    assert lucy_k1["paper"] == 79.3 and lucy_k1["paper_table"] == "Table 13"
+    assert lucy_k1["mean"] == pytest.approx(statistics.fmean(ours[("lowrank", 1, "lucy")]) * 100)
+    (failed,) = run_dir.glob("files/media/table/failed_*.table.json")
+    assert "CUDA out of memory (deliberate)" in failed.read_text()
+    assert list(run_dir.glob("files/media/images/**/*.png"))
+    assert list(run_dir.glob("run-*.wandb"))  # what `wandb sync` uploads
+
+
 @pytest.mark.slow
 def test_table13_smoke_sweep_then_the_dashboard(tmp_path, shared_data):
     """The issue's Done-when: the real sweep at preset=smoke, then the report on its directory."""

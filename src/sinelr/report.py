@@ -767,3 +767,61 @@ def write_dashboard(paths: Iterable[str | Path], out: str | Path) -> Path:
     index = out / "index.html"
     index.write_text(render_html(tables, failed, plots, note))
     return index
+
+
+# --- W&B: the summary table of a sweep -----------------------------------------------------
+
+SUMMARY_COLUMNS = [
+    "task", "preset", "data", "method", "rank", "omega", "params", "metric",
+    "mean", "std", "seeds", "paper", "delta", "paper_table",
+]  # fmt: skip
+
+
+def summary_rows(tables: list[TaskTable]) -> list[list]:
+    """One row per run cell (task, preset, data item, method, rank, ω), on the paper's scale,
+    with the paper's number and the difference where the paper has one."""
+    rows = []
+    for table in tables:
+        for row in table.rows:
+            for item, cell in row.cells.items():
+                mean = cell.mean * table.scale
+                std = statistics.stdev(cell.values) * table.scale if len(cell.values) > 1 else 0.0
+                paper = row.paper.values.get(item) if row.paper else None
+                rows.append([
+                    table.task, table.preset, item, row.method, row.rank, row.omega, row.params,
+                    table.metrics.get(item, ""), mean, std, len(cell.values), paper,
+                    None if paper is None else mean - paper, row.paper_table,
+                ])  # fmt: skip
+    return rows
+
+
+def upload_wandb(
+    paths: Iterable[str | Path], save_dir: str | Path, project: str = "sinelr"
+) -> Path:
+    """Log the summary table (and the params plots, if the dashboard was written to
+    ``save_dir``) as one W&B run. Online only with a key and a reachable server, as every run
+    (``sinelr.loggers.wandb_logger``); otherwise an offline run under ``save_dir/wandb`` that
+    ``wandb sync`` uploads later. Returns the run's directory."""
+    import wandb
+
+    from sinelr.loggers import wandb_logger
+
+    results = load_results(paths, completed_only=False)
+    tables = layout(results)
+    logger = wandb_logger(
+        offline=None, save_dir=str(save_dir), project=project, name="report", job_type="report"
+    )
+    run = logger.experiment
+    payload: dict = {"summary": wandb.Table(columns=SUMMARY_COLUMNS, data=summary_rows(tables))}
+    failed = [
+        [*_run_label(r), str(r.get("error", ""))] for r in results if r.get("status") == "failed"
+    ]
+    payload["failed"] = wandb.Table(columns=[*RUN_HEADER, "error"], data=failed)
+    for table in tables:
+        plot = Path(save_dir) / "plots" / f"{table.slug}_params.png"
+        if plot.is_file():
+            payload[f"plots/{table.slug}"] = wandb.Image(str(plot))
+    run.log(payload)
+    run_dir = Path(run.dir).parent
+    run.finish()
+    return run_dir
