@@ -454,9 +454,10 @@ def plot_params(table: TaskTable, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(items) :]:
         ax.set_visible(False)
-    fig.legend(
-        *axes.flat[0].get_legend_handles_labels(), loc="outside right upper", fontsize="small"
-    )
+    legend = {}  # every method of every panel, once
+    for ax in axes.flat:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    fig.legend(legend.values(), legend.keys(), loc="outside right center", fontsize="small")
     fig.suptitle(f"{table.task} · preset={table.preset}: metric against parameters")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -524,6 +525,7 @@ td.better { color: #070; } td.worse { color: #b00; }
 .badge.ok { background: #d4edda; border: 1px solid #28a745; color: #155724; }
 .source { color: #555; font-size: 0.9em; max-width: 100em; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+.scroll { overflow-x: auto; }
 pre { white-space: pre-wrap; margin: 0; text-align: left; max-width: 70em; }
 """
 
@@ -627,9 +629,9 @@ def _html_table(table: TaskTable) -> str:
             f'data-omega="{"" if row.omega is None else f"{row.omega:g}"}" '
             f'data-ran="{str(bool(row.cells)).lower()}">{"".join(cells)}</tr>'
         )
-    return (
-        f'<table class="task" data-task="{escape(table.task)}">\n' + "\n".join(lines) + "\n</table>"
-    )
+    body = "\n".join(lines)
+    task = escape(table.task)
+    return f'<div class="scroll"><table class="task" data-task="{task}">\n{body}\n</table></div>'
 
 
 def _deltas_text(table: TaskTable) -> list[str]:
