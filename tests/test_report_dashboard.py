@@ -179,6 +179,33 @@ def test_presets_get_separate_tables_and_only_paper_is_called_a_reproduction(tmp
     assert "preset=paper — not a reproduction" not in page
 
 
+def test_glue_gets_table1_columns_and_theory_one_column_without_paper_numbers(tmp_path):
+    runs = [
+        ("glue", "sine_lora", 2, 200.0, {"name": "rte"}, "test/acc", 0.79),
+        ("glue", "lora", 2, None, {"name": "cola"}, "test/matthews", 0.60),
+        ("theory", "sine_lowrank", None, None, {"name": "theory"}, "theory/rank_fraction", 0.5),
+    ]
+    for i, (task, method, rank, omega, config, metric, value) in enumerate(runs):
+        RunResult(
+            task=task, method=method, rank=rank, omega=omega, adapter=None, seed=0,
+            preset="paper", metric=Metric(metric, value, True), status="completed",
+            task_config=config,
+        ).write(tmp_path / str(i))  # fmt: skip
+    report_main([str(tmp_path), "--out", str(tmp_path / "out")])
+    cells = parse(tmp_path / "out" / "index.html")
+    # Table 1's column order, then its average; CoLA is in Matthews, RTE in accuracy, ×100.
+    table1 = ["cola", "mrpc", "stsb", "sst2", "rte", "qnli", "mnli", "qqp", "avg"]
+    assert cells.headers[4:13] == table1
+    assert cells.cells[("glue", "sine_lora", "2", "rte", "ours")] == pytest.approx(79.0)
+    assert cells.cells[("glue", "sine_lora", "2", "rte", "paper")] == 79.10
+    assert cells.cells[("glue", "lora", "2", "cola", "paper")] == 68.38
+    assert cells.cells[("glue", "lora", "2", "avg", "ours")] is None  # one task of eight ran
+    assert cells.cells[("theory", "sine_lowrank", "full", "theory", "ours")] == 0.5
+    assert cells.cells[("theory", "sine_lowrank", "full", "theory", "paper")] is None
+    page = html.unescape((tmp_path / "out" / "index.html").read_text())
+    assert "The paper prints no numbers for this task" in page
+
+
 def test_paper_numbers_are_printed_in_the_paper(tmp_path):
     """Each row of the data file that is not marked derived appears, in its column order, as a
     run of numbers on one line of the paper's text: nothing is invented or mistyped."""
@@ -214,7 +241,8 @@ def find_chromium() -> str:
 
 def chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
     # --no-sandbox: CI containers run as root, where Chromium's sandbox refuses to start.
-    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}"]
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    command.append(f"--user-data-dir={profile}")
     return subprocess.run(
         [*command, *args], capture_output=True, text=True, timeout=120, env={**os.environ}
     )
