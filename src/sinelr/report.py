@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import shutil
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -297,9 +298,6 @@ class TableRow:
         if column == AVG and items and all(c in self.cells for c in items):
             return statistics.fmean(self.cells[c].mean for c in items)
         return None
-
-    def label(self) -> str:
-        return "full rank" if self.rank is None else f"k={self.rank}"
 
 
 @dataclass
@@ -749,6 +747,7 @@ def write_dashboard(paths: Iterable[str | Path], out: str | Path) -> Path:
     results = load_results(paths, completed_only=False)
     failed = [r for r in results if r.get("status") == "failed"]
     tables = layout(results)
+    shutil.rmtree(out / "plots", ignore_errors=True)  # no stale plot from an earlier report
     plots: dict[str, list[Path]] = {}
     for table in tables:
         made = [
