@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo report test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ demo: install
 	rm -rf outputs/demo
 	$(BIN)/python run.py -m +experiment=demo_bof hydra.sweep.dir=outputs/demo
 	$(BIN)/python scripts/report.py outputs/demo --scale 100
+
+# The dashboard of every run under outputs/: outputs/report/index.html, report.md, plots/.
+report: install
+	$(BIN)/python scripts/report.py outputs --out outputs/report
 
 test: install
 	$(BIN)/python -m pytest

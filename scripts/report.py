@@ -2,6 +2,10 @@
 
 Reads every completed results.json below the given paths and prints one row per
 (task, data, rank) with one column per method, seeds pooled as ``mean ± std (n)``.
+``--out DIR`` also writes the dashboard: ``DIR/index.html`` (self-contained), ``DIR/report.md``
+and ``DIR/plots/*.png``, our numbers beside the paper's, failed runs listed with their errors.
+``--wandb`` logs the summary table (and those plots) as a W&B run: offline, without a key or a
+network, in ``<DIR or the first path>/wandb/`` for ``wandb sync`` to upload later.
 """
 
 from __future__ import annotations
@@ -9,7 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sinelr.report import bd_deltas, load_results, markdown, print_table, summarise
+from sinelr.report import (
+    bd_deltas,
+    load_results,
+    markdown,
+    print_table,
+    summarise,
+    upload_wandb,
+    write_dashboard,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,21 +29,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="results.json files or directories holding them")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply metrics (100 for %%)")
+    parser.add_argument("--out", help="write the dashboard (index.html, report.md, plots) here")
+    parser.add_argument("--wandb", action="store_true", help="log the summary table to W&B")
+    parser.add_argument("--wandb-project", default="sinelr", help="W&B project (default sinelr)")
     args = parser.parse_args(argv)
+    if (args.out or args.wandb) and not load_results(args.paths, completed_only=False):
+        print(f"no results.json under {', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    if args.out:
+        print(f"dashboard: {write_dashboard(args.paths, args.out)}")
+    if args.wandb:
+        run_dir = upload_wandb(args.paths, args.out or args.paths[0], args.wandb_project)
+        print(f"wandb run: {run_dir}")
     results = load_results(args.paths)
     if not results:
         print(f"no completed results.json under {', '.join(args.paths)}", file=sys.stderr)
-        return 1
-    rows = summarise(results)
-    if args.markdown:
-        print(markdown(rows, args.scale))
-    else:
-        print_table(rows, args.scale, title=f"{len(results)} completed runs")
-    for d in bd_deltas(rows):
-        print(
-            f"{d.task} {d.data}: sine over plain at ranks {d.ranks} (Akima, parameters as rate): "
-            f"BD-{d.metric} {d.bd_metric:+.3g}, BD-rate {d.bd_rate:+.1f} %"
-        )
+        return 0 if args.out or args.wandb else 1
+    presets = sorted({str(r.get("preset")) for r in results})
+    for preset in presets:  # never pool a smoke run with a paper run: one table per preset
+        runs = [r for r in results if str(r.get("preset")) == preset]
+        rows = summarise(runs)
+        if args.markdown:
+            print(markdown(rows, args.scale))
+        else:
+            suffix = f" at preset={preset}" if len(presets) > 1 else ""
+            print_table(rows, args.scale, title=f"{len(runs)} completed runs{suffix}")
+        for d in bd_deltas(rows):
+            print(
+                f"{d.task} {d.data}: sine over plain at ranks {d.ranks} (Akima, parameters as "
+                f"rate): BD-{d.metric} {d.bd_metric:+.3g}, BD-rate {d.bd_rate:+.1f} %"
+            )
     return 0
 
 

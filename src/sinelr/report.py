@@ -7,17 +7,27 @@ sweep gets one row per ω, each repeating the rank's plain and dense cells besid
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
+import shutil
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from importlib import resources
 from pathlib import Path
+
+import yaml
 
 from sinelr.bjontegaard import bd_psnr, bd_rate
 
 METHOD_ORDER = ["dense", "lowrank", "sine_lowrank", "lora", "sine_lora", "dora", "sine_dora"]
-DATA_KEYS = ("shape", "scene", "name")  # the task_config key that names the dataset, per task
+# The task_config key that names a run's data item, per task: bof shape, nerf scene, vision
+# dataset, glue task name (theory has only its name).
+DATA_KEYS = ("shape", "scene", "dataset", "name")
 
 
 def load_results(paths: Iterable[str | Path], completed_only: bool = True) -> list[dict]:
@@ -181,3 +191,638 @@ def print_table(rows: list[Row], scale: float = 1.0, title: str | None = None) -
     for line in body:
         table.add_row(*(line[i] for i in keep))
     Console().print(table)
+
+
+# --- The paper's numbers -------------------------------------------------------------------
+
+PAPER_NUMBERS = "paper_numbers.yaml"  # beside this module; every number says where it is from
+AVG = "avg"  # the column a paper table keeps for the mean over its other columns
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    method: str
+    rank: int | None
+    omega: float | None
+    values: dict[str, float]
+    params: str | None = None
+    derived: bool = False  # stated in the paper's prose, not printed in the table
+
+
+@dataclass(frozen=True)
+class PaperTable:
+    task: str
+    table: str
+    source: str
+    metric: str
+    scale: float  # paper value = our metric value × scale
+    columns: list[str]
+    rows: list[PaperRow]
+    bd_psnr: float | None = None
+
+
+@functools.cache
+def paper_tables() -> dict[str, list[PaperTable]]:
+    """The paper's tables per task, from ``paper_numbers.yaml`` (packaged with sinelr)."""
+    raw = yaml.safe_load(resources.files("sinelr").joinpath(PAPER_NUMBERS).read_text())
+    tables: dict[str, list[PaperTable]] = {}
+    for task, entries in raw.items():
+        for entry in entries:
+            rows = [
+                PaperRow(
+                    row["method"],
+                    row["rank"],
+                    None if row.get("omega") is None else float(row["omega"]),
+                    {k: float(v) for k, v in row["values"].items()},
+                    None if row.get("params") is None else str(row["params"]),
+                    bool(row.get("derived", False)),
+                )
+                for row in entry["rows"]
+            ]
+            for row in rows:
+                unknown = set(row.values) - set(entry["columns"])
+                if unknown or row.method not in METHOD_ORDER:
+                    raise ValueError(
+                        f"{PAPER_NUMBERS}: {task} {entry['table']} row {row.method} k={row.rank} "
+                        f"has method or columns {sorted(unknown) or row.method!r} that are not "
+                        f"among the methods {METHOD_ORDER} or the columns {entry['columns']}"
+                    )
+            tables.setdefault(task, []).append(
+                PaperTable(
+                    task,
+                    entry["table"],
+                    " ".join(entry["source"].split()),
+                    entry["metric"],
+                    float(entry["scale"]),
+                    list(entry["columns"]),
+                    rows,
+                    entry.get("bd_psnr"),
+                )
+            )
+    return tables
+
+
+def paper_row(
+    tables: list[PaperTable], method: str, rank: int | None, omega: float | None
+) -> tuple[PaperTable, PaperRow] | None:
+    """The paper's row for a run: same method and rank, and the same ω where the paper has
+    several rows that differ only in ω (an ω ablation); a sine run at another ω than the
+    paper's still faces the paper's row of its rank."""
+    found = [(t, r) for t in tables for r in t.rows if (r.method, r.rank) == (method, rank)]
+    same_omega = [(t, r) for t, r in found if r.omega == omega]
+    if same_omega:
+        return same_omega[0]
+    return found[0] if len(found) == 1 else None
+
+
+# --- The dashboard: per task and preset, the paper's layout with ours beside it ------------
+
+
+@dataclass
+class TableRow:
+    """One (method, rank, ω) of a task: our cells per data item and the paper's row."""
+
+    method: str
+    rank: int | None
+    omega: float | None
+    params: int | None
+    cells: dict[str, Cell]
+    paper: PaperRow | None = None
+    paper_table: str | None = None
+
+    def ours(self, column: str, columns: list[str]) -> float | None:
+        """Our mean in ``column``; for ``avg``, the mean over every other column, if all ran."""
+        if column in self.cells:
+            return self.cells[column].mean
+        items = [c for c in columns if c != AVG]
+        if column == AVG and items and all(c in self.cells for c in items):
+            return statistics.fmean(self.cells[c].mean for c in items)
+        return None
+
+
+@dataclass
+class TaskTable:
+    """A task's runs at one preset, laid out as the paper's table (rows method × rank)."""
+
+    task: str
+    preset: str
+    scale: float
+    columns: list[str]
+    metrics: dict[str, str]  # our metric name per data item
+    rows: list[TableRow]
+    paper: list[PaperTable]
+    deltas: list[Delta]
+
+    @property
+    def reproduction(self) -> bool:
+        return self.preset == "paper"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.task}_{self.preset}"
+
+
+def _row_order(key: tuple[str, int | None, float | None]) -> tuple:
+    method, rank, omega = key
+    return (-1 if rank is None else rank, METHOD_ORDER.index(method), omega or 0.0)
+
+
+def layout(results: list[dict]) -> list[TaskTable]:
+    """Completed runs as one table per (task, preset), paper rows included even where we have
+    no run, so the page has the paper's shape and shows what is still missing."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        if r.get("status") == "completed" and r["metric"]["value"] is not None:
+            groups[(r["task"], str(r.get("preset", "unknown")))].append(r)
+    out = []
+    for (task, preset), runs in sorted(groups.items()):
+        summary = summarise(runs)
+        ours: dict[tuple, dict[str, Cell]] = defaultdict(dict)
+        params: dict[tuple, int] = {}
+        metrics: dict[str, str] = {}
+        for row in summary:
+            metrics[row.data] = row.metric
+            for method, cell in row.cells.items():
+                key = (method, row.rank, cell.omega)
+                ours[key][row.data] = cell
+                params[key] = row.params
+        tables = paper_tables().get(task, [])
+        rows: dict[tuple, TableRow] = {}
+        for key in ours:
+            row = rows[key] = TableRow(*key, params[key], ours[key])
+            match = paper_row(tables, *key)
+            if match:
+                row.paper_table, row.paper = match[0].table, match[1]
+        matched = {id(row.paper) for row in rows.values()}
+        for table in tables:
+            for p in table.rows:
+                if id(p) not in matched:
+                    rows[(p.method, p.rank, p.omega)] = TableRow(
+                        p.method, p.rank, p.omega, None, {}, p, table.table
+                    )
+        columns = list(dict.fromkeys(c for t in tables for c in t.columns if c != AVG))
+        columns += sorted(set(metrics) - set(columns))
+        if any(AVG in t.columns for t in tables):
+            columns.append(AVG)
+        out.append(
+            TaskTable(
+                task,
+                preset,
+                tables[0].scale if tables else 1.0,
+                columns,
+                metrics,
+                [rows[k] for k in sorted(rows, key=_row_order)],
+                tables,
+                bd_deltas(summary),
+            )
+        )
+    return out
+
+
+# --- Plots ---------------------------------------------------------------------------------
+
+PLOT_COLORS = {"dense": "black", "plain": "tab:blue", "sine": "tab:red"}
+
+
+def _family(method: str) -> str:
+    return "dense" if method == "dense" else "sine" if method.startswith("sine_") else "plain"
+
+
+def plot_params(table: TaskTable, path: Path) -> Path | None:
+    """Metric against parameters, one panel per data item, a line per method (mean ± std over
+    seeds; a sine method's best ω per rank), the paper's numbers as hollow markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [c for c in table.columns if any(c in row.cells for row in table.rows)]
+    if not items:
+        return None
+    ncols = min(len(items), 4)
+    nrows = -(-len(items) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.4 * ncols + 2, 3.6 * nrows), squeeze=False, layout="constrained"
+    )
+    for ax, item in zip(axes.flat, items, strict=False):
+        best: dict[tuple[str, int | None], TableRow] = {}
+        for row in table.rows:
+            if item in row.cells and row.params is not None:
+                key = (row.method, row.rank)
+                if key not in best or row.cells[item].mean > best[key].cells[item].mean:
+                    best[key] = row
+        for method in METHOD_ORDER:
+            points = sorted(
+                (r for (m, _), r in best.items() if m == method), key=lambda r: r.params
+            )
+            if not points:
+                continue
+            color = PLOT_COLORS[_family(method)]
+            x = [r.params for r in points]
+            y = [r.cells[item].mean * table.scale for r in points]
+            err = [
+                statistics.stdev(r.cells[item].values) * table.scale
+                if len(r.cells[item].values) > 1
+                else 0.0
+                for r in points
+            ]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=color, label=method)
+            paper = [
+                (r.params, r.paper.values[item])
+                for r in points
+                if r.paper and item in r.paper.values
+            ]
+            if paper:
+                ax.scatter(
+                    *zip(*paper, strict=True),
+                    s=70,
+                    facecolors="none",
+                    edgecolors=color,
+                    linewidths=1.5,
+                    label=f"{method} (paper)",
+                )
+        params = [r.params for r in best.values()]
+        if params and max(params) > 10 * min(params):
+            ax.set_xscale("log")
+        ax.set_title(item)
+        ax.set_xlabel("parameters")
+        ax.set_ylabel(
+            table.metrics.get(item, "") + (f" ×{table.scale:g}" if table.scale != 1 else "")
+        )
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(items) :]:
+        ax.set_visible(False)
+    legend = {}  # every method of every panel, once
+    for ax in axes.flat:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    fig.legend(legend.values(), legend.keys(), loc="outside right center", fontsize="small")
+    fig.suptitle(f"{table.task} · preset={table.preset}: metric against parameters")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_omega(table: TaskTable, path: Path) -> Path | None:
+    """Metric against ω where a sine method ran at several ω for one rank (an ω sweep)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[tuple[str, str, int | None], list[tuple[float, float]]] = defaultdict(list)
+    for row in table.rows:
+        for item, cell in row.cells.items():
+            if row.omega is not None:
+                curves[(item, row.method, row.rank)].append((row.omega, cell.mean * table.scale))
+    curves = {k: sorted(v) for k, v in curves.items() if len(v) > 1}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (item, method, rank), points in sorted(curves.items(), key=str):
+        ax.plot(*zip(*points, strict=True), marker="o", label=f"{item} {method} k={rank}")
+    for t in table.paper:
+        sweep = defaultdict(list)
+        for p in t.rows:
+            if p.omega is not None:
+                for item, value in p.values.items():
+                    sweep[(item, p.method, p.rank)].append((p.omega, value))
+        for (item, method, rank), points in sweep.items():
+            if (item, method, rank) in curves and len(points) > 1:
+                ax.plot(
+                    *zip(*sorted(points), strict=True),
+                    ls="--",
+                    marker="s",
+                    mfc="none",
+                    label=f"{item} {method} k={rank} ({t.table})",
+                )
+    ax.set_xscale("log")
+    ax.set_xlabel("ω")
+    ax.set_ylabel(next(iter(table.metrics.values()), ""))
+    ax.set_title(f"{table.task} · preset={table.preset}: metric against ω")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- Pages: index.html (self-contained) and report.md --------------------------------------
+
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 1em 0; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; white-space: nowrap; }
+th { background: #f2f2f2; } td.method, th.method { text-align: left; }
+td.paper { color: #555; background: #fafafa; } td.missing { color: #bbb; }
+td.better { color: #070; } td.worse { color: #b00; }
+.badge { display: inline-block; padding: 4px 10px; border-radius: 4px; font-weight: bold; }
+.badge.warn { background: #fff3cd; border: 1px solid #e0b000; color: #6b5200; }
+.badge.ok { background: #d4edda; border: 1px solid #28a745; color: #155724; }
+.source { color: #555; font-size: 0.9em; max-width: 100em; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+.scroll { overflow-x: auto; }
+pre { white-space: pre-wrap; margin: 0; text-align: left; max-width: 70em; }
+"""
+
+# Marks, once the page has loaded, how many images decoded and tables laid out, so a headless
+# browser's DOM dump shows that the page rendered (tests/test_report.py reads these).
+RENDER_CHECK = """
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const tables = Array.from(document.querySelectorAll("table"));
+  document.body.dataset.imagesTotal = images.length;
+  document.body.dataset.imagesLoaded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.tablesRendered =
+    tables.filter(t => t.getBoundingClientRect().height > 0).length;
+});
+"""
+
+
+def _rank(rank: int | None) -> str:
+    return "full" if rank is None else str(rank)
+
+
+def _omega(row: TableRow) -> str:
+    ours = "" if row.omega is None else f"{row.omega:g}"
+    paper = row.paper.omega if row.paper else None
+    if paper is not None and paper != row.omega and row.cells:
+        return f"{ours} (paper {paper:g})"
+    return ours if row.cells or paper is None else f"{paper:g}"
+
+
+def _comparison(
+    table: TaskTable, row: TableRow, column: str
+) -> tuple[str, float | None, float | None]:
+    """(our text, our mean on the paper's scale, the paper's value) of one cell."""
+    ours = row.ours(column, table.columns)
+    paper = row.paper.values.get(column) if row.paper else None
+    scaled = None if ours is None else ours * table.scale
+    if column in row.cells:
+        text = row.cells[column].text(table.scale)
+    else:
+        text = "" if scaled is None else f"{scaled:.2f}"
+    return text, scaled, paper
+
+
+def _badge(table: TaskTable) -> str:
+    if table.reproduction:
+        return "preset=paper — the paper's settings"
+    return f"preset={table.preset} — not a reproduction"
+
+
+def _header_note(table: TaskTable) -> str:
+    sources = " ".join(f"Paper: {t.source}" for t in table.paper)
+    return sources or "The paper prints no numbers for this task (figures only)."
+
+
+def _html_table(table: TaskTable) -> str:
+    head1 = ['<th class="method" rowspan="2">method</th>', '<th rowspan="2">k</th>']
+    head1 += ['<th rowspan="2">ω</th>', '<th rowspan="2">params</th>']
+    head2 = []
+    for column in table.columns:
+        metric = table.metrics.get(column, "")
+        title = f' title="{escape(metric)}"' if metric else ""
+        head1.append(f'<th colspan="3"{title}>{escape(column)}</th>')
+        head2 += ["<th>ours</th>", "<th>paper</th>", "<th>Δ</th>"]
+    lines = [f"<tr>{''.join(head1)}</tr>", f"<tr>{''.join(head2)}</tr>"]
+    for row in table.rows:
+        params = f"{row.params:,}" if row.params is not None else ""
+        if row.paper and row.paper.params and not row.cells:
+            params = f"({row.paper.params})"
+        cells = [
+            f'<td class="method">{escape(row.method)}</td>',
+            f"<td>{_rank(row.rank)}</td>",
+            f"<td>{escape(_omega(row))}</td>",
+            f"<td>{params}</td>",
+        ]
+        for column in table.columns:
+            text, ours, paper = _comparison(table, row, column)
+            attrs = f'data-item="{escape(column)}"'
+            ours_attr = "" if ours is None else f' data-value="{ours!r}"'
+            paper_attr = "" if paper is None else f' data-value="{paper!r}"'
+            cells.append(
+                f'<td class="ours{"" if text else " missing"}" {attrs}{ours_attr}>'
+                f"{escape(text) or '—'}</td>"
+            )
+            derived = (
+                ' title="derived from the paper\'s text"' if row.paper and row.paper.derived else ""
+            )
+            cells.append(
+                f'<td class="paper" {attrs}{paper_attr}{derived}>'
+                f"{'' if paper is None else f'{paper:.2f}'}</td>"
+            )
+            if ours is None or paper is None:
+                cells.append(f'<td class="delta" {attrs}></td>')
+            else:
+                diff = ours - paper
+                cls = "better" if diff >= 0 else "worse"
+                cells.append(
+                    f'<td class="delta {cls}" {attrs} data-value="{diff!r}">{diff:+.2f}</td>'
+                )
+        lines.append(
+            f'<tr data-method="{escape(row.method)}" data-rank="{_rank(row.rank)}" '
+            f'data-omega="{"" if row.omega is None else f"{row.omega:g}"}" '
+            f'data-ran="{str(bool(row.cells)).lower()}">{"".join(cells)}</tr>'
+        )
+    body = "\n".join(lines)
+    task = escape(table.task)
+    return f'<div class="scroll"><table class="task" data-task="{task}">\n{body}\n</table></div>'
+
+
+def _deltas_text(table: TaskTable) -> list[str]:
+    scaled = f" ×{table.scale:g}" if table.scale != 1 else ""
+    lines = [
+        f"{d.data}: sine over plain at ranks {d.ranks} (Akima, parameters as rate): "
+        f"BD-{d.metric}{scaled} {d.bd_metric * table.scale:+.3g}, BD-rate {d.bd_rate:+.1f} %"
+        for d in table.deltas
+    ]
+    lines += [f"paper ({t.table}): BD-PSNR {t.bd_psnr:+.2f} dB" for t in table.paper if t.bd_psnr]
+    return lines
+
+
+def _run_label(r: dict) -> list[str]:
+    omega = r.get("omega")
+    return [
+        str(r.get("task", "")),
+        data_name(r),
+        str(r.get("method", "")),
+        _rank(r.get("rank")),
+        "" if omega is None else f"{omega:g}",
+        str(r.get("seed", "")),
+        str(r.get("preset", "")),
+    ]
+
+
+RUN_HEADER = ["task", "data", "method", "k", "ω", "seed", "preset"]
+
+
+def render_html(tables: list[TaskTable], failed: list[dict], plots: dict, note: str) -> str:
+    """The dashboard as one HTML file: inline CSS, plots embedded as data URIs, no network."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>sinelr report</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>sinelr: our runs beside the paper's numbers</h1>",
+        f"<p>{escape(note)}</p>",
+    ]
+    if not tables:
+        parts.append("<p>No completed runs.</p>")
+    for table in tables:
+        cls = "ok" if table.reproduction else "warn"
+        parts += [
+            f'<h2 id="{escape(table.slug)}">{escape(table.task)} · '
+            f"preset={escape(table.preset)}</h2>",
+            f'<div class="badge {cls}">{escape(_badge(table))}</div>',
+            f'<p class="source">{escape(_header_note(table))} '
+            f"Ours: mean ± std (seeds) ×{table.scale:g}; Δ = ours − paper.</p>",
+            _html_table(table),
+        ]
+        parts += [f"<p>{escape(line)}</p>" for line in _deltas_text(table)]
+        for path in plots.get(table.slug, []):
+            data = base64.b64encode(path.read_bytes()).decode()
+            parts.append(f'<img src="data:image/png;base64,{data}" alt="{escape(path.stem)}">')
+    parts.append(f'<h2 id="failed">Failed runs ({len(failed)})</h2>')
+    if failed:
+        head = "".join(f"<th>{h}</th>" for h in [*RUN_HEADER, "output dir", "error"])
+        rows = []
+        for r in failed:
+            error = str(r.get("error") or "(no error message)")
+            first = error.strip().splitlines()[-1] if error.strip() else error
+            cells = "".join(f"<td>{escape(c)}</td>" for c in _run_label(r))
+            rows.append(
+                f'<tr class="failed">{cells}'
+                f'<td class="method">{escape(str(r.get("output_dir", "")))}</td>'
+                f'<td class="method"><details><summary>{escape(first)}</summary>'
+                f"<pre>{escape(error)}</pre></details></td></tr>"
+            )
+        parts.append(f'<table class="failed"><tr>{head}</tr>\n' + "\n".join(rows) + "</table>")
+    else:
+        parts.append("<p>None.</p>")
+    parts += [f"<script>{RENDER_CHECK}</script>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def render_markdown(tables: list[TaskTable], failed: list[dict], plots: dict, note: str) -> str:
+    """report.md: the same tables, plots linked as files beside it."""
+    lines = ["# sinelr: our runs beside the paper's numbers", "", note, ""]
+    for table in tables:
+        lines += [f"## {table.task} · preset={table.preset}", "", f"> **{_badge(table)}**", ""]
+        lines += [_header_note(table), ""]
+        header = ["method", "k", "ω", "params"]
+        for column in table.columns:
+            header += [f"{column} ours", f"{column} paper", f"{column} Δ"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in table.rows:
+            cells = [row.method, _rank(row.rank), _omega(row)]
+            cells.append(f"{row.params:,}" if row.params is not None else "")
+            for column in table.columns:
+                text, ours, paper = _comparison(table, row, column)
+                both = ours is not None and paper is not None
+                cells += [text, "" if paper is None else f"{paper:.2f}"]
+                cells.append(f"{ours - paper:+.2f}" if both else "")  # type: ignore[operator]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", *(f"- {line}" for line in _deltas_text(table))]
+        lines += [f"![{p.stem}](plots/{p.name})" for p in plots.get(table.slug, [])]
+        lines.append("")
+    lines += [f"## Failed runs ({len(failed)})", ""]
+    if failed:
+        lines += ["| " + " | ".join([*RUN_HEADER, "error"]) + " |", "|" + "---|" * 8]
+        for r in failed:
+            error = " ".join(str(r.get("error") or "(no error message)").split())
+            lines.append("| " + " | ".join([*_run_label(r), error.replace("|", "\\|")]) + " |")
+    else:
+        lines.append("None.")
+    return "\n".join(lines) + "\n"
+
+
+def write_dashboard(paths: Iterable[str | Path], out: str | Path) -> Path:
+    """Every results.json under ``paths`` as ``out/index.html``, ``out/report.md`` and
+    ``out/plots/*.png``; returns the path of index.html."""
+    paths = list(paths)
+    out = Path(out)
+    results = load_results(paths, completed_only=False)
+    failed = [r for r in results if r.get("status") == "failed"]
+    tables = layout(results)
+    shutil.rmtree(out / "plots", ignore_errors=True)  # no stale plot from an earlier report
+    plots: dict[str, list[Path]] = {}
+    for table in tables:
+        made = [
+            plot_params(table, out / "plots" / f"{table.slug}_params.png"),
+            plot_omega(table, out / "plots" / f"{table.slug}_omega.png"),
+        ]
+        plots[table.slug] = [p for p in made if p is not None]
+    counts = defaultdict(int)
+    for r in results:
+        counts[str(r.get("status"))] += 1
+    note = (
+        f"{len(results)} results.json under {', '.join(map(str, paths))}: "
+        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        + f". Generated {datetime.now():%Y-%m-%d %H:%M}."
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(render_markdown(tables, failed, plots, note))
+    index = out / "index.html"
+    index.write_text(render_html(tables, failed, plots, note))
+    return index
+
+
+# --- W&B: the summary table of a sweep -----------------------------------------------------
+
+SUMMARY_COLUMNS = [
+    "task", "preset", "data", "method", "rank", "omega", "params", "metric",
+    "mean", "std", "seeds", "paper", "delta", "paper_table",
+]  # fmt: skip
+
+
+def summary_rows(tables: list[TaskTable]) -> list[list]:
+    """One row per run cell (task, preset, data item, method, rank, ω), on the paper's scale,
+    with the paper's number and the difference where the paper has one."""
+    rows = []
+    for table in tables:
+        for row in table.rows:
+            for item, cell in row.cells.items():
+                mean = cell.mean * table.scale
+                std = statistics.stdev(cell.values) * table.scale if len(cell.values) > 1 else 0.0
+                paper = row.paper.values.get(item) if row.paper else None
+                rows.append([
+                    table.task, table.preset, item, row.method, row.rank, row.omega, row.params,
+                    table.metrics.get(item, ""), mean, std, len(cell.values), paper,
+                    None if paper is None else mean - paper, row.paper_table,
+                ])  # fmt: skip
+    return rows
+
+
+def upload_wandb(
+    paths: Iterable[str | Path], save_dir: str | Path, project: str = "sinelr"
+) -> Path:
+    """Log the summary table (and the params plots, if the dashboard was written to
+    ``save_dir``) as one W&B run. Online only with a key and a reachable server, as every run
+    (``sinelr.loggers.wandb_logger``); otherwise an offline run under ``save_dir/wandb`` that
+    ``wandb sync`` uploads later. Returns the run's directory."""
+    import wandb
+
+    from sinelr.loggers import wandb_logger
+
+    results = load_results(paths, completed_only=False)
+    tables = layout(results)
+    logger = wandb_logger(
+        offline=None, save_dir=str(save_dir), project=project, name="report", job_type="report"
+    )
+    run = logger.experiment
+    payload: dict = {"summary": wandb.Table(columns=SUMMARY_COLUMNS, data=summary_rows(tables))}
+    failed = [
+        [*_run_label(r), str(r.get("error", ""))] for r in results if r.get("status") == "failed"
+    ]
+    payload["failed"] = wandb.Table(columns=[*RUN_HEADER, "error"], data=failed)
+    for table in tables:
+        plot = Path(save_dir) / "plots" / f"{table.slug}_params.png"
+        if plot.is_file():
+            payload[f"plots/{table.slug}"] = wandb.Image(str(plot))
+    run.log(payload)
+    run_dir = Path(run.dir).parent
+    run.finish()
+    return run_dir
