@@ -117,18 +117,21 @@ def train_step(model, x):
     return step
 
 
-def adam_step(parameters, loss_fn, bf16: bool, lr: float = 1e-3):
-    """One Adam step on ``loss_fn()``, the forward under CPU bf16 autocast if ``bf16``."""
+def adam_step(parameters, loss_fn, bf16: bool, lr: float = 1e-3, device: str = "cpu"):
+    """One Adam step on ``loss_fn()``, the forward under bf16 autocast if ``bf16``; on CUDA the
+    device is synchronised, so that the step's time is the kernels' time."""
     import torch
 
     optimizer = torch.optim.Adam(parameters, lr=lr)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     return step
 
@@ -159,16 +162,26 @@ def measure_one(workload: str, variant: str, device: str, warmup: int, reps: int
     }
 
 
-def _child(workload: str, variant: str, device: str, warmup: int, reps: int, pin: bool) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+def json_child(script: str, args: list[str], pin: bool) -> dict:
+    """Run ``script args`` in a fresh interpreter; its last line of output is a JSON object.
+
+    ``pin``: glibc's malloc returns every freed tensor to the kernel at once, so that the
+    process's peak resident set follows its live tensors (for memory, not for time).
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     if pin:
-        env["MALLOC_MMAP_THRESHOLD_"] = "131072"  # freed tensors go back to the kernel at once
-    cmd = [sys.executable, __file__, "--one", workload, variant, "--device", device]
-    cmd += ["--warmup", str(warmup), "--reps", str(reps)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    proc = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, env=env, check=False
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"{workload}/{variant} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{Path(script).name} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _child(workload: str, variant: str, device: str, warmup: int, reps: int, pin: bool) -> dict:
+    args = ["--one", workload, variant, "--device", device]
+    return json_child(__file__, [*args, "--warmup", str(warmup), "--reps", str(reps)], pin)
 
 
 def run_isolated(workload: str, variant: str, device: str, warmup: int, reps: int) -> dict:

@@ -139,3 +139,34 @@ def apply_lowrank(model: nn.Module, targets: Targets, config: LowRankConfig) -> 
         len(report.kept_dense),
     )
     return report
+
+
+def densify(model: nn.Module) -> list[str]:
+    """Replace every factorised layer by the dense layer it computes, in place; return their names.
+
+    The inverse of :func:`apply_lowrank` with the trained factors folded in: adapters merge
+    into their base layer, from-scratch factors become one weight, a factorised 1×1 convolution
+    becomes an ``nn.Conv2d`` again. The result is a plain network of the original architecture.
+    """
+    replaced: list[str] = []
+    for name, module in list(model.named_modules()):
+        if not name or any(name.startswith(done + ".") for done in replaced):
+            continue
+        if isinstance(module, Conv1x1):
+            linear = module.linear.to_linear()
+            conv = nn.Conv2d(
+                linear.in_features,
+                linear.out_features,
+                1,
+                bias=linear.bias is not None,
+                device="meta",
+            )
+            conv.weight = nn.Parameter(linear.weight.detach()[:, :, None, None])
+            conv.bias = linear.bias
+            model.set_submodule(name, conv)
+        elif isinstance(module, LowRankLayer):
+            model.set_submodule(name, module.to_linear())
+        else:
+            continue
+        replaced.append(name)
+    return replaced

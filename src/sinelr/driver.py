@@ -7,6 +7,7 @@ the process exits non-zero).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -39,6 +40,15 @@ from sinelr.task import RunContext, Task
 from sinelr.vector_math import settle_vector_math
 
 log = logging.getLogger(__name__)
+
+
+def _mul(*factors: float | None) -> float | None:
+    """``${mul:2,${rank}}``: a setting that scales with another (LoRA's ``alpha = 2·rank``);
+    null if any factor is (``rank=null``)."""
+    return None if any(f is None for f in factors) else math.prod(factors)
+
+
+OmegaConf.register_new_resolver("mul", _mul, replace=True)
 
 
 def resolve_number(omega: Any) -> float | None:
@@ -188,7 +198,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             result.omega = resolve_number(cfg.omega)
         dense_total = full_rank_total(task)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        model = task.build_model(lowrank)
+        # A dry run only counts: on the meta device a pretrained 8B network takes no memory and
+        # no weights are read (build_model builds it from its configuration).
+        with torch.device("meta") if cfg.dry_run else contextlib.nullcontext():
+            model = task.build_model(lowrank)
         result.params = count_parameters(model, dense_total)
         log.info(
             "%s %s rank=%s omega=%s: %d parameters (%d trainable, %.2f%% of full rank)",
@@ -236,7 +249,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         result.error = f"{type(error).__name__}: {error}"
         raise
     finally:
-        if model is not None and result.status != "failed":
+        if model is not None and result.status == "completed":
             result.diagnostics = {"rank": rank_diagnostics(model)}
             _log_diagnostics(result.diagnostics["rank"])
         result.wall_time_s = time.perf_counter() - start

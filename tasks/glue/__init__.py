@@ -14,9 +14,10 @@ from typing import Any, Literal
 from torch import nn
 
 from sinelr.layers import LowRankConfig
+from sinelr.pretrained import attach_adapters
 from sinelr.task import LightningTask, RunContext
 from tasks.glue.data import GlueDataModule
-from tasks.glue.model import attach_adapters, load_classifier, model_path
+from tasks.glue.model import load_classifier, model_path
 from tasks.glue.module import GlueModule
 from tasks.glue.specs import GlueSpec, glue_spec
 
@@ -70,7 +71,7 @@ class GlueTask(LightningTask):
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
         model = load_classifier(model_path(self.model), self.spec.num_labels)
         if lowrank is not None:
-            attach_adapters(model, self.targets, self.head, lowrank)
+            attach_adapters(model, self.targets, lowrank, "glue", trainable=self.head)
         return model
 
     def datamodule(self, ctx: RunContext) -> GlueDataModule:

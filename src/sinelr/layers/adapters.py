@@ -110,6 +110,9 @@ class LoRALinear(LowRankLayer):
     def factorised_weight(self) -> Tensor:
         return self.delta_rows(slice(None), self.lora_B, self.lora_A)
 
+    def dense_bias(self) -> Tensor | None:
+        return self.base_layer.bias
+
     def effective_weight(self) -> Tensor:
         if self.merged:
             return self.base_layer.weight

@@ -54,6 +54,24 @@ class LowRankLayer(nn.Module, abc.ABC):
     def effective_weight(self) -> Tensor:
         """The whole weight the layer applies to its input (bias excluded)."""
 
+    def dense_bias(self) -> Tensor | None:
+        """The bias the layer adds (its own; an adapter's is the wrapped layer's)."""
+        return getattr(self, "bias", None)
+
+    @torch.no_grad()
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` that computes what this layer computes at inference.
+
+        For export: the factors folded into one dense weight that any library loads without
+        sinelr's layers (a merged adapter, or a from-scratch low-rank layer made dense).
+        """
+        bias = self.dense_bias()
+        linear = nn.Linear(self.in_features, self.out_features, bias is not None, device="meta")
+        linear.weight = nn.Parameter(self.effective_weight().detach().clone())
+        if bias is not None:
+            linear.bias = nn.Parameter(bias.detach().clone())
+        return linear
+
     def _cached_weight(self) -> Tensor | None:
         """The effective weight, rebuilt only when a parameter changed; None while training.
 

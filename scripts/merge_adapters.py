@@ -1,0 +1,46 @@
+"""Export a fine-tuned run: adapters merged into a plain transformers checkpoint, or PEFT adapters.
+
+    python scripts/merge_adapters.py outputs/runs/<run> --out merged/         # merged weights
+    python scripts/merge_adapters.py outputs/runs/<run>/checkpoints/last.ckpt --out lora/ --peft
+
+The run (a directory with ``checkpoints/last.ckpt``, or the checkpoint itself) is rebuilt from
+the configuration its checkpoint carries, which needs its base model (``task.model``) at hand.
+The merged checkpoint loads with ``AutoModelFor...from_pretrained(out)``; ``--peft`` (plain LoRA
+and DoRA only) with ``PeftModel.from_pretrained(base, out)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tasks/ is importable from the repository root
+from sinelr.export import load_run, save_merged, save_peft  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a run directory or a .ckpt file")
+    parser.add_argument("--out", type=Path, required=True, help="directory to write")
+    parser.add_argument("--peft", action="store_true", help="PEFT adapters instead of merged")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        _, model, lowrank = load_run(args.run)
+        if args.peft:
+            names = save_peft(model, lowrank, args.out)
+            print(f"{len(names)} {lowrank.variant} adapters in PEFT's format: {args.out}")
+        else:
+            names = save_merged(model, args.out)
+            print(f"{len(names)} layers merged; a plain transformers checkpoint: {args.out}")
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

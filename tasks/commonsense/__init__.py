@@ -1,0 +1,153 @@
+"""Task ``commonsense``: LoRA/DoRA (± sine) on a causal LM, commonsense reasoning (Tables 2, 7).
+
+A pretrained causal LM (``task.model``, LLaMA-3-8B in the paper) gets adapters from the factory
+on ``task.targets`` (q, k, v, up and down projections of every layer) and is fine-tuned on
+commonsense_170k with everything else frozen, then answers the eight test sets by generation
+(:mod:`tasks.commonsense.prompts`). ``metric`` is ``test/acc``, the mean of the eight sets'
+accuracies (``test/acc/<set>``); each set's responses go to ``predictions/<set>.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from torch import nn
+
+from sinelr.layers import ADAPTERS, LowRankConfig
+from sinelr.pretrained import attach_adapters, load_pretrained
+from sinelr.task import LightningTask, RunContext
+from tasks.commonsense.data import CommonsenseDataModule, load_tokenizer
+from tasks.commonsense.module import CommonsenseModule
+from tasks.commonsense.prompts import EVAL_SETS
+
+PAPER = "paper"
+#: METHOD.md: lr 1e-4 for (sine) LoRA (Table 5), 6e-5 for (sine) DoRA (Table 8); 3 epochs each.
+PAPER_LR = {"lora": 1e-4, "dora": 6e-5}
+
+
+class CommonsenseTask(LightningTask):
+    metric = "test/acc"
+
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        targets: str | Sequence[str],
+        adapter: str | None,
+        train_file: str,
+        eval_sets: Sequence[str],
+        max_length: int,
+        batch_size: int,
+        eval_batch_size: int,
+        lr: float | Literal["paper"],
+        epochs: int | None,
+        warmup_steps: int,
+        weight_decay: float,
+        val_size: int,
+        train_on_inputs: bool,
+        max_new_tokens: int,
+        num_beams: int,
+        gradient_checkpointing: bool,
+        max_train_examples: int | None,
+        max_eval_examples: int | None,
+    ) -> None:
+        super().__init__(name)
+        self.model = model
+        self.targets = targets
+        unknown = [name for name in eval_sets if name not in EVAL_SETS]
+        if unknown or not eval_sets:
+            raise ValueError(
+                f"task.eval_sets: unknown {unknown or 'empty list'}; choose from "
+                f"{', '.join(EVAL_SETS)}"
+            )
+        self.eval_sets = list(eval_sets)
+        self.train_file = train_file
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.lr = _learning_rate(lr, adapter)
+        if epochs is not None and (
+            isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
+        ):
+            raise ValueError(
+                f"task.epochs must be a positive integer or null (trainer.max_epochs), "
+                f"got {epochs!r}"
+            )
+        self.epochs = epochs
+        self.warmup_steps = warmup_steps
+        self.weight_decay = weight_decay
+        self.val_size = val_size
+        self.train_on_inputs = train_on_inputs
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self.gradient_checkpointing = gradient_checkpointing
+        self.max_train_examples = max_train_examples
+        self.max_eval_examples = max_eval_examples
+        self._tokenizer = None
+
+    def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        model = load_pretrained(AutoModelForCausalLM, self.model)
+        if lowrank is not None:
+            attach_adapters(model, self.targets, lowrank, "commonsense")
+        if self.gradient_checkpointing:
+            # transformers 5 renamed it; non-reentrant: works although the frozen embeddings'
+            # output requires no gradient.
+            enable = getattr(model, "activation_checkpointing_enable", None)
+            (enable or model.gradient_checkpointing_enable)({"use_reentrant": False})
+        return model
+
+    @property
+    def tokenizer(self):
+        """One tokenizer for the data and for decoding what the model generates."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model)
+        return self._tokenizer
+
+    def datamodule(self, ctx: RunContext) -> CommonsenseDataModule:
+        return CommonsenseDataModule(
+            data_dir=ctx.data_dir,
+            tokenizer=self.tokenizer,
+            train_file=self.train_file,
+            eval_sets=self.eval_sets,
+            max_length=self.max_length,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            val_size=self.val_size,
+            train_on_inputs=self.train_on_inputs,
+            max_train_examples=self.max_train_examples,
+            max_eval_examples=self.max_eval_examples,
+            seed=ctx.seed,
+        )
+
+    def lightning_module(self, model: nn.Module, ctx: RunContext) -> CommonsenseModule:
+        return CommonsenseModule(
+            model,
+            self.tokenizer,
+            self.eval_sets,
+            lr=self.lr,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            max_new_tokens=self.max_new_tokens,
+            num_beams=self.num_beams,
+            output_dir=ctx.output_dir,
+        )
+
+    def trainer_overrides(self) -> dict[str, Any]:
+        return {} if self.epochs is None else {"max_epochs": self.epochs}
+
+
+def _learning_rate(lr: float | str, adapter: str | None) -> float:
+    """``paper``: METHOD.md's rate for the adapter; a positive number otherwise."""
+    if lr == PAPER:
+        if adapter not in ADAPTERS:
+            raise ValueError(
+                f"task.lr={PAPER} is the paper's adapter rate (LoRA 1e-4, DoRA 6e-5) and needs "
+                "adapter=lora or adapter=dora; pass task.lr=<number> for full fine-tuning"
+            )
+        return PAPER_LR[adapter]
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
+        raise ValueError(f"task.lr must be a positive number or {PAPER!r}, got {lr!r}")
+    return float(lr)

@@ -1,0 +1,268 @@
+"""commonsense_170k for training, the eight commonsense test sets for evaluation.
+
+The layout is LLM-Adapters' (which DoRA's README points to), under ``<data_dir>/commonsense/``::
+
+    commonsense_170k.json            # training: a JSON list of {instruction, input, output, answer}
+    dataset/<set>/test.json          # boolq, piqa, social_i_qa, hellaswag, winogrande,
+                                     # ARC-Easy, ARC-Challenge, openbookqa; the same format
+
+Training batches are ``prompt + output + EOS`` (at most ``max_length`` tokens), right-padded,
+with the loss on the response only (``train_on_inputs=False``: prompt and padding labels are
+-100); test batches are the whole prompts, left-padded so that generation continues every row
+from its last token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from sinelr.data import index_loader
+from tasks.commonsense.prompts import EVAL_SETS, prompt
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # the label cross-entropy skips
+# Subsamples and the validation split are part of the data, not of the run: the same examples
+# for every seed and method.
+SPLIT_SEED = 42
+GET_DATA = (
+    "Get commonsense_170k.json from LLM-Adapters' ft-training_set/ and the test sets from its "
+    "dataset/ folder (github.com/AGI-Edgerunners/LLM-Adapters), and point paths.data_dir (or "
+    "SINELR_DATA) at the folder that holds commonsense/."
+)
+
+
+def commonsense_dir(data_dir: Path) -> Path:
+    return data_dir / "commonsense"
+
+
+def eval_file(data_dir: Path, eval_set: str) -> Path:
+    return commonsense_dir(data_dir) / "dataset" / eval_set / "test.json"
+
+
+def read_examples(path: Path, fields: Sequence[str]) -> list[dict[str, Any]]:
+    """A JSON list of objects, each with ``fields``; an error naming the file (and entry) if not."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found. Expected under <data_dir>/commonsense/: commonsense_170k.json and "
+            f"dataset/<set>/test.json for {', '.join(EVAL_SETS)}. {GET_DATA}"
+        )
+    try:
+        examples = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); is it truncated?") from None
+    if not isinstance(examples, list) or not examples:
+        raise ValueError(f"{path} must hold a non-empty JSON list of examples")
+    for i, example in enumerate(examples):
+        missing = [f for f in fields if not isinstance(example, dict) or f not in example]
+        if missing:
+            raise ValueError(
+                f"{path}, example {i}: no {', '.join(missing)}; every example is an object with "
+                "instruction, input, output and answer"
+            )
+    return examples
+
+
+def subsample(examples: list[dict], limit: int | None) -> list[dict]:
+    """At most ``limit`` examples (None: all), drawn at random but kept in file order."""
+    if limit is None or limit >= len(examples):
+        return examples
+    if limit < 1:
+        raise ValueError(f"a subsample needs at least one example, got {limit}")
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    keep = torch.randperm(len(examples), generator=generator)[:limit].sort().values
+    return [examples[i] for i in keep.tolist()]
+
+
+def split_validation(examples: list[dict], size: int) -> tuple[list[dict], list[dict]]:
+    """``size`` held-out examples for the validation loss (DoRA holds out 120) and the rest."""
+    if not 0 <= size < len(examples):
+        raise ValueError(
+            f"task.val_size={size} must be at least 0 and below the {len(examples)} training "
+            "examples"
+        )
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    held = set(order[:size].tolist())
+    train = [e for i, e in enumerate(examples) if i not in held]
+    return train, [e for i, e in enumerate(examples) if i in held]
+
+
+def encode_for_training(
+    example: dict, tokenizer, max_length: int, train_on_inputs: bool
+) -> tuple[list[int], list[int]]:
+    """Token ids of prompt + response (+ EOS if it fits) and their labels.
+
+    As DoRA's ``finetune.py``: the whole text is tokenised at once (a tokenizer may merge across
+    the prompt/response boundary), and the prompt's share is the length of the prompt tokenised
+    on its own.
+    """
+    text = prompt(example) + example["output"]
+    ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
+    if ids[-1] != tokenizer.eos_token_id and len(ids) < max_length:
+        ids = [*ids, tokenizer.eos_token_id]
+    labels = list(ids)
+    if not train_on_inputs:
+        prompt_ids = tokenizer(prompt(example), truncation=True, max_length=max_length)
+        n_prompt = len(prompt_ids["input_ids"])
+        labels[:n_prompt] = [IGNORE] * min(n_prompt, len(labels))
+    return ids, labels
+
+
+class TrainBatches(Dataset):
+    """``dataset[indices]`` → ``input_ids``, ``attention_mask``, ``labels``, right-padded."""
+
+    def __init__(self, rows: list[tuple[list[int], list[int]]], pad_token_id: int) -> None:
+        self.rows = [(torch.tensor(ids), torch.tensor(labels)) for ids, labels in rows]
+        self.pad_token_id = pad_token_id
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, indices: Tensor) -> dict[str, Tensor]:
+        ids, labels = zip(*(self.rows[i] for i in indices.tolist()), strict=True)
+        return {
+            "input_ids": _pad(ids, self.pad_token_id, left=False),
+            "attention_mask": _pad([torch.ones_like(t) for t in ids], 0, left=False),
+            "labels": _pad(labels, IGNORE, left=False),
+        }
+
+
+class PromptBatches(Dataset):
+    """``dataset[indices]`` → left-padded prompts and their examples' ``answer`` strings."""
+
+    def __init__(self, examples: list[dict], tokenizer) -> None:
+        # Not truncated (as DoRA's evaluation): a cut prompt would lose its question or options.
+        encoded = tokenizer([prompt(example) for example in examples])["input_ids"]
+        self.ids = [torch.tensor(ids) for ids in encoded]
+        self.answers = [str(example["answer"]) for example in examples]
+        self.pad_token_id = tokenizer.pad_token_id
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, indices: Tensor) -> dict[str, Any]:
+        rows = indices.tolist()
+        ids = [self.ids[i] for i in rows]
+        return {
+            "input_ids": _pad(ids, self.pad_token_id, left=True),
+            "attention_mask": _pad([torch.ones_like(t) for t in ids], 0, left=True),
+            "answers": [self.answers[i] for i in rows],
+        }
+
+
+def _pad(rows: Sequence[Tensor], value: int, left: bool) -> Tensor:
+    side = "left" if left else "right"
+    return torch.nn.utils.rnn.pad_sequence(
+        list(rows), batch_first=True, padding_value=value, padding_side=side
+    )
+
+
+def load_tokenizer(path: str):
+    """``path``'s tokenizer, with a padding token (LLaMA's has none: EOS pads; masks hide it)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer of {path} has no EOS token to end the responses with")
+    return tokenizer
+
+
+class CommonsenseDataModule(L.LightningDataModule):
+    """Train on commonsense_170k less ``val_size`` held-out examples; test on each eval set."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        tokenizer,
+        train_file: str,
+        eval_sets: Sequence[str],
+        max_length: int,
+        batch_size: int,
+        eval_batch_size: int,
+        val_size: int,
+        train_on_inputs: bool,
+        max_train_examples: int | None,
+        max_eval_examples: int | None,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.tokenizer = tokenizer
+        self.train_file = train_file
+        self.eval_sets = list(eval_sets)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_size = val_size
+        self.train_on_inputs = train_on_inputs
+        self.max_train_examples = max_train_examples
+        self.max_eval_examples = max_eval_examples
+        self.seed = seed
+        self.train: TrainBatches | None = None
+        self.val: TrainBatches | None = None
+        self.tests: dict[str, PromptBatches] = {}
+
+    def _encode(self, examples: list[dict]) -> TrainBatches:
+        rows = [
+            encode_for_training(e, self.tokenizer, self.max_length, self.train_on_inputs)
+            for e in examples
+        ]
+        kept = [row for row in rows if any(label != IGNORE for label in row[1])]
+        if len(kept) < len(rows):
+            log.warning(
+                "%d of %d examples dropped: no response token within task.max_length=%d",
+                len(rows) - len(kept),
+                len(rows),
+                self.max_length,
+            )
+        if not kept:
+            raise ValueError(
+                f"no example has a response within task.max_length={self.max_length} tokens; "
+                "raise task.max_length"
+            )
+        return TrainBatches(kept, self.tokenizer.pad_token_id)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.train is None:
+            path = commonsense_dir(self.data_dir) / self.train_file
+            examples = read_examples(path, ("instruction", "output"))
+            examples = subsample(examples, self.max_train_examples)
+            train, val = split_validation(examples, self.val_size)
+            self.train = self._encode(train)
+            self.val = self._encode(val) if val else None
+        if stage == "test" and not self.tests:
+            for name in self.eval_sets:
+                examples = read_examples(eval_file(self.data_dir, name), ("instruction", "answer"))
+                examples = subsample(examples, self.max_eval_examples)
+                self.tests[name] = PromptBatches(examples, self.tokenizer)
+
+    def train_dataloader(self) -> DataLoader:
+        def step() -> int:
+            return self.trainer.global_step if self.trainer else 0
+
+        assert self.train is not None
+        return index_loader(
+            self.train, self.batch_size, shuffle=True, seed=self.seed, global_step=step
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val is None:
+            return []
+        return index_loader(self.val, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [
+            index_loader(self.tests[name], self.eval_batch_size, shuffle=False)
+            for name in self.eval_sets
+        ]
