@@ -1,0 +1,243 @@
+"""Tasks ``vit_cifar``, ``vit_imagenet``, ``convnext_cifar`` (issue #11): the data readers on
+files the tests write in the real formats (CIFAR-100 pickles, MNIST idx, ImageFolder trees),
+parameter counts against the paper's, and runs end to end.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sinelr.checkpoint import read_checkpoint
+from sinelr.data import IndexBatches
+from tasks.vision import datasets
+from tasks.vision.datasets import read_cifar100, read_imagefolder, read_mnist
+from tests.helpers import kill_at_first_checkpoint
+
+
+def write_cifar100(root: Path, n_train: int = 48, n_test: int = 40) -> Path:
+    """``cifar-100-python/{train,test}`` as the real archive has them: latin-1 pickles of a
+    dict with ``data`` (N × 3072 uint8, channel-major) and ``fine_labels``."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        batch = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "fine_labels": [int(i) % 100 for i in range(n)],
+            "coarse_labels": [int(i) % 20 for i in range(n)],
+        }
+        with (folder / split).open("wb") as handle:
+            pickle.dump(batch, handle)
+    return root
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def write_mnist(root: Path, n: int = 50) -> Path:
+    folder = root / "mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return root
+
+
+def write_image_folder(root: Path, classes: int = 3, per_class: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    return root
+
+
+# --- readers ----------------------------------------------------------------------------------
+
+
+def test_cifar100_pickles_are_read_as_images_and_fine_labels(tmp_path):
+    write_cifar100(tmp_path, n_train=5, n_test=4)
+    train, test = read_cifar100(tmp_path, None)
+    assert (len(train), len(test)) == (5, 4)
+    with (tmp_path / "cifar-100-python" / "train").open("rb") as handle:
+        raw = pickle.load(handle)
+    image = np.asarray(train.image(2))
+    assert image.shape == (32, 32, 3)
+    # channel-major rows: the first 1024 bytes are the red plane
+    assert np.array_equal(image[..., 0].reshape(-1), raw["data"][2][:1024])
+    assert np.array_equal(image[..., 2].reshape(-1), raw["data"][2][2048:])
+    assert train.labels.tolist() == raw["fine_labels"]
+
+
+def test_missing_cifar100_offline_says_where_it_goes(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "network_reachable", lambda url: False)
+    with pytest.raises(FileNotFoundError, match=r"cifar-100-python.*No network"):
+        read_cifar100(tmp_path, None)
+
+
+def test_a_corrupt_cifar100_pickle_is_named(tmp_path):
+    write_cifar100(tmp_path)
+    (tmp_path / "cifar-100-python" / "test").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match=r"cifar-100-python/test is not a CIFAR-100 pickle"):
+        read_cifar100(tmp_path, None)
+
+
+def test_mnist_test_set_alone_is_split_the_same_way_every_time(tmp_path):
+    write_mnist(tmp_path, n=50)
+    train, test = read_mnist(tmp_path, None)
+    assert (len(train), len(test)) == (40, 10)
+    again_train, again_test = read_mnist(tmp_path, None)
+    assert torch.equal(test.labels, again_test.labels)
+    assert np.array_equal(test.pixels, again_test.pixels)
+    # disjoint and together the whole set: every image appears exactly once
+    pixels = np.concatenate([train.pixels, test.pixels]).reshape(50, -1)
+    assert len({row.tobytes() for row in pixels}) == 50
+    assert np.asarray(train.image(0)).shape == (28, 28)
+
+
+def test_a_truncated_idx_file_is_named(tmp_path):
+    write_mnist(tmp_path)
+    path = tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-7]))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz is truncated"):
+        read_mnist(tmp_path, None)
+
+
+def test_missing_mnist_lists_the_files_it_needs(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte\[.gz\]"):
+        read_mnist(tmp_path, None)
+
+
+def test_an_unreadable_image_in_a_folder_is_named(tmp_path):
+    write_image_folder(tmp_path)
+    bad = tmp_path / "train" / "class1" / "3.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    train, _ = read_imagefolder(tmp_path, tmp_path)
+    index = train.folder.samples.index((str(bad), 1))
+    with pytest.raises(ValueError, match=r"cannot read image .*class1/3.jpg"):
+        train.image(index)
+
+
+def test_image_folders_need_train_and_val(tmp_path):
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"val does not exist"):
+        read_imagefolder(tmp_path, tmp_path)
+    with pytest.raises(ValueError, match="needs task.data_path"):
+        read_imagefolder(tmp_path, None)
+
+
+def test_drop_last_batches_never_run_short():
+    batches = list(IndexBatches(10, 4, shuffle=True, drop_last=True))
+    assert [len(b) for b in batches] == [4, 4]
+    assert [len(b) for b in IndexBatches(10, 4, shuffle=True)] == [4, 4, 2]
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+def dense_mlp(d_model: int, d_hidden: int) -> int:
+    return 2 * d_model * d_hidden + d_hidden + d_model
+
+
+@pytest.mark.parametrize(
+    ("rank", "millions"), [(None, 27.9), (1, 13.8), (5, 13.9), (20, 14.2)]
+)
+def test_convnext_tiny_has_the_paper_parameter_counts(run_cli, rank, millions):
+    run = run_cli("task=convnext_cifar", f"rank={'null' if rank is None else rank}",
+                  "omega=paper", "dry_run=true")  # fmt: skip
+    assert run.returncode == 0, run.output
+    params = run.results["params"]
+    assert round(params["total"] / 1e6, 1) == millions
+    # only the last stage's 3 MLPs (768 <-> 3072) are factorised
+    assert params["lowrank"] == (0 if rank is None else 3 * 2 * (768 + 3072) * rank)
+    assert params["full_rank_total"] - params["total"] == (
+        0 if rank is None else 3 * (2 * 768 * 3072 - 2 * (768 + 3072) * rank)
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "d_model", "d_hidden", "rank", "omega"),
+    [("vit_cifar", 384, 1536, 1, 500.0), ("vit_cifar", 384, 1536, 10, 300.0),
+     ("vit_imagenet", 768, 3072, 5, 800.0)],
+)  # fmt: skip
+def test_vit_factorises_every_block_mlp(run_cli, task, d_model, d_hidden, rank, omega):
+    run = run_cli(f"task={task}", "preset=paper", f"rank={rank}", "omega=paper", "dry_run=true")
+    assert run.returncode == 0, run.output
+    results = run.results
+    assert results["params"]["lowrank"] == 12 * 2 * (d_model + d_hidden) * rank
+    assert (results["method"], results["omega"]) == ("sine_lowrank", omega)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["vit_cifar", "convnext_cifar"])
+def test_smoke_run_on_written_cifar100(run_cli, tmp_path, task):
+    write_cifar100(tmp_path / "data")
+    run = run_cli(f"task={task}", "preset=smoke", "rank=4", "omega=100", data_dir=tmp_path / "data")
+    assert run.returncode == 0, run.output
+    results = run.results
+    assert (results["status"], results["metric"]["name"]) == ("completed", "test/acc")
+    assert 0 <= results["metrics"]["test/acc"] <= 1
+    assert results["steps"] == 3  # one epoch of 48 images in batches of 16 (max_steps is 4)
+
+
+@pytest.mark.slow
+def test_vit_imagenet_smoke_reads_imagenet_folders_and_scores_top5(run_cli, tmp_path):
+    write_image_folder(tmp_path / "data" / "imagenet")
+    run = run_cli("task=vit_imagenet", "preset=smoke", "rank=1", "omega=paper",
+                  data_dir=tmp_path / "data")  # fmt: skip
+    assert run.returncode == 0, run.output
+    metrics = run.results["metrics"]
+    assert 0 <= metrics["test/acc"] <= metrics["test/acc5"] <= 1
+
+
+@pytest.mark.slow
+def test_imagefolder_counts_its_classes(run_cli, tmp_path):
+    root = write_image_folder(tmp_path / "folders", classes=4)
+    run = run_cli("task=vit_cifar", "task.dataset=imagefolder", f"task.data_path={root}",
+                  "preset=smoke", "rank=1", "omega=30", "dry_run=true")  # fmt: skip
+    assert run.returncode == 0, run.output
+    # 4 class folders give a 4-way head: 6 classes fewer than 10, each (width 32) + 1 bias
+    run_ten = run_cli("task=vit_cifar", "task.dataset=imagefolder", f"task.data_path={root}",
+                      "task.num_classes=10", "preset=smoke", "rank=1", "omega=30", "dry_run=true")  # fmt: skip
+    assert run_ten.results["params"]["total"] - run.results["params"]["total"] == 6 * (32 + 1)
+
+
+@pytest.mark.slow
+def test_vit_cifar_on_real_mnist(run_cli, shared_data):
+    run = run_cli("task=vit_cifar", "task.dataset=mnist", "preset=smoke", "rank=1",
+                  "omega=paper", data_dir=shared_data)  # fmt: skip
+    assert run.returncode == 0, run.output
+    assert run.results["status"] == "completed"
+    assert run.results["task_config"]["dataset"] == "mnist"
+
+
+@pytest.mark.slow
+def test_a_killed_vision_run_resumes_to_the_uninterrupted_result(run_cli, tmp_path):
+    data = write_cifar100(tmp_path / "data", n_train=64)
+    args = ["task=vit_cifar", "preset=smoke", "rank=2", "omega=100", "trainer.max_epochs=3",
+            "trainer.max_steps=-1", "checkpoint.every_n_train_steps=3"]  # fmt: skip
+    reference = run_cli(*args, data_dir=data)
+    assert reference.returncode == 0, reference.output
+
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "SINELR_DATA": str(data), "SINELR_CACHE": str(tmp_path / "cache")}
+    checkpoint = kill_at_first_checkpoint(args, run_dir, env)
+    assert 0 < read_checkpoint(checkpoint)["global_step"] < 12
+
+    resumed = run_cli(*args, "resume=true", run_dir=run_dir, data_dir=data)
+    assert resumed.returncode == 0, resumed.output
+    assert resumed.results["steps"] == reference.results["steps"] == 12
+    assert resumed.results["metrics"] == reference.results["metrics"]
