@@ -7,6 +7,7 @@ the process exits non-zero).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -30,11 +31,13 @@ from sinelr.checkpoint import (
     check_checkpoint,
     find_resume_checkpoint,
     fingerprint,
+    fingerprint_diff,
+    result_fingerprint,
 )
 from sinelr.layers import LowRankConfig, variant_name
 from sinelr.loggers import GuardedLogger
 from sinelr.paper import paper_omega
-from sinelr.results import Metric, RunResult
+from sinelr.results import RESULTS_FILE, Metric, RunResult
 from sinelr.task import RunContext, Task
 from sinelr.vector_math import settle_vector_math
 
@@ -150,9 +153,52 @@ def _log_diagnostics(diagnostics: dict[str, dict[str, float]]) -> None:
         )
 
 
+def completed_result(output_dir: Path, expected: dict[str, Any]) -> RunResult | None:
+    """The completed result in ``output_dir`` if a run with this fingerprint wrote it.
+
+    ``skip_done=true`` asks this before running: a sweep run again into the same sweep
+    directory finds each job's earlier results.json (job directories are named by their
+    overrides), and anything but a completed run of the same configuration is run again.
+    """
+    path = output_dir / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        log.warning("skip_done: %s is unreadable (%s); running again", path, error)
+        return None
+    if data.get("status") != "completed":
+        log.info("skip_done: %s says %s; running again", path, data.get("status"))
+        return None
+    diff = fingerprint_diff(data.get("fingerprint") or {}, expected, source="results.json")
+    if diff:
+        log.warning(
+            "skip_done: %s is a completed run of another configuration (%s); running again",
+            path,
+            "; ".join(diff[:5]),
+        )
+        return None
+    return RunResult.from_json(data)
+
+
 def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
-    """Run one configured experiment and write ``output_dir/results.json``."""
+    """Run one configured experiment and write ``output_dir/results.json``.
+
+    With ``skip_done=true``, a completed results.json of the same configuration already in
+    ``output_dir`` is returned as it is, and nothing runs.
+    """
     output_dir = Path(output_dir)
+    if cfg.get("skip_done"):
+        done = completed_result(output_dir, result_fingerprint(cfg))
+        if done is not None:
+            log.info(
+                "skip_done: %s already completed (%s = %s); not run again",
+                output_dir,
+                done.metric.name,
+                done.metric.value,
+            )
+            return done
     start = time.perf_counter()
     settle_vector_math()  # before any parallel CPU op: the same seed must give the same run
     task_name = cfg.task.name
@@ -170,6 +216,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     )
     model: nn.Module | None = None
     try:
+        result.fingerprint = result_fingerprint(cfg)
         task_cls: type[Task] = get_class(cfg.task._target_)
         result.metric = Metric(task_cls.metric, None, task_cls.higher_is_better)
         result.task_config = OmegaConf.to_container(cfg.task, resolve=True)
@@ -203,8 +250,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         if cfg.dry_run:
             result.status = "dry_run"
             return result
-        run_fingerprint = fingerprint(cfg)
-        ckpt = resume_checkpoint(cfg, output_dir, run_fingerprint) if task.resumable else None
+        ckpt_fingerprint = fingerprint(cfg)
+        ckpt = resume_checkpoint(cfg, output_dir, ckpt_fingerprint) if task.resumable else None
         if ckpt is not None:
             log.info("resuming from %s", ckpt)
             result.resumed_from = str(ckpt)
@@ -216,7 +263,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             make_trainer=_trainer_factory(
                 cfg,
                 output_dir,
-                run_fingerprint,
+                ckpt_fingerprint,
                 divergence_hint=f"omega={result.omega}, lowrank.gain="
                 f"{cfg.lowrank.gain or 'sqrt(d_in)'}, task.lr={cfg.task.get('lr', 'n/a')}",
             ),

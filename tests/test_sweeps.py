@@ -1,0 +1,138 @@
+"""Sweeps: experiment files, failure-tolerant multiruns, skip_done, ω search, launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from hydra_plugins.sinelr_sweeper.table_sweeper import TableSweeper
+from sinelr.checkpoint import result_fingerprint
+from sinelr.driver import completed_result
+from sinelr.results import RESULTS_FILE, Metric, RunResult
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+PRESETS = ("smoke", "mini", "paper")
+
+
+def config(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def multirun(*overrides: str, sweep_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``run.py -m`` in a subprocess, offline, its sweep in ``sweep_dir``."""
+    env = {
+        **os.environ,
+        "SINELR_CACHE": str(sweep_dir.parent / "cache"),
+        "SINELR_DATA": str(sweep_dir.parent / "no-data"),
+        "WANDB_MODE": "offline",
+    }
+    return subprocess.run(
+        [
+            sys.executable, "run.py", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}",
+            "trainer.enable_progress_bar=false",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def sweep_results(sweep_dir: Path) -> dict[str, dict]:
+    """Each job directory's name (its overrides) → its results.json."""
+    return {
+        path.parent.name: json.loads(path.read_text())
+        for path in sorted(sweep_dir.glob(f"*/{RESULTS_FILE}"))
+    }
+
+
+# -- experiment files ---------------------------------------------------------------------------
+def test_every_paper_result_has_an_experiment_file():
+    assert {"fig3_theory", "table13_bof", "table3_nerf", "table1_glue"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_its_sweep_parses(experiment: str, preset: str):
+    cfg = config(f"+experiment={experiment}", f"preset={preset}", hydra=True)
+    assert cfg.preset == preset
+    OmegaConf.to_container(cfg.task, resolve=True)  # every task setting resolves at this preset
+    params = cfg.hydra.sweeper.params
+    assert params, f"{experiment} sweeps nothing"
+    parser = OverridesParser.create()
+    overrides = parser.parse_overrides([f"{key}={value}" for key, value in params.items()])
+    (jobs,) = TableSweeper.split_arguments(overrides, None)
+    assert len(jobs) >= 2
+    # Each job's overrides are legal for the composed config (keys exist, groups have options).
+    config(f"+experiment={experiment}", f"preset={preset}", *jobs[-1])
+    if "omega" in params:  # a factorised table: plain and sine runs side by side
+        omegas = str(params.omega).split(",")
+        assert "null" in omegas and any(w != "null" for w in omegas), omegas
+
+
+# -- failure tolerance and skip_done -----------------------------------------------------------
+def test_completed_result_is_reused_only_for_the_same_configuration(tmp_path: Path):
+    cfg = config("task=theory", "preset=smoke", "rank=1")
+    result = RunResult(
+        task="theory", method="sine_lowrank", rank=1, omega=None, adapter=None, seed=0,
+        preset="smoke", metric=Metric("m", 0.5, True), metrics={"m": 0.5}, status="completed",
+        fingerprint=result_fingerprint(cfg),
+    )  # fmt: skip
+    result.write(tmp_path)
+    reused = completed_result(tmp_path, result_fingerprint(cfg))
+    assert reused is not None and reused.to_json() == result.to_json()
+
+    other = config("task=theory", "preset=smoke", "rank=1", "task.trials=2")
+    assert completed_result(tmp_path, result_fingerprint(other)) is None
+    longer = config("task=theory", "preset=smoke", "rank=1", "trainer.max_epochs=5")
+    assert completed_result(tmp_path, result_fingerprint(longer)) is None
+    # Display settings do not change a result: it is still reused.
+    quiet = config("task=theory", "preset=smoke", "rank=1", "trainer.enable_progress_bar=false")
+    assert completed_result(tmp_path, result_fingerprint(quiet)) is not None
+
+    result.status, result.error = "failed", "ValueError: boom"
+    result.write(tmp_path)
+    assert completed_result(tmp_path, result_fingerprint(cfg)) is None
+
+
+@pytest.mark.slow
+def test_a_failed_job_does_not_stop_the_multirun(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun("task=theory", "preset=smoke", "rank=1,0,5", sweep_dir=sweep_dir)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert "1 of 3 jobs failed" in output and "rank=0" in output, output
+    found = {name: r["status"] for name, r in sweep_results(sweep_dir).items()}
+    assert found == {
+        "preset=smoke,rank=0,task=theory": "failed",
+        "preset=smoke,rank=1,task=theory": "completed",
+        "preset=smoke,rank=5,task=theory": "completed",
+    }
+    failed = sweep_results(sweep_dir)["preset=smoke,rank=0,task=theory"]
+    assert "rank must be a positive integer" in failed["error"]
+
+
+@pytest.mark.slow
+def test_a_sweep_run_again_with_skip_done_reuses_completed_jobs(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    args = ("task=theory", "preset=smoke", "rank=1,5", "skip_done=true")
+    first = multirun(*args, sweep_dir=sweep_dir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/*.*") if p.suffix != ".log"}
+    texts = {p: p.read_text() for p in sweep_dir.glob(f"*/{RESULTS_FILE}")}
+    assert len(texts) == 2
+
+    again = multirun(*args, sweep_dir=sweep_dir)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output
+    assert output.count("already completed") == 2, output
+    # Nothing was computed again: results.json, the CSVs and figures are the same files.
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert {p: p.read_text() for p in texts} == texts
