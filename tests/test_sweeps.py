@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from hydra_plugins.sinelr_sweeper.table_sweeper import TableSweeper
 from sinelr.checkpoint import result_fingerprint
 from sinelr.driver import completed_result
+from sinelr.loggers import results_table
 from sinelr.results import RESULTS_FILE, Metric, RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,3 +137,42 @@ def test_a_sweep_run_again_with_skip_done_reuses_completed_jobs(tmp_path: Path):
     # Nothing was computed again: results.json, the CSVs and figures are the same files.
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert {p: p.read_text() for p in texts} == texts
+
+
+# -- W&B ----------------------------------------------------------------------------------------
+def test_results_table_has_a_row_per_item_and_one_for_the_run():
+    metrics = {"test/psnr": 21.0, "test/psnr/view_000": 20.0, "test/ssim/view_000": 0.5,
+               "test/psnr/view_008": 22.0}  # fmt: skip
+    columns, rows = results_table(metrics)
+    assert columns == ["item", "test/psnr", "test/ssim"]
+    assert rows == [["all", 21.0, None], ["view_000", 20.0, 0.5], ["view_008", 22.0, None]]
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_the_results_table_and_images(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "+experiment=table13_bof", "preset=smoke", "task.shape=trefoil", "rank=1",
+        "omega=paper", "logger=wandb", sweep_dir=sweep_dir,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ((job, results),) = sweep_results(sweep_dir).items()
+    job_dir = sweep_dir / job
+    (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
+    # The table: one row "all" with every metric of results.json (wandb's own JSON format).
+    (table_file,) = (run_dir / "files" / "media" / "table").glob("results_*.table.json")
+    table = json.loads(table_file.read_text())
+    row = dict(zip(table["columns"], table["data"][0], strict=True))
+    assert row["item"] == "all"
+    assert {k: row[k] for k in results["metrics"]} == results["metrics"]
+    # The image: bof's occupancy slices, as the run wrote them.
+    (image,) = (run_dir / "files" / "media" / "images").rglob("slices_*.png")
+    from PIL import Image
+
+    with Image.open(image) as logged, Image.open(job_dir / "slices.png") as written:
+        assert logged.size == written.size
+    # Group, tags and summary live in the run's protobuf log; wandb 0.31 ships no reader for
+    # it, so look for their strings in it.
+    log = next(run_dir.glob("run-*.wandb")).read_bytes()
+    for text in ["table13_bof", "sine_lowrank", "rank=1", "preset=smoke", "compression_rate"]:
+        assert text.encode() in log, text

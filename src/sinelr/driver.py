@@ -17,6 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
@@ -35,7 +36,7 @@ from sinelr.checkpoint import (
     result_fingerprint,
 )
 from sinelr.layers import LowRankConfig, variant_name
-from sinelr.loggers import GuardedLogger
+from sinelr.loggers import make_loggers, publish_to_wandb
 from sinelr.paper import paper_omega
 from sinelr.results import RESULTS_FILE, Metric, RunResult
 from sinelr.task import RunContext, Task
@@ -93,7 +94,11 @@ def full_rank_total(task: Task) -> int:
 
 
 def _trainer_factory(
-    cfg: DictConfig, output_dir: Path, run_fingerprint: dict[str, Any], divergence_hint: str
+    cfg: DictConfig,
+    output_dir: Path,
+    run_fingerprint: dict[str, Any],
+    divergence_hint: str,
+    labels: dict[str, Any],
 ):
     """``make_trainer(callbacks)``: the configured Trainer with sinelr's standard callbacks.
 
@@ -102,7 +107,7 @@ def _trainer_factory(
     """
 
     def make_trainer(callbacks: Sequence[L.Callback] = (), **overrides: Any) -> L.Trainer:
-        loggers = [GuardedLogger(instantiate(c)) for c in (cfg.get("logger") or {}).values() if c]
+        loggers = make_loggers(cfg.get("logger"), labels)
         standard: list[L.Callback] = [
             ModelCheckpoint(
                 dirpath=output_dir / CHECKPOINT_DIR,
@@ -151,6 +156,16 @@ def _log_diagnostics(diagnostics: dict[str, dict[str, float]]) -> None:
             d["rank"],
             d["stable_rank"],
         )
+
+
+def run_labels(result: RunResult) -> dict[str, Any]:
+    """W&B's ``group`` (the experiment, ``+experiment=<name>``, else the task) and ``tags``."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    rank = "full" if result.rank is None else result.rank
+    return {
+        "group": choices.get("experiment") or result.task,
+        "tags": [result.task, result.method, f"rank={rank}", f"preset={result.preset}"],
+    }
 
 
 def completed_result(output_dir: Path, expected: dict[str, Any]) -> RunResult | None:
@@ -266,6 +281,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
                 ckpt_fingerprint,
                 divergence_hint=f"omega={result.omega}, lowrank.gain="
                 f"{cfg.lowrank.gain or 'sqrt(d_in)'}, task.lr={cfg.task.get('lr', 'n/a')}",
+                labels=run_labels(result),
             ),
             ckpt_path=None if ckpt is None else str(ckpt),
         )
@@ -289,3 +305,4 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         result.wall_time_s = time.perf_counter() - start
         path = result.write(output_dir)
         log.info("%s: %s", result.status, path)
+        publish_to_wandb(cfg, run_labels(result), result, output_dir)
