@@ -176,3 +176,66 @@ def test_wandb_offline_run_holds_the_results_table_and_images(tmp_path: Path):
     log = next(run_dir.glob("run-*.wandb")).read_bytes()
     for text in ["table13_bof", "sine_lowrank", "rank=1", "preset=smoke", "compression_rate"]:
         assert text.encode() in log, text
+
+
+# -- ω search and launchers -------------------------------------------------------------------
+@pytest.mark.slow
+def test_omega_optuna_search_maximises_the_run_metric(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "task=theory", "preset=smoke", "hparams_search=omega_optuna",
+        "hydra.sweeper.n_trials=2", sweep_dir=sweep_dir,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = sweep_results(sweep_dir)
+    assert sorted(trials) == ["0", "1"]  # trial dirs are numbered
+    omegas = [r["omega"] for r in trials.values()]
+    assert all(10 <= w <= 3000 for w in omegas) and omegas[0] != omegas[1]
+    assert {r["rank"] for r in trials.values()} == {5}  # the search's fixed rank
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    values = {r["omega"]: r["metric"]["value"] for r in trials.values()}
+    assert best.best_value == max(values.values())  # maximised, as every task's metric wants
+    assert values[best.best_params.omega] == best.best_value
+
+
+def test_omega_optuna_replaces_the_grid_sweeper():
+    grid = config("task=bof", hydra=True).hydra
+    assert grid.sweeper._target_.endswith("TableSweeper")
+    search = config("task=bof", "hparams_search=omega_optuna", hydra=True).hydra
+    assert search.sweeper._target_.endswith("OptunaSweeper")
+    assert search.sweeper.direction == "maximize"
+    assert search.sweeper.params.omega == "tag(log, interval(10, 3000))"
+
+
+def test_submitit_slurm_launcher_config_resolves():
+    cfg = config("task=bof", "hydra/launcher=submitit_slurm", hydra=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert launcher["submitit_folder"].endswith("/.submitit/%j")
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel_and_survives_a_failure(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "task=theory", "preset=smoke", "rank=1,0,5", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", sweep_dir=sweep_dir,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "1 of 3 jobs failed" in output, output
+    assert "Joblib.Parallel(n_jobs=2" in output, output
+    found = {name: r["status"] for name, r in sweep_results(sweep_dir).items()}
+    assert sorted(found.values()) == ["completed", "completed", "failed"], found
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_one_result(run_cli):
+    run = run_cli(
+        "task=bof", "preset=smoke", "rank=1", "omega=100", "trainer=ddp",
+        "trainer.accelerator=cpu", "trainer.devices=2",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    assert run.output.count("completed: ") == 1, run.output  # rank 1 writes nothing
+    assert list(run.run_dir.rglob("results.json")) == [run.run_dir / "results.json"]
+    assert run.results["status"] == "completed"
+    assert (run.run_dir / "train_ddp_process_1.log").is_file()  # a second process did train

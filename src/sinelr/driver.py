@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -303,6 +304,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             result.diagnostics = {"rank": rank_diagnostics(model)}
             _log_diagnostics(result.diagnostics["rank"])
         result.wall_time_s = time.perf_counter() - start
-        path = result.write(output_dir)
-        log.info("%s: %s", result.status, path)
-        publish_to_wandb(cfg, run_labels(result), result, output_dir)
+        if rank_zero_only.rank == 0:  # under DDP, one process writes the run's result
+            path = result.write(output_dir)
+            log.info("%s: %s", result.status, path)
+            publish_to_wandb(cfg, run_labels(result), result, output_dir)
