@@ -2,7 +2,9 @@
 
 Every run writes results.json, whatever happens: ``dry_run`` after counting parameters,
 ``completed`` after training, ``failed`` with the error before the exception propagates (and
-the process exits non-zero).
+the process exits non-zero); then the run goes to W&B if ``logger=wandb``. Exceptions:
+``skip_done=true`` keeps a completed results.json of the same configuration untouched, and
+under DDP only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -266,8 +268,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         if cfg.dry_run:
             result.status = "dry_run"
             return result
-        ckpt_fingerprint = fingerprint(cfg)
-        ckpt = resume_checkpoint(cfg, output_dir, ckpt_fingerprint) if task.resumable else None
+        run_fingerprint = fingerprint(cfg)
+        ckpt = resume_checkpoint(cfg, output_dir, run_fingerprint) if task.resumable else None
         if ckpt is not None:
             log.info("resuming from %s", ckpt)
             result.resumed_from = str(ckpt)
@@ -279,7 +281,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             make_trainer=_trainer_factory(
                 cfg,
                 output_dir,
-                ckpt_fingerprint,
+                run_fingerprint,
                 divergence_hint=f"omega={result.omega}, lowrank.gain="
                 f"{cfg.lowrank.gain or 'sqrt(d_in)'}, task.lr={cfg.task.get('lr', 'n/a')}",
                 labels=run_labels(result),
