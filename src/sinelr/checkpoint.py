@@ -47,6 +47,24 @@ def fingerprint(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+#: Trainer settings that change what a run shows, not what it computes.
+PRESENTATION_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
+
+
+def result_fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    """What a completed results.json must match to stand for this run (``skip_done=true``).
+
+    The checkpoint's fingerprint plus the preset and the trainer's settings: a resumed run may
+    train for more epochs or on other hardware, but a finished result depends on both.
+    """
+    trainer = OmegaConf.to_container(cfg.get("trainer") or {}, resolve=True)
+    return {
+        **fingerprint(cfg),
+        "preset": cfg.get("preset"),
+        "trainer": {k: v for k, v in trainer.items() if k not in PRESENTATION_KEYS},
+    }
+
+
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(data, dict):
         out: dict[str, Any] = {}
@@ -56,10 +74,12 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
-def fingerprint_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def fingerprint_diff(
+    saved: dict[str, Any], current: dict[str, Any], source: str = "checkpoint"
+) -> list[str]:
     a, b = _flatten(saved), _flatten(current)
     return [
-        f"{k}: {a.get(k)!r} (checkpoint) vs {b.get(k)!r} (now)"
+        f"{k}: {a.get(k)!r} ({source}) vs {b.get(k)!r} (now)"
         for k in sorted(a.keys() | b.keys())
         if a.get(k) != b.get(k)
     ]

@@ -2,12 +2,15 @@
 
 Every run writes results.json, whatever happens: ``dry_run`` after counting parameters,
 ``completed`` after training, ``failed`` with the error before the exception propagates (and
-the process exits non-zero).
+the process exits non-zero); then the run goes to W&B if ``logger=wandb``. Exceptions:
+``skip_done=true`` keeps a completed results.json of the same configuration untouched, and
+under DDP only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -17,7 +20,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -31,11 +36,13 @@ from sinelr.checkpoint import (
     check_checkpoint,
     find_resume_checkpoint,
     fingerprint,
+    fingerprint_diff,
+    result_fingerprint,
 )
 from sinelr.layers import LowRankConfig, variant_name
-from sinelr.loggers import GuardedLogger
+from sinelr.loggers import make_loggers, publish_to_wandb
 from sinelr.paper import paper_omega
-from sinelr.results import Metric, RunResult
+from sinelr.results import RESULTS_FILE, Metric, RunResult
 from sinelr.task import RunContext, Task
 from sinelr.vector_math import settle_vector_math
 
@@ -100,7 +107,11 @@ def full_rank_total(task: Task) -> int:
 
 
 def _trainer_factory(
-    cfg: DictConfig, output_dir: Path, run_fingerprint: dict[str, Any], divergence_hint: str
+    cfg: DictConfig,
+    output_dir: Path,
+    run_fingerprint: dict[str, Any],
+    divergence_hint: str,
+    labels: dict[str, Any],
 ):
     """``make_trainer(callbacks)``: the configured Trainer with sinelr's standard callbacks.
 
@@ -109,7 +120,7 @@ def _trainer_factory(
     """
 
     def make_trainer(callbacks: Sequence[L.Callback] = (), **overrides: Any) -> L.Trainer:
-        loggers = [GuardedLogger(instantiate(c)) for c in (cfg.get("logger") or {}).values() if c]
+        loggers = make_loggers(cfg.get("logger"), labels)
         standard: list[L.Callback] = [
             ModelCheckpoint(
                 dirpath=output_dir / CHECKPOINT_DIR,
@@ -160,9 +171,62 @@ def _log_diagnostics(diagnostics: dict[str, dict[str, float]]) -> None:
         )
 
 
+def run_labels(result: RunResult) -> dict[str, Any]:
+    """W&B's ``group`` (the experiment, ``+experiment=<name>``, else the task) and ``tags``."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    rank = "full" if result.rank is None else result.rank
+    return {
+        "group": choices.get("experiment") or result.task,
+        "tags": [result.task, result.method, f"rank={rank}", f"preset={result.preset}"],
+    }
+
+
+def completed_result(output_dir: Path, expected: dict[str, Any]) -> RunResult | None:
+    """The completed result in ``output_dir`` if a run with this fingerprint wrote it.
+
+    ``skip_done=true`` asks this before running: a sweep run again into the same sweep
+    directory finds each job's earlier results.json (job directories are named by their
+    overrides), and anything but a completed run of the same configuration is run again.
+    """
+    path = output_dir / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        log.warning("skip_done: %s is unreadable (%s); running again", path, error)
+        return None
+    if data.get("status") != "completed":
+        log.info("skip_done: %s says %s; running again", path, data.get("status"))
+        return None
+    diff = fingerprint_diff(data.get("fingerprint") or {}, expected, source="results.json")
+    if diff:
+        log.warning(
+            "skip_done: %s is a completed run of another configuration (%s); running again",
+            path,
+            "; ".join(diff[:5]),
+        )
+        return None
+    return RunResult.from_json(data)
+
+
 def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
-    """Run one configured experiment and write ``output_dir/results.json``."""
+    """Run one configured experiment and write ``output_dir/results.json``.
+
+    With ``skip_done=true``, a completed results.json of the same configuration already in
+    ``output_dir`` is returned as it is, and nothing runs.
+    """
     output_dir = Path(output_dir)
+    if cfg.get("skip_done"):
+        done = completed_result(output_dir, result_fingerprint(cfg))
+        if done is not None:
+            log.info(
+                "skip_done: %s already completed (%s = %s); not run again",
+                output_dir,
+                done.metric.name,
+                done.metric.value,
+            )
+            return done
     start = time.perf_counter()
     settle_vector_math()  # before any parallel CPU op: the same seed must give the same run
     task_name = cfg.task.name
@@ -180,6 +244,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     )
     model: nn.Module | None = None
     try:
+        result.fingerprint = result_fingerprint(cfg)
         task_cls: type[Task] = get_class(cfg.task._target_)
         result.metric = Metric(task_cls.metric, None, task_cls.higher_is_better)
         result.task_config = OmegaConf.to_container(cfg.task, resolve=True)
@@ -232,6 +297,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
                 run_fingerprint,
                 divergence_hint=f"omega={result.omega}, lowrank.gain="
                 f"{cfg.lowrank.gain or 'sqrt(d_in)'}, task.lr={cfg.task.get('lr', 'n/a')}",
+                labels=run_labels(result),
             ),
             ckpt_path=None if ckpt is None else str(ckpt),
         )
@@ -253,5 +319,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             result.diagnostics = {"rank": rank_diagnostics(model)}
             _log_diagnostics(result.diagnostics["rank"])
         result.wall_time_s = time.perf_counter() - start
-        path = result.write(output_dir)
-        log.info("%s: %s", result.status, path)
+        if rank_zero_only.rank == 0:  # under DDP, one process writes the run's result
+            path = result.write(output_dir)
+            log.info("%s: %s", result.status, path)
+            publish_to_wandb(cfg, run_labels(result), result, output_dir)

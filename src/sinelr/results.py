@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ class RunResult:
 
     Extensions: ``error`` (failed runs), ``diagnostics`` (rank of each factorised layer),
     ``task_config`` (the task's resolved settings), ``output_dir``, ``resumed_from`` (the
-    checkpoint a resumed run continued from).
+    checkpoint a resumed run continued from), ``fingerprint`` (the settings the result depends
+    on: ``skip_done=true`` reuses a completed result only when they match).
     """
 
     task: str
@@ -49,6 +50,7 @@ class RunResult:
     task_config: dict[str, Any] = field(default_factory=dict)
     output_dir: str = ""
     resumed_from: str | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         if self.status not in STATUSES:
@@ -81,7 +83,17 @@ class RunResult:
         data["output_dir"] = self.output_dir
         if self.resumed_from is not None:
             data["resumed_from"] = self.resumed_from
+        if self.fingerprint:
+            data["fingerprint"] = self.fingerprint
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunResult:
+        """The result a results.json describes (the inverse of :meth:`to_json`)."""
+        names = {f.name for f in fields(cls)}
+        kwargs = {key: value for key, value in data.items() if key in names}
+        kwargs.update(metric=Metric(**data["metric"]), params=ParamCounts(**data["params"]))
+        return cls(**kwargs)
 
     def write(self, output_dir: str | Path) -> Path:
         return atomic_write_json(Path(output_dir) / RESULTS_FILE, self.to_json())

@@ -74,4 +74,5 @@ class BofTask(LightningTask):
             lr_final_factor=self.lr_final_factor,
             resolution=self.resolution,
             surface_path=ctx.output_dir / "surface.ply",
+            slices_path=ctx.output_dir / "slices.png",
         )

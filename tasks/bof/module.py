@@ -24,7 +24,8 @@ THRESHOLD = 0.5
 
 class OccupancyModule(L.LightningModule):
     """Regresses 0/1 occupancy with an MSE (as WIRE, which the paper follows); scores the IoU of
-    ``prediction > 0.5`` over the whole grid and exports that surface by marching cubes.
+    ``prediction > 0.5`` over the whole grid and exports that surface by marching cubes, and the
+    middle slices of the predicted and true occupancy as a figure.
 
     The learning rate decays exponentially per step to ``lr · lr_final_factor``.
     """
@@ -36,6 +37,7 @@ class OccupancyModule(L.LightningModule):
         lr_final_factor: float,
         resolution: int,
         surface_path: Path | None = None,
+        slices_path: Path | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -43,9 +45,11 @@ class OccupancyModule(L.LightningModule):
         self.lr_final_factor = lr_final_factor
         self.resolution = resolution
         self.surface_path = surface_path
+        self.slices_path = slices_path
         self.val_iou = BinaryJaccardIndex(threshold=THRESHOLD)
         self.test_iou = BinaryJaccardIndex(threshold=THRESHOLD)
         self._volume: Tensor | None = None
+        self._truth: Tensor | None = None
 
     def forward(self, xyz: Tensor) -> Tensor:
         return self.model(xyz)
@@ -72,17 +76,26 @@ class OccupancyModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._volume = torch.zeros(self.resolution**3)
+        self._truth = torch.zeros(self.resolution**3)
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         prediction = self._score(batch, self.test_iou)
-        assert self._volume is not None
-        self._volume[batch[0].cpu()] = prediction.squeeze(1).float().cpu()
+        assert self._volume is not None and self._truth is not None
+        index = batch[0].cpu()
+        self._volume[index] = prediction.squeeze(1).float().cpu()
+        self._truth[index] = batch[2].squeeze(1).float().cpu()
         self.log("test/iou", self.test_iou, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
-        if self.surface_path is not None and self._volume is not None:
-            export_surface(self._volume.reshape((self.resolution,) * 3), self.surface_path)
-        self._volume = None
+        if self._volume is not None and self._truth is not None:
+            shape = (self.resolution,) * 3
+            if self.surface_path is not None:
+                export_surface(self._volume.reshape(shape), self.surface_path)
+            if self.slices_path is not None:
+                plot_slices(
+                    self._truth.reshape(shape), self._volume.reshape(shape), self.slices_path
+                )
+        self._volume = self._truth = None
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
@@ -102,3 +115,22 @@ def export_surface(volume: Tensor, path: Path) -> None:
     data = mesh.export(file_type="ply")
     atomic_write(path, lambda handle: handle.write(data))
     log.info("predicted surface: %s (%d triangles)", path, len(faces))
+
+
+def plot_slices(truth: Tensor, prediction: Tensor, path: Path) -> None:
+    """The middle x, y and z slices of the true and the predicted occupancy, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    middle = truth.shape[0] // 2
+    fig, axes = plt.subplots(2, 3, figsize=(9, 6), layout="constrained")
+    for row, (label, volume) in enumerate([("true", truth), ("predicted", prediction)]):
+        for axis, ax in enumerate(axes[row]):
+            ax.imshow(volume.select(axis, middle).T, origin="lower", cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{label}, {'xyz'[axis]} = {middle}")
+            ax.set_axis_off()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    log.info("occupancy slices: %s", path)

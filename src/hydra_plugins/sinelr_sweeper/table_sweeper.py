@@ -1,14 +1,39 @@
-"""A sweeper for paper tables: Hydra's basic grid, each dense baseline run once.
+"""A sweeper for paper tables: Hydra's basic grid, each dense baseline run once, no job lost.
 
 A table sweeps ``rank=null,1,2 omega=null,paper``; ``rank=null`` ignores ω, so the plain grid
 would train the same full-rank network once per ω. This sweeper sets ω to null in the
 ``rank=null`` jobs and drops the repeats, so a table's multirun runs each of its rows once.
+
+Hydra's basic sweeper re-raises the first failed job's exception after its batch, so with
+``max_batch_size`` set the batches after it never run, and either way only the first failure is
+named. A table of hours of runs should not hinge on one bad cell: this sweeper runs every batch,
+then fails with :class:`MultirunFailed` naming each failed job (whose results.json holds the
+error). Any launcher (basic, joblib, submitit) reports failures as ``JobReturn``s, so this holds
+for all of them.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class MultirunFailed(CompactHydraException):
+    """Some jobs of a multirun failed; the others ran to the end.
+
+    A compact Hydra exception: Hydra prints its message alone, without a traceback of the
+    sweeper (each job's own error is in the message and in its results.json).
+    """
 
 
 def _key(override: str) -> str:
@@ -32,6 +57,18 @@ def unique_jobs(jobs: list[list[str]]) -> list[list[str]]:
     return kept
 
 
+def failure_report(failed: Sequence[JobReturn], total: int) -> str:
+    """One line per failed job: its overrides, its error, and where its results.json is."""
+    lines = [f"{len(failed)} of {total} jobs failed (the others ran to the end):"]
+    for ret in failed:
+        output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") or "?"
+        lines.append(
+            f"  {' '.join(ret.overrides or [])}: {ret._return_value} "
+            f"(see {Path(output_dir) / 'results.json'})"
+        )
+    return "\n".join(lines)
+
+
 class TableSweeper(BasicSweeper):
     @staticmethod
     def split_arguments(
@@ -41,3 +78,27 @@ class TableSweeper(BasicSweeper):
         jobs = unique_jobs(jobs)
         size = max_batch_size or len(jobs) or 1
         return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        """Run every batch, whatever fails; then raise :class:`MultirunFailed` if any job did."""
+        assert self.config is not None and self.launcher is not None
+        assert self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides([*self._parse_config(), *arguments])
+        self.overrides = self.split_arguments(overrides, self.max_batch_size)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        returns: list[Sequence[JobReturn]] = []
+        job_idx = 0
+        while not self.is_done():
+            batch = self.get_job_batch()
+            self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=job_idx)
+            job_idx += len(batch)
+            returns.append(results)
+        failed = [r for batch in returns for r in batch if r.status != JobStatus.COMPLETED]
+        if failed:
+            raise MultirunFailed(failure_report(failed, job_idx))
+        return returns

@@ -1,0 +1,241 @@
+"""Sweeps: experiment files, failure-tolerant multiruns, skip_done, ω search, launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from hydra_plugins.sinelr_sweeper.table_sweeper import TableSweeper
+from sinelr.checkpoint import result_fingerprint
+from sinelr.driver import completed_result
+from sinelr.loggers import results_table
+from sinelr.results import RESULTS_FILE, Metric, RunResult
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+PRESETS = ("smoke", "mini", "paper")
+
+
+def config(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def multirun(*overrides: str, sweep_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``run.py -m`` in a subprocess, offline, its sweep in ``sweep_dir``."""
+    env = {
+        **os.environ,
+        "SINELR_CACHE": str(sweep_dir.parent / "cache"),
+        "SINELR_DATA": str(sweep_dir.parent / "no-data"),
+        "WANDB_MODE": "offline",
+    }
+    return subprocess.run(
+        [
+            sys.executable, "run.py", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}",
+            "trainer.enable_progress_bar=false",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def sweep_results(sweep_dir: Path) -> dict[str, dict]:
+    """Each job directory's name (its overrides) → its results.json."""
+    return {
+        path.parent.name: json.loads(path.read_text())
+        for path in sorted(sweep_dir.glob(f"*/{RESULTS_FILE}"))
+    }
+
+
+# -- experiment files ---------------------------------------------------------------------------
+def test_every_paper_result_has_an_experiment_file():
+    assert {"fig3_theory", "table13_bof", "table3_nerf", "table1_glue"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_and_its_sweep_parses(experiment: str, preset: str):
+    cfg = config(f"+experiment={experiment}", f"preset={preset}", hydra=True)
+    assert cfg.preset == preset
+    OmegaConf.to_container(cfg.task, resolve=True)  # every task setting resolves at this preset
+    params = cfg.hydra.sweeper.params
+    assert params, f"{experiment} sweeps nothing"
+    parser = OverridesParser.create()
+    overrides = parser.parse_overrides([f"{key}={value}" for key, value in params.items()])
+    (jobs,) = TableSweeper.split_arguments(overrides, None)
+    assert len(jobs) >= 2
+    # Each job's overrides are legal for the composed config (keys exist, groups have options).
+    config(f"+experiment={experiment}", f"preset={preset}", *jobs[-1])
+    if "omega" in params:  # a factorised table: plain and sine runs side by side
+        omegas = str(params.omega).split(",")
+        assert "null" in omegas and any(w != "null" for w in omegas), omegas
+
+
+# -- failure tolerance and skip_done -----------------------------------------------------------
+def test_completed_result_is_reused_only_for_the_same_configuration(tmp_path: Path):
+    cfg = config("task=theory", "preset=smoke", "rank=1")
+    result = RunResult(
+        task="theory", method="sine_lowrank", rank=1, omega=None, adapter=None, seed=0,
+        preset="smoke", metric=Metric("m", 0.5, True), metrics={"m": 0.5}, status="completed",
+        fingerprint=result_fingerprint(cfg),
+    )  # fmt: skip
+    result.write(tmp_path)
+    reused = completed_result(tmp_path, result_fingerprint(cfg))
+    assert reused is not None and reused.to_json() == result.to_json()
+
+    other = config("task=theory", "preset=smoke", "rank=1", "task.trials=2")
+    assert completed_result(tmp_path, result_fingerprint(other)) is None
+    longer = config("task=theory", "preset=smoke", "rank=1", "trainer.max_epochs=5")
+    assert completed_result(tmp_path, result_fingerprint(longer)) is None
+    # Display settings do not change a result: it is still reused.
+    quiet = config("task=theory", "preset=smoke", "rank=1", "trainer.enable_progress_bar=false")
+    assert completed_result(tmp_path, result_fingerprint(quiet)) is not None
+
+    result.status, result.error = "failed", "ValueError: boom"
+    result.write(tmp_path)
+    assert completed_result(tmp_path, result_fingerprint(cfg)) is None
+
+
+@pytest.mark.slow
+def test_a_failed_job_does_not_stop_the_multirun(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun("task=theory", "preset=smoke", "rank=1,0,5", sweep_dir=sweep_dir)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert "1 of 3 jobs failed" in output and "rank=0" in output, output
+    found = {name: r["status"] for name, r in sweep_results(sweep_dir).items()}
+    assert found == {
+        "preset=smoke,rank=0,task=theory": "failed",
+        "preset=smoke,rank=1,task=theory": "completed",
+        "preset=smoke,rank=5,task=theory": "completed",
+    }
+    failed = sweep_results(sweep_dir)["preset=smoke,rank=0,task=theory"]
+    assert "rank must be a positive integer" in failed["error"]
+
+
+@pytest.mark.slow
+def test_a_sweep_run_again_with_skip_done_reuses_completed_jobs(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    args = ("task=theory", "preset=smoke", "rank=1,5", "skip_done=true")
+    first = multirun(*args, sweep_dir=sweep_dir)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/*.*") if p.suffix != ".log"}
+    texts = {p: p.read_text() for p in sweep_dir.glob(f"*/{RESULTS_FILE}")}
+    assert len(texts) == 2
+
+    again = multirun(*args, sweep_dir=sweep_dir)
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output
+    assert output.count("already completed") == 2, output
+    # Nothing was computed again: results.json, the CSVs and figures are the same files.
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert {p: p.read_text() for p in texts} == texts
+
+
+# -- W&B ----------------------------------------------------------------------------------------
+def test_results_table_has_a_row_per_item_and_one_for_the_run():
+    metrics = {"test/psnr": 21.0, "test/psnr/view_000": 20.0, "test/ssim/view_000": 0.5,
+               "test/psnr/view_008": 22.0}  # fmt: skip
+    columns, rows = results_table(metrics)
+    assert columns == ["item", "test/psnr", "test/ssim"]
+    assert rows == [["all", 21.0, None], ["view_000", 20.0, 0.5], ["view_008", 22.0, None]]
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_the_results_table_and_images(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "+experiment=table13_bof", "preset=smoke", "task.shape=trefoil", "rank=1",
+        "omega=paper", "logger=wandb", sweep_dir=sweep_dir,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ((job, results),) = sweep_results(sweep_dir).items()
+    job_dir = sweep_dir / job
+    (run_dir,) = (job_dir / "wandb").glob("offline-run-*")
+    # The table: one row "all" with every metric of results.json (wandb's own JSON format).
+    (table_file,) = (run_dir / "files" / "media" / "table").glob("results_*.table.json")
+    table = json.loads(table_file.read_text())
+    row = dict(zip(table["columns"], table["data"][0], strict=True))
+    assert row["item"] == "all"
+    assert {k: row[k] for k in results["metrics"]} == results["metrics"]
+    # The image: bof's occupancy slices, as the run wrote them.
+    (image,) = (run_dir / "files" / "media" / "images").rglob("slices_*.png")
+    from PIL import Image
+
+    with Image.open(image) as logged, Image.open(job_dir / "slices.png") as written:
+        assert logged.size == written.size
+    # Group, tags and summary live in the run's protobuf log; wandb 0.31 ships no reader for
+    # it, so look for their strings in it.
+    log = next(run_dir.glob("run-*.wandb")).read_bytes()
+    for text in ["table13_bof", "sine_lowrank", "rank=1", "preset=smoke", "compression_rate"]:
+        assert text.encode() in log, text
+
+
+# -- ω search and launchers -------------------------------------------------------------------
+@pytest.mark.slow
+def test_omega_optuna_search_maximises_the_run_metric(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "task=theory", "preset=smoke", "hparams_search=omega_optuna",
+        "hydra.sweeper.n_trials=2", sweep_dir=sweep_dir,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = sweep_results(sweep_dir)
+    assert sorted(trials) == ["0", "1"]  # trial dirs are numbered
+    omegas = [r["omega"] for r in trials.values()]
+    assert all(10 <= w <= 3000 for w in omegas) and omegas[0] != omegas[1]
+    assert {r["rank"] for r in trials.values()} == {5}  # the search's fixed rank
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    values = {r["omega"]: r["metric"]["value"] for r in trials.values()}
+    assert best.best_value == max(values.values())  # maximised, as every task's metric wants
+    assert values[best.best_params.omega] == best.best_value
+
+
+def test_omega_optuna_replaces_the_grid_sweeper():
+    grid = config("task=bof", hydra=True).hydra
+    assert grid.sweeper._target_.endswith("TableSweeper")
+    search = config("task=bof", "hparams_search=omega_optuna", hydra=True).hydra
+    assert search.sweeper._target_.endswith("OptunaSweeper")
+    assert search.sweeper.direction == "maximize"
+    assert search.sweeper.params.omega == "tag(log, interval(10, 3000))"
+
+
+def test_submitit_slurm_launcher_config_resolves():
+    cfg = config("task=bof", "hydra/launcher=submitit_slurm", hydra=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert launcher["submitit_folder"].endswith("/.submitit/%j")
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel_and_survives_a_failure(tmp_path: Path):
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(
+        "task=theory", "preset=smoke", "rank=1,0,5", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", sweep_dir=sweep_dir,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "1 of 3 jobs failed" in output, output
+    assert "Joblib.Parallel(n_jobs=2" in output, output
+    found = {name: r["status"] for name, r in sweep_results(sweep_dir).items()}
+    assert sorted(found.values()) == ["completed", "completed", "failed"], found
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_one_result(run_cli):
+    run = run_cli(
+        "task=bof", "preset=smoke", "rank=1", "omega=100", "trainer=ddp",
+        "trainer.accelerator=cpu", "trainer.devices=2",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    assert run.output.count("completed: ") == 1, run.output  # rank 1 writes nothing
+    assert list(run.run_dir.rglob("results.json")) == [run.run_dir / "results.json"]
+    assert run.results["status"] == "completed"
+    assert (run.run_dir / "train_ddp_process_1.log").is_file()  # a second process did train
