@@ -147,6 +147,33 @@ def median_time(fn, warmup: int, reps: int) -> float:
     return statistics.median(times)
 
 
+def compare_methods(make_step, ranks: list[int], items: int, unit: str, reps: int) -> dict:
+    """Time dense, then plain and sine low rank at each rank, in fp32 and in bf16 autocast.
+
+    ``make_step(method, rank, bf16)`` returns one training step of a freshly built model;
+    ``items`` per step (rays, images) gives the throughput. Returns ``<unit>_per_s`` per
+    configuration and every configuration's time relative to dense, as the task benchmarks
+    report them.
+    """
+    import torch
+
+    configs = [("dense", None)] + [(m, k) for k in ranks for m in ("lowrank", "sine_lowrank")]
+    summary: dict[str, float | str] = {}
+    for precision in ("fp32", "bf16"):
+        times = {}
+        for method, rank in configs:
+            name = method if rank is None else f"{method}_k{rank}"
+            times[name] = median_time(make_step(method, rank, precision == "bf16"), 2, reps)
+            rate = items / times[name]
+            print(f"{precision} {name:18s} {times[name] * 1e3:8.1f} ms/step {rate:9.1f} {unit}/s")
+            summary[f"{precision}_{name}_{unit}_per_s"] = round(rate, 1)
+        for name, seconds in times.items():
+            if name != "dense":
+                summary[f"{precision}_{name}_vs_dense_time"] = round(seconds / times["dense"], 3)
+    summary["threads"] = str(torch.get_num_threads())
+    return summary
+
+
 def measure_one(workload: str, variant: str, device: str, warmup: int, reps: int) -> dict:
     import torch
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tasks/ is importable from the repository root
-from bench_layers import adam_step, median_time  # noqa: E402
+from bench_layers import adam_step, compare_methods  # noqa: E402
 
 from sinelr.apply import apply_lowrank  # noqa: E402
 from sinelr.layers import LowRankConfig  # noqa: E402
@@ -69,23 +69,11 @@ def main() -> int:
     settings = RenderSettings(
         n_samples=args.samples, n_importance=args.samples, perturb=True, noise_std=1.0
     )
-    configs = [("dense", None)] + [
-        (method, k) for k in args.ranks for method in ("lowrank", "sine_lowrank")
-    ]
-    summary: dict[str, float | str] = {}
-    for precision in ("fp32", "bf16"):
-        times = {}
-        for method, rank in configs:
-            name = method if rank is None else f"{method}_k{rank}"
-            step = nerf_step(build(method, rank), args.rays, settings, precision == "bf16")
-            times[name] = median_time(step, 2, args.reps)
-            rate = args.rays / times[name]
-            print(f"{precision} {name:16s} {times[name] * 1e3:8.1f} ms/step {rate:8.0f} rays/s")
-            summary[f"{precision}_{name}_rays_per_s"] = round(rate)
-        for name, seconds in times.items():
-            if name != "dense":
-                summary[f"{precision}_{name}_vs_dense_time"] = round(seconds / times["dense"], 3)
-    summary["threads"] = str(torch.get_num_threads())
+
+    def make_step(method: str, rank: int | None, bf16: bool):
+        return nerf_step(build(method, rank), args.rays, settings, bf16)
+
+    summary = compare_methods(make_step, args.ranks, args.rays, "rays", args.reps)
     print(json.dumps(summary))
     return 0
 

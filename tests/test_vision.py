@@ -99,7 +99,7 @@ def test_mnist_test_set_alone_is_split_the_same_way_every_time(tmp_path):
     write_mnist(tmp_path, n=50)
     train, test = read_mnist(tmp_path, None)
     assert (len(train), len(test)) == (40, 10)
-    again_train, again_test = read_mnist(tmp_path, None)
+    _, again_test = read_mnist(tmp_path, None)
     assert torch.equal(test.labels, again_test.labels)
     assert np.array_equal(test.pixels, again_test.pixels)
     # disjoint and together the whole set: every image appears exactly once
@@ -135,7 +135,7 @@ def test_image_folders_need_train_and_val(tmp_path):
     (tmp_path / "train" / "a").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"val does not exist"):
         read_imagefolder(tmp_path, tmp_path)
-    with pytest.raises(ValueError, match="needs task.data_path"):
+    with pytest.raises(ValueError, match=r"needs task\.data_path"):
         read_imagefolder(tmp_path, None)
 
 
@@ -152,9 +152,7 @@ def dense_mlp(d_model: int, d_hidden: int) -> int:
     return 2 * d_model * d_hidden + d_hidden + d_model
 
 
-@pytest.mark.parametrize(
-    ("rank", "millions"), [(None, 27.9), (1, 13.8), (5, 13.9), (20, 14.2)]
-)
+@pytest.mark.parametrize(("rank", "millions"), [(None, 27.9), (1, 13.8), (5, 13.9), (20, 14.2)])
 def test_convnext_tiny_has_the_paper_parameter_counts(run_cli, rank, millions):
     run = run_cli("task=convnext_cifar", f"rank={'null' if rank is None else rank}",
                   "omega=paper", "dry_run=true")  # fmt: skip
@@ -211,7 +209,8 @@ def test_imagefolder_counts_its_classes(run_cli, tmp_path):
     assert run.returncode == 0, run.output
     # 4 class folders give a 4-way head: 6 classes fewer than 10, each (width 32) + 1 bias
     run_ten = run_cli("task=vit_cifar", "task.dataset=imagefolder", f"task.data_path={root}",
-                      "task.num_classes=10", "preset=smoke", "rank=1", "omega=30", "dry_run=true")  # fmt: skip
+                      "task.num_classes=10", "preset=smoke", "rank=1", "omega=30",
+                      "dry_run=true")  # fmt: skip
     assert run_ten.results["params"]["total"] - run.results["params"]["total"] == 6 * (32 + 1)
 
 

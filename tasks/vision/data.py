@@ -54,9 +54,7 @@ class TransformedImages(Dataset):
         return len(self.source)
 
     def __getitem__(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        images = [
-            self.transform(self.source.image(int(i)).convert(self.mode)) for i in indices
-        ]
+        images = [self.transform(self.source.image(int(i)).convert(self.mode)) for i in indices]
         return torch.stack(images), self.source.labels[indices]
 
 
@@ -142,4 +140,3 @@ class VisionDataModule(L.LightningDataModule):
         return index_loader(
             self.splits["test"], self.eval_batch_size, shuffle=False, num_workers=self.num_workers
         )
-

@@ -168,7 +168,10 @@ def _find_idx(root: Path, stem: str) -> Path | None:
 
 
 def _read_mnist_pair(root: Path, prefix: str) -> ArrayImages:
-    paths = {kind: _find_idx(root, f"{prefix}-{kind}") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")}
+    paths = {
+        kind: _find_idx(root, f"{prefix}-{kind}")
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+    }
     missing = [f"{prefix}-{kind}[.gz]" for kind, path in paths.items() if path is None]
     if missing:
         raise FileNotFoundError(
@@ -242,9 +245,7 @@ def count_class_folders(root: Path) -> int:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "cifar100": DatasetSpec(
-        read_cifar100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-    ),
+    "cifar100": DatasetSpec(read_cifar100, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagenet": DatasetSpec(read_imagenet, 1000, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
     "mnist": DatasetSpec(read_mnist, 10, (0.1307,) * 3, (0.3081,) * 3),
     "imagefolder": DatasetSpec(read_imagefolder, None, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),

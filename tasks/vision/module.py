@@ -11,7 +11,6 @@ import math
 from collections.abc import Sequence
 
 import lightning as L
-import torch
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
@@ -28,7 +27,9 @@ def accuracy_metrics(num_classes: int, topk: Sequence[int], prefix: str) -> Metr
     """``<prefix>acc`` (top-1) and ``<prefix>acc<k>`` for every other ``k`` in ``topk``."""
     return MetricCollection(
         {
-            "acc" if k == 1 else f"acc{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+            "acc" if k == 1 else f"acc{k}": MulticlassAccuracy(
+                num_classes, top_k=k, average="micro"
+            )
             for k in topk
         },
         prefix=prefix,
