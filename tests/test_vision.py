@@ -139,6 +139,18 @@ def test_image_folders_need_train_and_val(tmp_path):
         read_imagefolder(tmp_path, None)
 
 
+def test_randaugment_survives_its_strongest_posterize():
+    from timm.data.auto_augment import AugmentOp
+
+    import tasks.vision.data  # noqa: F401  (the posterize fix is installed on import)
+
+    image = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
+    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)
+    assert np.asarray(op(image)).max() == 0  # 0 bits kept: black, as Pillow < 12 gave
+    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5)
+    assert np.asarray(op(image)).max() == 192  # 2 bits kept: 200 = 0b11001000 -> 0b11000000
+
+
 def test_drop_last_batches_never_run_short():
     batches = list(IndexBatches(10, 4, shuffle=True, drop_last=True))
     assert [len(b) for b in batches] == [4, 4]

@@ -16,12 +16,30 @@ from typing import Any
 import lightning as L
 import torch
 from PIL import Image
-from timm.data import create_transform
+from timm.data import auto_augment, create_transform
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sinelr.data import index_loader
 from tasks.vision.datasets import ImageSource, dataset_spec
+
+
+def _posterize(image: Image.Image, bits_to_keep: int, **kwargs: Any) -> Image.Image:
+    """timm's posterize, with 0 bits giving the black image older Pillow gave.
+
+    RandAugment's increasing posterize keeps ``4 - int(4·m/10)`` bits, 0 at magnitude 10 (which
+    ``mstd`` noise reaches: ~2 % of draws at m9 mstd0.5). Pillow ≥ 12 refuses 0 bits, so timm's
+    own recipe would crash a run at a random step; every bit masked off is black.
+    """
+    if bits_to_keep <= 0:
+        return Image.new(image.mode, image.size)
+    return _timm_posterize(image, bits_to_keep, **kwargs)
+
+
+_timm_posterize = auto_augment.posterize
+for _name, _op in list(auto_augment.NAME_TO_OP.items()):
+    if _op is _timm_posterize:
+        auto_augment.NAME_TO_OP[_name] = _posterize
 
 
 @dataclass(frozen=True)
