@@ -21,7 +21,7 @@ from sinelr.layers import LowRankConfig
 from sinelr.task import LightningTask, RunContext
 from tasks.vision.data import Augment, VisionDataModule
 from tasks.vision.datasets import count_class_folders, dataset_spec
-from tasks.vision.module import VisionModule
+from tasks.vision.module import Schedule, VisionModule
 
 
 class VisionTask(LightningTask):
@@ -67,12 +67,7 @@ class VisionTask(LightningTask):
         if unknown := sorted(set(augment) - known):
             raise ValueError(f"task.augment has unknown keys {unknown}; known: {sorted(known)}")
         self.augment = Augment(**augment)
-        self.optimizer = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_epochs = warmup_epochs
-        self.min_lr = min_lr
-        self.warmup_lr = warmup_lr
+        self.schedule = Schedule(optimizer, lr, weight_decay, warmup_epochs, min_lr, warmup_lr)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -123,11 +118,6 @@ class VisionTask(LightningTask):
             model,
             num_classes=self.num_classes,
             augment=self.augment,
-            optimizer=self.optimizer,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            warmup_epochs=self.warmup_epochs,
-            min_lr=self.min_lr,
-            warmup_lr=self.warmup_lr,
+            schedule=self.schedule,
             topk=self.topk,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import lightning as L
 from timm.data import Mixup
@@ -36,28 +37,30 @@ def accuracy_metrics(num_classes: int, topk: Sequence[int], prefix: str) -> Metr
     )
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """The optimiser (a ``create_optimizer_v2`` name) and its cosine learning-rate schedule."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    min_lr: float
+    warmup_lr: float
+
+
 class VisionModule(L.LightningModule):
     def __init__(
         self,
         model: nn.Module,
         num_classes: int,
         augment: Augment,
-        optimizer: str,
-        lr: float,
-        weight_decay: float,
-        warmup_epochs: float,
-        min_lr: float,
-        warmup_lr: float,
+        schedule: Schedule,
         topk: Sequence[int],
     ) -> None:
         super().__init__()
         self.model = model
-        self.optimizer_name = optimizer
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_epochs = warmup_epochs
-        self.min_lr = min_lr
-        self.warmup_lr = warmup_lr
+        self.schedule = schedule
         self.mixup = (
             Mixup(
                 mixup_alpha=augment.mixup,
@@ -105,8 +108,9 @@ class VisionModule(L.LightningModule):
         self._score(batch, self.test_metrics)
 
     def configure_optimizers(self):
+        s = self.schedule
         optimizer = create_optimizer_v2(
-            self.model, self.optimizer_name, lr=self.lr, weight_decay=self.weight_decay
+            self.model, s.optimizer, lr=s.lr, weight_decay=s.weight_decay
         )
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, min(total, int(self.trainer.num_training_batches)))
@@ -114,9 +118,9 @@ class VisionModule(L.LightningModule):
             optimizer,
             sched="cosine",
             num_epochs=math.ceil(total / per_epoch),
-            warmup_epochs=self.warmup_epochs,
-            min_lr=self.min_lr,
-            warmup_lr=self.warmup_lr,
+            warmup_epochs=s.warmup_epochs,
+            min_lr=s.min_lr,
+            warmup_lr=s.warmup_lr,
             step_on_epochs=False,
             updates_per_epoch=per_epoch,
         )
