@@ -6,8 +6,11 @@ parameter counts against the paper's, and runs end to end.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,8 @@ from sinelr.data import IndexBatches
 from tasks.vision import datasets
 from tasks.vision.datasets import read_cifar100, read_imagefolder, read_mnist
 from tests.helpers import kill_at_first_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_cifar100(root: Path, n_train: int = 48, n_test: int = 40) -> Path:
@@ -160,35 +165,44 @@ def test_drop_last_batches_never_run_short():
 # --- runs -------------------------------------------------------------------------------------
 
 
-def dense_mlp(d_model: int, d_hidden: int) -> int:
-    return 2 * d_model * d_hidden + d_hidden + d_model
+def dry_runs(tmp_path: Path, *overrides: str) -> dict[int | None, dict]:
+    """results.json of a ``dry_run=true`` multirun, by rank: one process for every rank."""
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "run.py", "-m", *overrides, "omega=paper", "dry_run=true",
+         f"hydra.sweep.dir={sweep_dir}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SINELR_DATA": str(tmp_path / "void")},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = [json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")]
+    return {r["rank"]: r for r in found}
 
 
-@pytest.mark.parametrize(("rank", "millions"), [(None, 27.9), (1, 13.8), (5, 13.9), (20, 14.2)])
-def test_convnext_tiny_has_the_paper_parameter_counts(run_cli, rank, millions):
-    run = run_cli("task=convnext_cifar", f"rank={'null' if rank is None else rank}",
-                  "omega=paper", "dry_run=true")  # fmt: skip
-    assert run.returncode == 0, run.output
-    params = run.results["params"]
-    assert round(params["total"] / 1e6, 1) == millions
-    # only the last stage's 3 MLPs (768 <-> 3072) are factorised
-    assert params["lowrank"] == (0 if rank is None else 3 * 2 * (768 + 3072) * rank)
-    assert params["full_rank_total"] - params["total"] == (
-        0 if rank is None else 3 * (2 * 768 * 3072 - 2 * (768 + 3072) * rank)
-    )
+def test_convnext_tiny_has_the_paper_parameter_counts(tmp_path):
+    runs = dry_runs(tmp_path, "task=convnext_cifar", "rank=null,1,5,20")
+    millions = {rank: round(r["params"]["total"] / 1e6, 1) for rank, r in runs.items()}
+    assert millions == {None: 27.9, 1: 13.8, 5: 13.9, 20: 14.2}
+    for rank, results in runs.items():
+        params = results["params"]
+        # only the last stage's 3 MLPs (768 <-> 3072) are factorised
+        k = rank or 0
+        assert params["lowrank"] == 3 * 2 * (768 + 3072) * k
+        saved = 0 if rank is None else 3 * (2 * 768 * 3072 - 2 * (768 + 3072) * k)
+        assert params["full_rank_total"] - params["total"] == saved
 
 
 @pytest.mark.parametrize(
-    ("task", "d_model", "d_hidden", "rank", "omega"),
-    [("vit_cifar", 384, 1536, 1, 500.0), ("vit_cifar", 384, 1536, 10, 300.0),
-     ("vit_imagenet", 768, 3072, 5, 800.0)],
-)  # fmt: skip
-def test_vit_factorises_every_block_mlp(run_cli, task, d_model, d_hidden, rank, omega):
-    run = run_cli(f"task={task}", "preset=paper", f"rank={rank}", "omega=paper", "dry_run=true")
-    assert run.returncode == 0, run.output
-    results = run.results
-    assert results["params"]["lowrank"] == 12 * 2 * (d_model + d_hidden) * rank
-    assert (results["method"], results["omega"]) == ("sine_lowrank", omega)
+    ("task", "d_model", "d_hidden", "omegas"),
+    [("vit_cifar", 384, 1536, {1: 500.0, 10: 300.0}), ("vit_imagenet", 768, 3072, {5: 800.0})],
+)
+def test_vit_factorises_every_block_mlp(tmp_path, task, d_model, d_hidden, omegas):
+    ranks = ",".join(map(str, omegas))
+    runs = dry_runs(tmp_path, f"task={task}", "preset=paper", f"rank={ranks}")
+    assert set(runs) == set(omegas)
+    for rank, results in runs.items():
+        assert results["params"]["lowrank"] == 12 * 2 * (d_model + d_hidden) * rank
+        assert (results["method"], results["omega"]) == ("sine_lowrank", omegas[rank])
 
 
 @pytest.mark.slow
