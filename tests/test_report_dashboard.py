@@ -206,6 +206,27 @@ def test_glue_gets_table1_columns_and_theory_one_column_without_paper_numbers(tm
     assert "The paper prints no numbers for this task" in page
 
 
+def test_a_commonsense_run_fills_one_column_per_set(tmp_path):
+    sets = ["boolq", "piqa", "social_i_qa", "hellaswag", "winogrande", "ARC-Easy",
+            "ARC-Challenge", "openbookqa"]  # fmt: skip
+    per_set = {f"test/acc/{name}": 0.5 + i / 100 for i, name in enumerate(sets)}
+    mean = statistics.fmean(per_set.values())
+    RunResult(
+        task="commonsense", method="sine_lora", rank=8, omega=600.0, adapter="lora", seed=0,
+        preset="paper", metric=Metric("test/acc", mean, True), status="completed",
+        task_config={"name": "commonsense"}, metrics={"test/acc": mean, **per_set},
+    ).write(tmp_path / "run")  # fmt: skip
+    report_main([str(tmp_path), "--out", str(tmp_path / "out")])
+    cells = parse(tmp_path / "out" / "index.html")
+    for i, name in enumerate(sets):
+        assert cells.cells[("commonsense", "sine_lora", "8", name, "ours")] == pytest.approx(50 + i)
+    assert cells.cells[("commonsense", "sine_lora", "8", "avg", "ours")] == pytest.approx(
+        100 * mean
+    )
+    assert cells.cells[("commonsense", "sine_lora", "8", "social_i_qa", "paper")] == 80.3
+    assert ("commonsense", "sine_lora", "8", "commonsense", "ours") not in cells.cells
+
+
 def test_paper_numbers_are_printed_in_the_paper(tmp_path):
     """Each row of the data file that is not marked derived appears, in its column order, as a
     run of numbers on one line of the paper's text: nothing is invented or mistyped."""

@@ -28,6 +28,7 @@ METHOD_ORDER = ["dense", "lowrank", "sine_lowrank", "lora", "sine_lora", "dora",
 # The task_config key that names a run's data item, per task: bof shape, nerf scene, vision
 # dataset, glue task name (theory has only its name).
 DATA_KEYS = ("shape", "scene", "dataset", "name")
+ITEM = "report_item"  # set by per_item on the copies of a run it makes, one per column
 
 
 def load_results(paths: Iterable[str | Path], completed_only: bool = True) -> list[dict]:
@@ -43,8 +44,26 @@ def load_results(paths: Iterable[str | Path], completed_only: bool = True) -> li
 
 
 def data_name(result: dict) -> str:
+    if ITEM in result:  # one column of a run that scores several (see per_item)
+        return result[ITEM]
     config = result.get("task_config", {})
     return next((str(config[k]) for k in DATA_KEYS if k in config), "")
+
+
+def per_item(results: list[dict], columns: Iterable[str]) -> list[dict]:
+    """A run that scores several of a table's columns at once, as ``<metric>/<column>`` in its
+    metrics (commonsense's eight sets in one run), becomes one result per column; other runs
+    stay as they are. ``columns`` are the paper table's, so per-view NeRF scores stay inside
+    their scene's run."""
+    out = []
+    for r in results:
+        name, metrics = r["metric"]["name"], r.get("metrics", {})
+        items = {c: metrics[f"{name}/{c}"] for c in columns if f"{name}/{c}" in metrics}
+        if not items:
+            out.append(r)
+        for column, value in items.items():
+            out.append({**r, ITEM: column, "metric": {**r["metric"], "value": value}})
+    return out
 
 
 @dataclass
@@ -336,7 +355,8 @@ def layout(results: list[dict]) -> list[TaskTable]:
             groups[(r["task"], str(r.get("preset", "unknown")))].append(r)
     out = []
     for (task, preset), runs in sorted(groups.items()):
-        summary = summarise(runs)
+        tables = paper_tables().get(task, [])
+        summary = summarise(per_item(runs, [c for t in tables for c in t.columns if c != AVG]))
         ours: dict[tuple, dict[str, Cell]] = defaultdict(dict)
         params: dict[tuple, int] = {}
         metrics: dict[str, str] = {}
@@ -346,7 +366,6 @@ def layout(results: list[dict]) -> list[TaskTable]:
                 key = (method, row.rank, cell.omega)
                 ours[key][row.data] = cell
                 params[key] = row.params
-        tables = paper_tables().get(task, [])
         rows: dict[tuple, TableRow] = {}
         for key in ours:
             row = rows[key] = TableRow(*key, params[key], ours[key])
