@@ -61,10 +61,27 @@ class Task(abc.ABC):
         """Train and evaluate; return scalar metrics including :attr:`metric`."""
 
 
+def check_epochs(epochs: Any, allowed: str = "") -> int | None:
+    """``task.epochs``: a positive integer, or None to leave it to ``trainer.max_epochs``.
+
+    ``allowed`` names other accepted values for the error message (e.g. ``'paper'``)."""
+    if epochs is not None and (
+        isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
+    ):
+        raise ValueError(
+            f"task.epochs must be a positive integer{allowed} or null (trainer.max_epochs), "
+            f"got {epochs!r}"
+        )
+    return epochs
+
+
 class LightningTask(Task):
     """A task trained by ``lightning.Trainer.fit`` and scored by ``Trainer.test``."""
 
     resumable = True
+    #: Epochs the task itself decides (fine-tuning recipes fix them per data set); None leaves
+    #: them to ``trainer.max_epochs``.
+    epochs: int | None = None
 
     @abc.abstractmethod
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> L.LightningModule: ...
@@ -76,8 +93,9 @@ class LightningTask(Task):
         return ()
 
     def trainer_overrides(self) -> dict[str, Any]:
-        """Trainer settings the task decides (e.g. epochs that depend on its data set)."""
-        return {}
+        """Trainer settings the task decides: :attr:`epochs`, which ``trainer.max_epochs``
+        cannot see when they depend on the task's data set."""
+        return {} if self.epochs is None else {"max_epochs": self.epochs}
 
     def run(self, model: nn.Module | None, ctx: RunContext) -> TaskOutput:
         assert model is not None

@@ -10,13 +10,13 @@ accuracies (``test/acc/<set>``); each set's responses go to ``predictions/<set>.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from torch import nn
 
 from sinelr.layers import ADAPTERS, LowRankConfig
 from sinelr.pretrained import attach_adapters, load_pretrained
-from sinelr.task import LightningTask, RunContext
+from sinelr.task import LightningTask, RunContext, check_epochs
 from tasks.commonsense.data import CommonsenseDataModule, load_tokenizer
 from tasks.commonsense.module import CommonsenseModule
 from tasks.commonsense.prompts import EVAL_SETS
@@ -67,14 +67,7 @@ class CommonsenseTask(LightningTask):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.lr = _learning_rate(lr, adapter)
-        if epochs is not None and (
-            isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
-        ):
-            raise ValueError(
-                f"task.epochs must be a positive integer or null (trainer.max_epochs), "
-                f"got {epochs!r}"
-            )
-        self.epochs = epochs
+        self.epochs = check_epochs(epochs)
         self.warmup_steps = warmup_steps
         self.weight_decay = weight_decay
         self.val_size = val_size
@@ -134,9 +127,6 @@ class CommonsenseTask(LightningTask):
             num_beams=self.num_beams,
             output_dir=ctx.output_dir,
         )
-
-    def trainer_overrides(self) -> dict[str, Any]:
-        return {} if self.epochs is None else {"max_epochs": self.epochs}
 
 
 def _learning_rate(lr: float | str, adapter: str | None) -> float:

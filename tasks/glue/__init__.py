@@ -9,13 +9,13 @@ whole network. Scores are on the dev split (GLUE's test labels are not public).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from torch import nn
 
 from sinelr.layers import LowRankConfig
 from sinelr.pretrained import attach_adapters
-from sinelr.task import LightningTask, RunContext
+from sinelr.task import LightningTask, RunContext, check_epochs
 from tasks.glue.data import GlueDataModule
 from tasks.glue.model import load_classifier, model_path
 from tasks.glue.module import GlueModule
@@ -55,14 +55,9 @@ class GlueTask(LightningTask):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.lr = self.spec.lr if lr == PAPER else _positive("task.lr", lr)
-        self.epochs = self.spec.epochs if epochs == PAPER else epochs
-        if self.epochs is not None and (
-            isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1
-        ):
-            raise ValueError(
-                f"task.epochs must be a positive integer, {PAPER!r}, or null (trainer.max_epochs), "
-                f"got {epochs!r}"
-            )
+        self.epochs = check_epochs(
+            self.spec.epochs if epochs == PAPER else epochs, allowed=f", {PAPER!r},"
+        )
         self.warmup_ratio = warmup_ratio
         self.weight_decay = weight_decay
         self.max_train_examples = max_train_examples
@@ -95,11 +90,6 @@ class GlueTask(LightningTask):
             warmup_ratio=self.warmup_ratio,
             weight_decay=self.weight_decay,
         )
-
-    def trainer_overrides(self) -> dict[str, Any]:
-        """``task.epochs``: the paper's epochs depend on ``task.name``, which
-        ``trainer.max_epochs`` cannot see."""
-        return {} if self.epochs is None else {"max_epochs": self.epochs}
 
 
 def _positive(key: str, value: float) -> float:
