@@ -97,6 +97,7 @@ class VisionDataModule(L.LightningDataModule):
         self.data_dir = data_dir
         self.data_path = data_path
         self.img_size = img_size
+        self.in_chans = in_chans
         self.mode = {1: "L", 3: "RGB"}[in_chans]
         self.augment = augment
         self.crop_pct = crop_pct
@@ -107,11 +108,10 @@ class VisionDataModule(L.LightningDataModule):
         self.splits: dict[str, TransformedImages] = {}
 
     def _transform(self, training: bool) -> Callable[[Image.Image], Tensor]:
-        channels = 1 if self.mode == "L" else 3
         common: dict[str, Any] = {
-            "input_size": (channels, self.img_size, self.img_size),
-            "mean": self.spec.mean[:channels],
-            "std": self.spec.std[:channels],
+            "input_size": (self.in_chans, self.img_size, self.img_size),
+            "mean": self.spec.mean[: self.in_chans],
+            "std": self.spec.std[: self.in_chans],
         }
         if not training:
             return create_transform(**common, is_training=False, crop_pct=self.crop_pct)
