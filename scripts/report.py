@@ -1,7 +1,8 @@
 """Compare runs: ``python scripts/report.py outputs/multirun/<sweep> [more dirs] [--markdown]``.
 
 Reads every completed results.json below the given paths and prints one row per
-(task, data, rank) with one column per method, seeds pooled as ``mean ± std (n)``.
+(task, data, rank) with one column per method, seeds pooled as ``mean ± std (n)``: one table per
+task and preset, and per setting that differs between runs that would share a cell.
 ``--out DIR`` also writes the dashboard: ``DIR/index.html`` (self-contained), ``DIR/report.md``
 and ``DIR/plots/*.png``, our numbers beside the paper's, failed runs listed with their errors.
 ``--wandb`` logs the summary table (and those plots) as a W&B run: offline, without a key or a
@@ -19,6 +20,7 @@ from sinelr.report import (
     markdown,
     print_table,
     summarise,
+    table_groups,
     upload_wandb,
     write_dashboard,
 )
@@ -45,15 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"no completed results.json under {', '.join(args.paths)}", file=sys.stderr)
         return 0 if args.out or args.wandb else 1
-    presets = sorted({str(r.get("preset")) for r in results})
-    for preset in presets:  # never pool a smoke run with a paper run: one table per preset
-        runs = [r for r in results if str(r.get("preset")) == preset]
+    for (task, preset, settings), runs in table_groups(results):
         rows = summarise(runs)
+        runs_at = f"{len(runs)} completed runs at preset={preset}"
+        title = " · ".join(filter(None, [runs_at, settings]))
         if args.markdown:
-            print(markdown(rows, args.scale))
+            print(f"### {task} · {title}\n\n{markdown(rows, args.scale)}")
         else:
-            suffix = f" at preset={preset}" if len(presets) > 1 else ""
-            print_table(rows, args.scale, title=f"{len(runs)} completed runs{suffix}")
+            print_table(rows, args.scale, title=title)
         for d in bd_deltas(rows):
             print(
                 f"{d.task} {d.data}: sine over plain at ranks {d.ranks} (Akima, parameters as "

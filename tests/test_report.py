@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from sinelr.report import bd_deltas, load_results, markdown, summarise
+from sinelr.report import bd_deltas, layout, load_results, markdown, summarise, table_groups
 
 
 def result(method, rank, value, seed=0, omega=None, shape="lucy", status="completed"):
@@ -50,6 +50,48 @@ def test_an_omega_sweep_gets_one_row_per_omega_beside_the_same_plain_cell():
     assert [r.sine_pair()[1].omega for r in rows] == [50.0, 200.0, 800.0]
     assert [r.sine_pair()[1].mean for r in rows] == [0.60, 0.80, 0.90]
     assert all(r.sine_pair()[0].values == [0.70] for r in rows)
+
+
+def with_settings(r, lr, epochs=10):
+    """``r`` with a results.json fingerprint: its task's lr and the trainer's epochs."""
+    fingerprint = {"task": {"shape": r["task_config"]["shape"], "lr": lr}, "rank": r["rank"],
+                   "omega": r["omega"], "seed": r["seed"], "preset": "mini",
+                   "trainer": {"max_epochs": epochs}}  # fmt: skip
+    return {**r, "preset": "mini", "fingerprint": fingerprint}
+
+
+def test_runs_that_differ_in_another_setting_get_their_own_table_not_a_pooled_cell():
+    grid = [with_settings(result("lowrank", 1, 0.70 + s / 100, seed=s), 1e-3) for s in range(3)]
+    grid += [
+        with_settings(result("sine_lowrank", 1, 0.8, seed=s, omega=200.0), 1e-3) for s in (0, 1)
+    ]
+    grid += [with_settings(result("lowrank", 1, 0.7, shape="bunny"), 1e-3)]
+    probe = [with_settings(result("lowrank", 1, 0.10), 1e-4)]  # a learning-rate probe, seed 0
+    groups = table_groups(grid + probe)
+    assert [(key, len(runs)) for key, runs in groups] == [
+        (("bof", "mini", "task.lr=0.001"), 6),
+        (("bof", "mini", "task.lr=0.0001"), 1),
+    ]
+    main, lr_probe = layout(grid + probe)
+    assert main.title == "bof · preset=mini · task.lr=0.001" and main.slug != lr_probe.slug
+    plain = next(row for row in main.rows if row.method == "lowrank" and row.cells)
+    assert plain.cells["lucy"].values == pytest.approx([0.70, 0.71, 0.72])  # not the probe's 0.10
+    assert [row.cells["lucy"].values for row in lr_probe.rows if row.cells] == [[0.10]]
+
+
+def test_settings_that_vary_only_across_cells_or_are_unrecorded_do_not_split_a_table():
+    # Another shape at other epochs is another column, not a conflict; a results.json from before
+    # the fingerprint key pools with the runs that have one.
+    runs = [with_settings(result("lowrank", 1, 0.7, seed=s), 1e-3) for s in (0, 1)]
+    runs += [with_settings(result("lowrank", 1, 0.6, shape="bunny"), 1e-3, epochs=20)]
+    runs += [result("lowrank", 1, 0.74, seed=2) | {"preset": "mini"}]
+    ((key, grouped),) = table_groups(runs)
+    assert key == ("bof", "mini", "") and len(grouped) == 4
+    (table,) = layout(runs)
+    assert table.title == "bof · preset=mini"
+    (ran,) = [row for row in table.rows if row.cells]
+    assert ran.cells["lucy"].values == pytest.approx([0.7, 0.7, 0.74])
+    assert ran.cells["bunny"].values == [0.6]
 
 
 def test_only_completed_runs_are_loaded(tmp_path):

@@ -22,7 +22,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from sinelr.io import atomic_write
+from sinelr.io import atomic_write, flatten
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,10 @@ def result_fingerprint(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
 def fingerprint_diff(
     saved: dict[str, Any], current: dict[str, Any], source: str = "checkpoint"
 ) -> list[str]:
-    a, b = _flatten(saved), _flatten(current)
+    a, b = flatten(saved), flatten(current)
     return [
         f"{k}: {a.get(k)!r} ({source}) vs {b.get(k)!r} (now)"
         for k in sorted(a.keys() | b.keys())

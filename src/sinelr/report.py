@@ -1,8 +1,10 @@
 """Tables from results.json files: one row per (task, data, rank, ω), one column per method.
 
-Seeds are pooled: each cell is ``mean ± std (n)``. Where a plain method and its sine variant ran
-at the same rank, ``sine − plain`` gives the difference of means, the paper's comparison. An ω
-sweep gets one row per ω, each repeating the rank's plain and dense cells beside it.
+Seeds are pooled: each cell is ``mean ± std (n)``; runs that differ in any other setting are
+not (one table per preset and per combination of such settings, see :func:`table_groups`).
+Where a plain method and its sine variant ran at the same rank, ``sine − plain`` gives the
+difference of means, the paper's comparison. An ω sweep gets one row per ω, each repeating the
+rank's plain and dense cells beside it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import re
 import shutil
 import statistics
 from collections import defaultdict
@@ -19,10 +22,12 @@ from datetime import datetime
 from html import escape
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from sinelr.bjontegaard import bd_psnr, bd_rate
+from sinelr.io import flatten
 
 METHOD_ORDER = ["dense", "lowrank", "sine_lowrank", "lora", "sine_lora", "dora", "sine_dora"]
 # The task_config key that names a run's data item, per task: bof shape, nerf scene, vision
@@ -63,6 +68,60 @@ def per_item(results: list[dict], columns: Iterable[str]) -> list[dict]:
             out.append(r)
         for column, value in items.items():
             out.append({**r, ITEM: column, "metric": {**r["metric"], "value": value}})
+    return out
+
+
+#: Fingerprint entries a table lays out itself: its rows (method, rank, ω) and the seeds a cell
+#: pools. The data item (``task.<DATA_KEYS>``) is its columns.
+LAID_OUT = ("rank", "omega", "adapter", "seed", "preset")
+
+
+def _settings(result: dict) -> dict[str, Any]:
+    """A run's settings other than those its table lays out, flat (``task.lr``, ``trainer.
+    max_epochs``, ...). A results.json from before the ``fingerprint`` key offers its task's
+    settings only."""
+    nested = result.get("fingerprint") or {"task": result.get("task_config", {})}
+    columns = {f"task.{key}" for key in DATA_KEYS}
+    return {
+        key: value
+        for key, value in flatten(nested).items()
+        if key.split(".")[0] not in LAID_OUT and key not in columns
+    }
+
+
+def table_groups(results: list[dict]) -> list[tuple[tuple[str, str, str], list[dict]]]:
+    """``((task, preset, settings), runs)``, one per table the runs make.
+
+    A cell pools the seeds of one configuration, so runs that would share a cell but differ in
+    another setting (a learning-rate probe beside the seeds of the main grid) go to separate
+    tables, each labelled by the settings that differ (``task.lr=5e-05``; ``""`` where nothing
+    does). A setting only one of two runs records (an older results.json) is not a difference.
+    """
+    by_table: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        by_table[(r["task"], str(r.get("preset", "unknown")))].append(r)
+    out = []
+    for (task, preset), runs in sorted(by_table.items()):
+        settings = [_settings(r) for r in runs]
+        cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+        for r, setting in zip(runs, settings, strict=True):
+            cells[(data_name(r), r["method"], r["rank"], r["omega"])].append(setting)
+        differ = sorted(
+            {
+                key
+                for cell in cells.values()
+                for a in cell
+                for b in cell
+                for key in a.keys() & b.keys()
+                if a[key] != b[key]
+            }
+        )
+        split: dict[str, list[dict]] = defaultdict(list)
+        for r, setting in zip(runs, settings, strict=True):
+            label = " ".join(f"{key}={setting.get(key, '?')}" for key in differ)
+            split[label].append(r)
+        for label in sorted(split, key=lambda label: (-len(split[label]), label)):
+            out.append(((task, preset, label), split[label]))
     return out
 
 
@@ -325,6 +384,7 @@ class TaskTable:
 
     task: str
     preset: str
+    settings: str  # what sets this table's runs apart from the task's other tables at the preset
     scale: float
     columns: list[str]
     metrics: dict[str, str]  # our metric name per data item
@@ -337,8 +397,13 @@ class TaskTable:
         return self.preset == "paper"
 
     @property
+    def title(self) -> str:
+        return " · ".join(filter(None, [self.task, f"preset={self.preset}", self.settings]))
+
+    @property
     def slug(self) -> str:
-        return f"{self.task}_{self.preset}"
+        suffix = re.sub(r"[^\w.=-]+", "_", self.settings)
+        return "_".join(filter(None, [self.task, self.preset, suffix]))
 
 
 def _row_order(key: tuple[str, int | None, float | None]) -> tuple:
@@ -349,12 +414,11 @@ def _row_order(key: tuple[str, int | None, float | None]) -> tuple:
 def layout(results: list[dict]) -> list[TaskTable]:
     """Completed runs as one table per (task, preset), paper rows included even where we have
     no run, so the page has the paper's shape and shows what is still missing."""
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in results:
-        if r.get("status") == "completed" and r["metric"]["value"] is not None:
-            groups[(r["task"], str(r.get("preset", "unknown")))].append(r)
+    completed = [
+        r for r in results if r.get("status") == "completed" and r["metric"]["value"] is not None
+    ]
     out = []
-    for (task, preset), runs in sorted(groups.items()):
+    for (task, preset, settings), runs in table_groups(completed):
         tables = paper_tables().get(task, [])
         summary = summarise(per_item(runs, [c for t in tables for c in t.columns if c != AVG]))
         ours: dict[tuple, dict[str, Cell]] = defaultdict(dict)
@@ -387,6 +451,7 @@ def layout(results: list[dict]) -> list[TaskTable]:
             TaskTable(
                 task,
                 preset,
+                settings,
                 tables[0].scale if tables else 1.0,
                 columns,
                 metrics,
@@ -475,7 +540,7 @@ def plot_params(table: TaskTable, path: Path) -> Path | None:
     for ax in axes.flat:
         legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
     fig.legend(legend.values(), legend.keys(), loc="outside right center", fontsize="small")
-    fig.suptitle(f"{table.task} · preset={table.preset}: metric against parameters")
+    fig.suptitle(f"{table.title}: metric against parameters")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -518,7 +583,7 @@ def plot_omega(table: TaskTable, path: Path) -> Path | None:
     ax.set_xscale("log")
     ax.set_xlabel("ω")
     ax.set_ylabel(next(iter(table.metrics.values()), ""))
-    ax.set_title(f"{table.task} · preset={table.preset}: metric against ω")
+    ax.set_title(f"{table.title}: metric against ω")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -693,8 +758,7 @@ def render_html(tables: list[TaskTable], failed: list[dict], plots: dict, note: 
     for table in tables:
         cls = "ok" if table.reproduction else "warn"
         parts += [
-            f'<h2 id="{escape(table.slug)}">{escape(table.task)} · '
-            f"preset={escape(table.preset)}</h2>",
+            f'<h2 id="{escape(table.slug)}">{escape(table.title)}</h2>',
             f'<div class="badge {cls}">{escape(_badge(table))}</div>',
             f'<p class="source">{escape(_header_note(table))} '
             f"Ours: mean ± std (seeds) ×{table.scale:g}; Δ = ours − paper.</p>",
@@ -729,7 +793,7 @@ def render_markdown(tables: list[TaskTable], failed: list[dict], plots: dict, no
     """report.md: the same tables, plots linked as files beside it."""
     lines = ["# sinelr: our runs beside the paper's numbers", "", note, ""]
     for table in tables:
-        lines += [f"## {table.task} · preset={table.preset}", "", f"> **{_badge(table)}**", ""]
+        lines += [f"## {table.title}", "", f"> **{_badge(table)}**", ""]
         lines += [_header_note(table), ""]
         header = ["method", "k", "ω", "params"]
         for column in table.columns:
@@ -792,7 +856,7 @@ def write_dashboard(paths: Iterable[str | Path], out: str | Path) -> Path:
 # --- W&B: the summary table of a sweep -----------------------------------------------------
 
 SUMMARY_COLUMNS = [
-    "task", "preset", "data", "method", "rank", "omega", "params", "metric",
+    "task", "preset", "settings", "data", "method", "rank", "omega", "params", "metric",
     "mean", "std", "seeds", "paper", "delta", "paper_table",
 ]  # fmt: skip
 
@@ -808,9 +872,10 @@ def summary_rows(tables: list[TaskTable]) -> list[list]:
                 std = statistics.stdev(cell.values) * table.scale if len(cell.values) > 1 else 0.0
                 paper = row.paper.values.get(item) if row.paper else None
                 rows.append([
-                    table.task, table.preset, item, row.method, row.rank, row.omega, row.params,
-                    table.metrics.get(item, ""), mean, std, len(cell.values), paper,
-                    None if paper is None else mean - paper, row.paper_table,
+                    table.task, table.preset, table.settings, item, row.method, row.rank,
+                    row.omega, row.params, table.metrics.get(item, ""), mean, std,
+                    len(cell.values), paper, None if paper is None else mean - paper,
+                    row.paper_table,
                 ])  # fmt: skip
     return rows
 
