@@ -247,6 +247,32 @@ def test_activation_checkpointing_gives_the_same_gradients(tiny_llama, tokenizer
         torch.testing.assert_close(grads[1][name], grad, msg=name)
 
 
+def test_a_bf16_base_trains_fp32_adapters_and_follows_the_fp32_model(tiny_llama, tokenizer):
+    """``task.dtype=bfloat16`` (the paper preset: LLaMA-3-8B's 16 GB instead of 32 GB) keeps the
+    base frozen in bf16 and the adapters in fp32; its loss is the fp32 model's to bf16 rounding
+    (2^-8 relative per weight and activation, a few of them along 2 layers: 2 % allows ~5)."""
+    example = commonsense_example("is the sky blue", "true")
+    ids, labels = encode_for_training(example, tokenizer, 256, train_on_inputs=False)
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        task = make_task(f"task.model={tiny_llama}", "adapter=lora", f"task.dtype={dtype}")
+        torch.manual_seed(0)
+        model = task.build_model(LowRankConfig("sine_dora", 2, omega=100.0)).eval()
+        model.model.layers[0].self_attn.q_proj.lora_B.data.normal_(0, 0.5)
+        frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        assert frozen == {getattr(torch, dtype)}
+        assert {p.dtype for p in trainable} == {torch.float32}
+        loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
+        loss.backward()
+        assert all(p.grad is not None and p.grad.isfinite().all() for p in trainable)
+        losses[dtype] = loss.item()
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.02)
+    half = make_task(f"task.model={tiny_llama}", "adapter=lora", "task.dtype=bfloat16")
+    with pytest.raises(ValueError, match=r"task\.dtype=bfloat16 would train them in half"):
+        half.lightning_module(half.build_model(None), None)
+
+
 def test_layers_from_scratch_are_refused(tiny_llama):
     task = make_task(f"task.model={tiny_llama}", "adapter=lora")
     with pytest.raises(ValueError, match="adapter=lora or adapter=dora"):
@@ -269,7 +295,11 @@ def test_paper_learning_rate_follows_the_adapter():
 
 @pytest.mark.parametrize(
     ("override", "match"),
-    [("task.eval_sets=[boolq,siqa]", "unknown.*siqa"), ("task.epochs=0", "task.epochs")],
+    [
+        ("task.eval_sets=[boolq,siqa]", "unknown.*siqa"),
+        ("task.epochs=0", "task.epochs"),
+        ("task.dtype=fp8", "task.dtype='fp8': choose one of float32, bfloat16, float16"),
+    ],
 )
 def test_bad_settings_are_errors(override, match):
     with pytest.raises(ValueError, match=match):
@@ -282,6 +312,7 @@ def test_paper_preset_is_doras_recipe():
     assert task.model == "meta-llama/Meta-Llama-3-8B" and task.targets == list(TARGETS)
     assert (task.lr, task.epochs, task.batch_size, task.max_length) == (6e-5, 3, 16, 256)
     assert (task.warmup_steps, task.val_size, task.num_beams) == (100, 120, 4)
+    assert task.dtype == torch.bfloat16
     lowrank = OmegaConf.to_container(cfg.lowrank, resolve=True)
     assert (lowrank["alpha"], lowrank["dropout"]) == (32, 0.05)  # alpha = 2·rank
 

@@ -275,3 +275,51 @@ def test_bf16_autocast_gradients_follow_fp32():
     for p, g in zip(layer.parameters(), expected, strict=True):
         assert p.grad.dtype == torch.float32
         assert float((p.grad - g).norm() / g.norm()) < 0.03  # bf16 matmuls: ~1% error
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+@pytest.mark.parametrize("variant", ADAPTER_VARIANTS)
+def test_adapters_on_a_bf16_base_keep_fp32_factors_and_follow_fp32(variant, fused, dropout):
+    """A frozen bf16 base (an LLM loaded with ``task.dtype=bfloat16``) gets float32 factors.
+
+    Factors in bf16 would put the sine's phase ω·BA (ω = 200, |BA| ~ 1) off by up to
+    200·2^-9 ≈ 0.4 rad and lose AdamW's small steps; the tolerances below are bf16's: the
+    applied weight and the output are rounded to 8 mantissa bits (2^-8 relative) once each.
+    """
+    omega = 200.0 if variant.startswith("sine") else None
+    half = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.bfloat16, omega=omega,
+                      fused=fused, dropout=dropout)  # fmt: skip
+    ref = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.float32, omega=omega,
+                     fused=fused, dropout=dropout)  # fmt: skip
+    with torch.no_grad():  # the same numbers: the bf16 base's weights, fp32 factors
+        ref.base_layer.weight.copy_(half.base_layer.weight)
+        ref.base_layer.bias.copy_(half.base_layer.bias)
+        for name, p in half.named_parameters():
+            if p.requires_grad:
+                dict(ref.named_parameters())[name].copy_(p)
+    trainable = [p for p in half.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert half.base_layer.weight.dtype == torch.bfloat16
+
+    def rel(a, b):
+        return float((a.detach().float() - b.detach().float()).norm() / b.detach().float().norm())
+
+    weight = half.effective_weight()
+    assert weight.dtype == torch.bfloat16 and rel(weight, ref.effective_weight()) < 2**-8
+
+    x = torch.randn(16, 64).bfloat16()
+    for mode in (nn.Module.train, nn.Module.eval):  # training path, then the inference cache
+        mode(half), mode(ref)
+        torch.manual_seed(1)
+        y = half(x)
+        torch.manual_seed(1)
+        y_ref = ref(x.float())
+        assert y.dtype == torch.bfloat16 and rel(y, y_ref) < 2 * 2**-8
+    half.train(), ref.train()
+    torch.manual_seed(1)
+    half(x).float().square().sum().backward()
+    torch.manual_seed(1)
+    ref(x.float()).square().sum().backward()
+    for p, q in zip(trainable, [p for p in ref.parameters() if p.requires_grad], strict=True):
+        assert p.grad.dtype == torch.float32 and rel(p.grad, q.grad) < 0.03  # as under autocast

@@ -42,8 +42,29 @@ def load_config(model: str, **kwargs: Any):
     return AutoConfig.from_pretrained(model, **kwargs)
 
 
-def load_pretrained(auto_class: Any, model: str, hint: str = "", **kwargs: Any) -> nn.Module:
-    """``auto_class.from_pretrained(model)`` in float32 and training mode.
+#: ``task.dtype`` values: the dtype the frozen pretrained weights are loaded in.
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def weights_dtype(name: str) -> torch.dtype:
+    """``task.dtype``'s torch dtype; an error listing the choices otherwise."""
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"task.dtype={name!r}: choose one of {', '.join(DTYPES)}") from None
+
+
+def load_pretrained(
+    auto_class: Any,
+    model: str,
+    hint: str = "",
+    dtype: torch.dtype = torch.float32,
+    **kwargs: Any,
+) -> nn.Module:
+    """``auto_class.from_pretrained(model)`` in ``dtype`` and training mode.
+
+    Half-precision weights halve the memory of a frozen base (16 GB instead of 32 GB for an 8B
+    model); the factory's adapters on it stay float32.
 
     On the meta device (dry runs, the driver's dense parameter count) the model is built from
     its configuration: no weights are read and no memory is taken. ``from_pretrained`` returns a
@@ -52,9 +73,9 @@ def load_pretrained(auto_class: Any, model: str, hint: str = "", **kwargs: Any) 
     """
     try:
         if torch.get_default_device().type == "meta":
-            return auto_class.from_config(load_config(model, **kwargs))
+            return auto_class.from_config(load_config(model, **kwargs), dtype=dtype)
         loaded = auto_class.from_pretrained(
-            model, dtype=torch.float32, ignore_mismatched_sizes=True, **kwargs
+            model, dtype=dtype, ignore_mismatched_sizes=True, **kwargs
         )
     except OSError as error:  # includes offline hub errors and missing directories
         raise FileNotFoundError(

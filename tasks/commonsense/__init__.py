@@ -15,7 +15,7 @@ from typing import Literal
 from torch import nn
 
 from sinelr.layers import ADAPTERS, LowRankConfig
-from sinelr.pretrained import attach_adapters, load_pretrained
+from sinelr.pretrained import attach_adapters, load_pretrained, weights_dtype
 from sinelr.task import LightningTask, RunContext, check_epochs
 from tasks.commonsense.data import CommonsenseDataModule, load_tokenizer
 from tasks.commonsense.module import CommonsenseModule
@@ -51,6 +51,7 @@ class CommonsenseTask(LightningTask):
         gradient_checkpointing: bool,
         max_train_examples: int | None,
         max_eval_examples: int | None,
+        dtype: str = "float32",
     ) -> None:
         super().__init__(name)
         self.model = model
@@ -77,12 +78,13 @@ class CommonsenseTask(LightningTask):
         self.gradient_checkpointing = gradient_checkpointing
         self.max_train_examples = max_train_examples
         self.max_eval_examples = max_eval_examples
+        self.dtype = weights_dtype(dtype)
         self._tokenizer = None
 
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
         from transformers import AutoModelForCausalLM
 
-        model = load_pretrained(AutoModelForCausalLM, self.model)
+        model = load_pretrained(AutoModelForCausalLM, self.model, dtype=self.dtype)
         if lowrank is not None:
             attach_adapters(model, self.targets, lowrank, "commonsense")
         if self.gradient_checkpointing:
@@ -116,6 +118,13 @@ class CommonsenseTask(LightningTask):
         )
 
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> CommonsenseModule:
+        # Checked here, not in build_model: a dry run counts a half-precision dense model fine.
+        if any(p.requires_grad and p.dtype.itemsize < 4 for p in model.parameters()):
+            name = str(self.dtype).removeprefix("torch.")
+            raise ValueError(
+                f"rank=null fine-tunes every weight, and task.dtype={name} would train them in "
+                "half precision: pass task.dtype=float32 for full fine-tuning"
+            )
         return CommonsenseModule(
             model,
             self.tokenizer,

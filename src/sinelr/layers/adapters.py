@@ -25,6 +25,7 @@ from sinelr.layers.functional import (
     WeightVJPFn,
     autograd_vjp,
     blockwise_linear,
+    matmul_dtype,
     sine_rows_vjp,
 )
 from sinelr.layers.sine import SineActivated
@@ -62,7 +63,11 @@ class LoRALinear(LowRankLayer):
         self.fused = fused
         self.block_elems = block_elems
         self.merged = False
-        factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
+        # The factors are float32 even on a half-precision base (bf16 LLM weights): AdamW's
+        # small steps vanish in bf16's 8-bit mantissa, and the sine's phase ω·BA, with ω in the
+        # hundreds, would be off by more than π. Products with the base weight promote to them.
+        dtype = torch.promote_types(base_layer.weight.dtype, torch.float32)
+        factory = {"device": base_layer.weight.device, "dtype": dtype}
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **factory))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
@@ -114,16 +119,21 @@ class LoRALinear(LowRankLayer):
         return self.base_layer.bias
 
     def effective_weight(self) -> Tensor:
+        """``W0 + ΔW`` in the base layer's dtype, as :meth:`merge` would store it."""
         if self.merged:
             return self.base_layer.weight
-        return self.weight_rows(slice(None), *self.weight_params())
+        weight = self.weight_rows(slice(None), *self.weight_params())
+        return weight.to(self.base_layer.weight.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.merged:
             return self.base_layer(x)
         if self.materialises_weight:
             return self._forward_materialised(x)
-        lora = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
+        # Factors in the matmul's dtype: what autocast does anyway, and a half-precision input
+        # outside autocast meets half-precision factors (the rank-r casts cost nothing).
+        A, B = (factor.to(matmul_dtype(x)) for factor in (self.lora_A, self.lora_B))
+        lora = F.linear(F.linear(self.lora_dropout(x), A), B)
         return self.base_layer(x) + self.scaling * lora
 
     def _forward_materialised(self, x: Tensor) -> Tensor:
@@ -139,8 +149,8 @@ class LoRALinear(LowRankLayer):
             return self._blockwise(x, self.weight_rows, self.weight_rows_vjp, bias)
         # Dropout feeds the adapter only; the frozen layer sees the clean input (as PEFT).
         if not self.fused:
-            update = self.effective_weight() - self.base_layer.weight
-            return self.base_layer(x) + F.linear(x_drop, update)
+            update = self.update_rows(slice(None), *self.weight_params())
+            return self.base_layer(x) + F.linear(x_drop, update.to(matmul_dtype(x)))
         return self.base_layer(x) + self._blockwise(x_drop, self.update_rows, self.update_rows_vjp)
 
     def _blockwise(
@@ -215,7 +225,7 @@ class DoRALinear(LoRALinear):
 
     def __init__(self, base_layer: nn.Linear, rank: int, **kwargs: Any) -> None:
         super().__init__(base_layer, rank, **kwargs)
-        self.magnitude = nn.Parameter(base_layer.weight.detach().norm(dim=1).clone())
+        self.magnitude = nn.Parameter(base_layer.weight.detach().to(self.lora_A.dtype).norm(dim=1))
         self._merge_norm: Tensor | None = None
 
     def weight_params(self) -> tuple[Tensor, ...]:

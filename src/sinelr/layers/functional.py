@@ -86,7 +86,7 @@ def autograd_vjp(weight_fn: WeightFn) -> WeightVJPFn:
     return weight_vjp
 
 
-def _compute_dtype(x: Tensor) -> torch.dtype:
+def matmul_dtype(x: Tensor) -> torch.dtype:
     """The dtype the surrounding autocast region would run a matmul in."""
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
@@ -110,7 +110,7 @@ class _BlockwiseLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, bias, weight_fn, weight_vjp, n_rows, block_rows, *params):  # type: ignore[override]
-        compute_dtype = _compute_dtype(x)
+        compute_dtype = matmul_dtype(x)
         x2d = x.reshape(-1, x.shape[-1]).to(compute_dtype)
         bias = None if bias is None else bias.to(compute_dtype)
         blocks = _row_blocks(n_rows, block_rows)
