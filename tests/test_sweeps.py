@@ -232,10 +232,13 @@ def test_joblib_launcher_runs_jobs_in_parallel_and_survives_a_failure(tmp_path: 
 def test_ddp_on_two_cpu_processes_writes_one_result(run_cli):
     run = run_cli(
         "task=bof", "preset=smoke", "rank=1", "omega=100", "trainer=ddp",
-        "trainer.accelerator=cpu", "trainer.devices=2",
+        "trainer.accelerator=cpu", "trainer.devices=2", "task.eval_batch_size=1000",
     )  # fmt: skip
     assert run.returncode == 0, run.output
     assert run.output.count("completed: ") == 1, run.output  # rank 1 writes nothing
     assert list(run.run_dir.rglob("results.json")) == [run.run_dir / "results.json"]
     assert run.results["status"] == "completed"
     assert (run.run_dir / "train_ddp_process_1.log").is_file()  # a second process did train
+    # Both processes test the whole grid (bof fails a run whose test saw part of it), so the
+    # slices (and surface, where the prediction crosses 0.5) rank 0 writes are of the whole grid.
+    assert (run.run_dir / "slices.png").is_file()

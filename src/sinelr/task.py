@@ -104,6 +104,12 @@ class LightningTask(Task):
         trainer = ctx.make_trainer(callbacks=list(self.callbacks(ctx)), **self.trainer_overrides())
         trainer.fit(module, datamodule=data, ckpt_path=ctx.ckpt_path)
         metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ values
+        # Under DDP every process tests the whole set, as Lightning advises (its
+        # DistributedSampler would hand each a shard, padded with repeats): what a task derives
+        # from all its test outputs (bof's surface, NeRF's per-view scores, commonsense's
+        # predictions) is then whole on rank 0, which writes it, and every synced metric is a
+        # ratio that repeats leave as it is. Lightning has no per-stage switch for the sampler.
+        trainer._accelerator_connector.use_distributed_sampler = False
         trainer.test(module, datamodule=data, verbose=False)
         metrics.update(_scalars(trainer.callback_metrics))
         return TaskOutput(metrics=metrics, steps=trainer.global_step)

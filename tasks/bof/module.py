@@ -50,6 +50,7 @@ class OccupancyModule(L.LightningModule):
         self.test_iou = BinaryJaccardIndex(threshold=THRESHOLD)
         self._volume: Tensor | None = None
         self._truth: Tensor | None = None
+        self._scored: Tensor | None = None
 
     def forward(self, xyz: Tensor) -> Tensor:
         return self.model(xyz)
@@ -77,25 +78,33 @@ class OccupancyModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._volume = torch.zeros(self.resolution**3)
         self._truth = torch.zeros(self.resolution**3)
+        self._scored = torch.zeros(self.resolution**3, dtype=torch.bool)
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         prediction = self._score(batch, self.test_iou)
-        assert self._volume is not None and self._truth is not None
+        assert self._volume is not None and self._truth is not None and self._scored is not None
         index = batch[0].cpu()
         self._volume[index] = prediction.squeeze(1).float().cpu()
         self._truth[index] = batch[2].squeeze(1).float().cpu()
+        self._scored[index] = True
         self.log("test/iou", self.test_iou, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
-        if self._volume is not None and self._truth is not None:
+        if self._volume is not None and self._truth is not None and self._scored is not None:
+            if not self._scored.all():  # e.g. a sampler that shards the test set across devices
+                raise RuntimeError(
+                    f"bof: only {int(self._scored.sum())} of {self._scored.numel()} grid points "
+                    "were tested; the surface needs the whole grid in every process"
+                )
             shape = (self.resolution,) * 3
-            if self.surface_path is not None:
+            write = self.trainer.is_global_zero  # under DDP every process holds the whole grid
+            if write and self.surface_path is not None:
                 export_surface(self._volume.reshape(shape), self.surface_path)
-            if self.slices_path is not None:
+            if write and self.slices_path is not None:
                 plot_slices(
                     self._truth.reshape(shape), self._volume.reshape(shape), self.slices_path
                 )
-        self._volume = self._truth = None
+        self._volume = self._truth = self._scored = None
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
