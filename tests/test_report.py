@@ -94,6 +94,20 @@ def test_settings_that_vary_only_across_cells_or_are_unrecorded_do_not_split_a_t
     assert ran.cells["bunny"].values == [0.6]
 
 
+def test_fine_tuning_rows_count_the_adapter_factors_as_the_paper_does():
+    total = 22_723_202
+    runs = [
+        {
+            **result(method, 1, 0.7, omega=omega),
+            "task": "glue",
+            "adapter": "lora",
+            "params": {"total": total, "lowrank": 4_608},
+        }
+        for method, omega in [("lora", None), ("sine_lora", 200.0)]
+    ] + [{**result("dense", None, 0.8), "task": "glue", "params": {"total": total, "lowrank": 0}}]
+    assert [(row.rank, row.params) for row in summarise(runs)] == [(None, total), (1, 4_608)]
+
+
 def test_only_completed_runs_are_loaded(tmp_path):
     for i, r in enumerate([result("lowrank", 1, 0.7), result("lowrank", 1, None, status="failed")]):
         (tmp_path / str(i)).mkdir()

@@ -159,13 +159,21 @@ class Row:
         return None
 
 
+def shown_params(result: dict) -> int:
+    """The parameters a table prints for a run: an adapter's factors for a fine-tuning run, as
+    the paper counts them (Table 1's 36.9K·k), the whole network otherwise."""
+    params = result["params"]
+    adapted = result.get("adapter") is not None and result["rank"] is not None
+    return params["lowrank"] if adapted else params["total"]
+
+
 def summarise(results: list[dict]) -> list[Row]:
     groups: dict[tuple, dict[tuple, list[float]]] = defaultdict(lambda: defaultdict(list))
     info: dict[tuple, tuple[int, str]] = {}
     for r in results:
         key = (r["task"], data_name(r), r["rank"])
         groups[key][(r["method"], r["omega"])].append(r["metric"]["value"])
-        info[key] = (r["params"]["total"], r["metric"]["name"])
+        info[key] = (shown_params(r), r["metric"]["name"])
     rows = []
     for key in sorted(groups, key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2])):
         runs = sorted(groups[key].items(), key=lambda item: METHOD_ORDER.index(item[0][0]))
