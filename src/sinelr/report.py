@@ -420,8 +420,9 @@ def _row_order(key: tuple[str, int | None, float | None]) -> tuple:
 
 
 def layout(results: list[dict]) -> list[TaskTable]:
-    """Completed runs as one table per (task, preset), paper rows included even where we have
-    no run, so the page has the paper's shape and shows what is still missing."""
+    """Completed runs as one table per (task, preset, settings) (:func:`table_groups`), paper
+    rows included even where we have no run, so the page has the paper's shape and shows what
+    is still missing."""
     completed = [
         r for r in results if r.get("status") == "completed" and r["metric"]["value"] is not None
     ]
