@@ -51,7 +51,7 @@ class CommonsenseTask(LightningTask):
         gradient_checkpointing: bool,
         max_train_examples: int | None,
         max_eval_examples: int | None,
-        dtype: str = "float32",
+        dtype: str,
     ) -> None:
         super().__init__(name)
         self.model = model
