@@ -31,15 +31,16 @@ class _Gaussian(torch.autograd.Function):
 
 
 def gaussian(x: Tensor, sigma: float) -> Tensor:
-    """``exp(-(x/σ)²)``."""
-    return _Gaussian.apply(x, 1.0 / sigma**2)
+    """``exp(-x²/(2σ²))``."""
+    return _Gaussian.apply(x, 0.5 / sigma**2)
 
 
 class GaussianActivation(nn.Module):
-    """``exp(-(x/σ)²)``: lets an MLP on raw coordinates fit high frequencies with no encoding.
+    """``exp(-x²/(2σ²))``: lets an MLP on raw coordinates fit high frequencies with no encoding.
 
-    Ramasinghe & Lucey (2022) write it ``exp(-x²/(2s²))``, i.e. ``σ = s·√2``; WIRE's occupancy
-    code writes it with ``scale = 1/σ``.
+    This is the form of Ramasinghe & Lucey (2022) and of the authors' occupancy and NeRF code,
+    both at σ = 0.1, so ``task.sigma`` means the same thing in both tasks and equals the
+    authors' number. (An earlier ``exp(-(x/σ)²)`` made bof's activation √2 narrower.)
     """
 
     def __init__(self, sigma: float) -> None:

@@ -34,6 +34,7 @@ class BofTask(LightningTask):
         targets: str | Sequence[str],
         lr: float,
         lr_final_factor: float,
+        lr_decay_steps: int | None,
         batch_size: int,
         eval_batch_size: int,
     ) -> None:
@@ -48,6 +49,7 @@ class BofTask(LightningTask):
         self.targets = targets
         self.lr = lr
         self.lr_final_factor = lr_final_factor
+        self.lr_decay_steps = lr_decay_steps
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
 
@@ -72,6 +74,7 @@ class BofTask(LightningTask):
             model,
             lr=self.lr,
             lr_final_factor=self.lr_final_factor,
+            lr_decay_steps=self.lr_decay_steps,
             resolution=self.resolution,
             surface_path=ctx.output_dir / "surface.ply",
             slices_path=ctx.output_dir / "slices.png",

@@ -10,7 +10,7 @@ from sinelr.activations import GaussianActivation
 class OccupancyMLP(nn.Module):
     """``3 → width`` (dense), ``depth`` hidden ``width × width`` layers, ``width → 1`` (dense).
 
-    The paper follows WIRE (Saragadam et al.) for this task: σ = 0.1 is WIRE's ``scale = 10``.
+    The paper follows WIRE (Saragadam et al.) for this task; σ = 0.1 is the authors' code's.
     Only ``hidden.*`` are factorised in the paper: with width 256 and two hidden layers this is
     132,865 parameters dense, 2,817 at rank 1.
     """
