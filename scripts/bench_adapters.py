@@ -4,8 +4,10 @@ The model is a randomly initialised Llama, hidden 2048 and 4 layers by default, 
 proportions (heads of 128, 4 query heads per key/value head, MLP 8/3 of the hidden size rounded
 up to 256: 5632), with rank-8 adapters on q, k, v, up and down projections of every layer and a
 batch of 4 × 256 tokens. One step is a forward and backward pass of the next-token loss and an
-Adam step of the adapters. Six variants, side by side: PEFT's LoRA, our LoRA, our sine LoRA,
-PEFT's DoRA, our DoRA, our sine DoRA (ω: the paper's commonsense value at the rank, or 200).
+Adam step of the adapters. Eight variants, side by side: PEFT's LoRA, our LoRA, our sine LoRA,
+PEFT's DoRA, our DoRA, our sine DoRA (ω: the paper's commonsense value at the rank, or 200), and
+our two DoRAs with ``lowrank.detach_norm=true`` (``*_detached``: the weight norm a constant in
+the backward pass, as PEFT's DoRA and ``preset=paper``; the others differentiate through it).
 
 Each variant runs in fresh processes, as in bench_layers.py: one times it (median of ``--reps``
 steps after ``--warmup``), another measures its peak memory above a baseline taken after the
@@ -34,7 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_layers import PeakMemory, adam_step, json_child, median_time  # noqa: E402
 
-VARIANTS = ["peft_lora", "lora", "sine_lora", "peft_dora", "dora", "sine_dora"]
+VARIANTS = [
+    "peft_lora", "lora", "sine_lora",
+    "peft_dora", "dora", "sine_dora", "dora_detached", "sine_dora_detached",
+]  # fmt: skip
+DETACHED = "_detached"
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 
 
@@ -57,6 +63,7 @@ def omega_for(variant: str, rank: int) -> float | None:
     """The paper's commonsense ω for a sine variant at ``rank`` (200 where it gives none)."""
     from sinelr.paper import PAPER, paper_key
 
+    variant = variant.removesuffix(DETACHED)
     if not variant.startswith("sine_"):
         return None
     table = PAPER[paper_key("commonsense", variant.removeprefix("sine_"))].omega
@@ -87,7 +94,12 @@ def build(variant: str, args: argparse.Namespace):
         )
         model = peft.get_peft_model(model, config)
     else:
-        config = LowRankConfig(variant, args.rank, omega=omega_for(variant, args.rank))
+        config = LowRankConfig(
+            variant.removesuffix(DETACHED),
+            args.rank,
+            omega=omega_for(variant, args.rank),
+            detach_norm=variant.endswith(DETACHED),
+        )
         apply_lowrank(model, TARGETS, config)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -151,8 +163,8 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> dict:
     def ratio(a: str, b: str, key: str) -> float | None:
         return round(by[a][key] / by[b][key], 4) if a in by and b in by else None
 
-    pairs = [("lora", "peft_lora"), ("sine_lora", "peft_lora"), ("dora", "peft_dora")]
-    pairs.append(("sine_dora", "peft_dora"))
+    pairs = [("lora", "peft_lora"), ("sine_lora", "peft_lora")]
+    pairs += [(dora, "peft_dora") for dora in VARIANTS if "dora" in dora and dora != "peft_dora"]
     summary: dict = {}
     for ours, theirs in pairs:
         summary[f"{ours}_vs_{theirs}_time"] = ratio(ours, theirs, "time_s")
@@ -190,7 +202,7 @@ def main() -> int:
         row = run_isolated(variant, args)
         rows.append(row)
         print(
-            f"{variant:10s} {row['time_s'] * 1e3:10.1f} ms  peak {row['peak_bytes'] / 2**20:9.1f} "
+            f"{variant:18s} {row['time_s'] * 1e3:10.1f} ms  peak {row['peak_bytes'] / 2**20:9.1f} "
             f"MiB  (weights {row['weights_bytes'] / 2**20:.1f} MiB, {row['trainable']} trained, "
             f"{row['threads']} threads)",
             flush=True,

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from sinelr.accounting import rank_stats
 from sinelr.layers import (
@@ -23,6 +25,11 @@ from sinelr.layers import (
 
 VARIANTS = ["lowrank", "sine_lowrank", "lora", "sine_lora", "dora", "sine_dora"]
 ADAPTER_VARIANTS = ["lora", "sine_lora", "dora", "sine_dora"]
+# Every adapter, and DoRA's two with the norm detached (lowrank.detach_norm=true).
+ADAPTER_CASES = [
+    *(pytest.param(v, False, id=v) for v in ADAPTER_VARIANTS),
+    *(pytest.param(v, True, id=f"{v}-detached") for v in ("dora", "sine_dora")),
+]
 
 
 def make_layer(variant: str, *, d_in=12, d_out=10, rank=3, dtype=torch.float64, **kwargs):
@@ -142,9 +149,9 @@ def test_dropout_feeds_the_adapter_only(variant):
     torch.testing.assert_close(y, layer.base_layer(x) + x_drop @ update.T, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("variant", ADAPTER_VARIANTS)
-def test_merge_is_exact_and_unmerge_restores(variant):
-    layer = make_layer(variant, dtype=torch.float32)
+@pytest.mark.parametrize(("variant", "detach_norm"), ADAPTER_CASES)
+def test_merge_is_exact_and_unmerge_restores(variant, detach_norm):
+    layer = make_layer(variant, dtype=torch.float32, detach_norm=detach_norm)
     layer.eval()
     x = torch.randn(5, 12)
     W0 = layer.base_layer.weight.detach().clone()
@@ -158,6 +165,92 @@ def test_merge_is_exact_and_unmerge_restores(variant):
         layer.unmerge()
         torch.testing.assert_close(layer.base_layer.weight, W0, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(layer(x), adapted, rtol=1e-5, atol=1e-6)
+
+
+def dora_reference(
+    layer, params: dict[str, Tensor], x: Tensor, x_drop: Tensor, detach_norm: bool
+) -> Tensor:
+    """``layer``'s output written out with plain autograd, its trained parameters as ``params``
+    (the frozen layer sees ``x``, the adapter ``x_drop``)."""
+    W0, bias = layer.base_layer.weight, layer.base_layer.bias
+    product = params["lora_B"] @ params["lora_A"]
+    omega = getattr(layer, "omega", None)
+    delta = product if omega is None else torch.sin(omega * product) / layer.gain
+    direction = W0 + layer.scaling * delta
+    norm = direction.norm(dim=1, keepdim=True)
+    weight = params["magnitude"][:, None] * direction / (norm.detach() if detach_norm else norm)
+    return F.linear(x, W0, bias) + F.linear(x_drop, weight - W0)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "naive"])
+@pytest.mark.parametrize("variant", ["dora", "sine_dora"])
+def test_detached_norm_gradients_follow_a_detached_reference(variant, fused, dropout):
+    """``detach_norm=True``: the forward pass is DoRA's, and the gradients are those of DoRA
+    with ``.detach()`` on ``||W0 + ΔW||`` (DoRA paper §4.3), not the exact ones."""
+    layer = make_layer(variant, omega=30.0 if variant == "sine_dora" else None, fused=fused,
+                       dropout=dropout, block_elems=24, detach_norm=True)  # fmt: skip
+    layer.train()
+    trained = {n: p for n, p in layer.named_parameters() if p.requires_grad}
+    assert set(trained) == {"lora_A", "lora_B", "magnitude"}
+    leaves = {n: p.detach().clone().requires_grad_(True) for n, p in trained.items()}
+    x = torch.randn(2, 3, 12, dtype=torch.float64)
+    torch.manual_seed(1)
+    y = layer(x)
+    torch.manual_seed(1)
+    x_drop = layer.lora_dropout(x)
+    probe = torch.randn_like(y)
+    (y * probe).sum().backward()
+    expected = {}
+    for detach_norm in (True, False):
+        y_ref = dora_reference(layer, leaves, x, x_drop, detach_norm)
+        grads = torch.autograd.grad((y_ref * probe).sum(), list(leaves.values()))
+        expected[detach_norm] = dict(zip(leaves, grads, strict=True))
+    # float64 throughout: assert_close's defaults (1e-7) leave room for the other order of
+    # rounding of the row-blocked path and nothing more.
+    torch.testing.assert_close(y, y_ref)
+    for name, param in trained.items():
+        torch.testing.assert_close(param.grad, expected[True][name], msg=name)
+    # The norm's gradient is no rounding error: the exact gradients of A and B are others.
+    for name in ("lora_A", "lora_B"):
+        exact, detached = expected[False][name], expected[True][name]
+        assert (exact - detached).abs().max() > 1e-3 * exact.abs().max()
+
+
+class LargestNewTensor(TorchDispatchMode):
+    """Records the most elements of any tensor an operation creates (views of the ``known``
+    tensors, such as a slice of the frozen weight, allocate nothing and are not counted)."""
+
+    def __init__(self, known: list[Tensor]) -> None:
+        super().__init__()
+        self.known = {t.untyped_storage().data_ptr() for t in known}
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, Tensor) and t.untyped_storage().data_ptr() not in self.known:
+                self.largest = max(self.largest, t.untyped_storage().nbytes() // t.element_size())
+        return out
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize("detach_norm", [True, False], ids=["detached", "exact"])
+@pytest.mark.parametrize("variant", ["dora", "sine_dora"])
+def test_fused_dora_never_builds_a_whole_weight(variant, detach_norm, dropout):
+    """Neither the forward nor the backward pass of the row-blocked DoRA creates a tensor the
+    size of the weight (256 × 64): the largest is one block of 16 rows, or the activations
+    (4 × 256), 1,024 elements each. The plain-autograd layer shows that the check sees one."""
+    x = torch.randn(4, 64)
+    largest = {}
+    for fused in (True, False):
+        layer = make_layer(variant, d_in=64, d_out=256, rank=4, dtype=torch.float32, fused=fused,
+                           dropout=dropout, block_elems=1024, detach_norm=detach_norm)  # fmt: skip
+        with LargestNewTensor([x, *layer.parameters()]) as mode:
+            layer(x).square().sum().backward()
+        largest[fused] = mode.largest
+    assert largest[False] >= 256 * 64
+    assert largest[True] <= 1024
 
 
 def test_rank_of_sine_rises_with_omega():
@@ -199,6 +292,8 @@ def test_config_rejects_bad_values():
         LowRankConfig(variant="sine_lowrank", rank=2, omega=-1.0)
     with pytest.raises(ValueError, match="gain"):
         LowRankConfig(variant="sine_lowrank", rank=2, omega=1.0, gain=0.0)
+    with pytest.raises(ValueError, match="detach_norm"):
+        LowRankConfig(variant="dora", rank=2, detach_norm="yes")
     with pytest.raises(ValueError, match="omega"):
         SineLoRALinear.from_linear(nn.Linear(4, 4), LowRankConfig(variant="sine_lora", rank=1))
     with pytest.raises(KeyError, match="registered"):
@@ -279,8 +374,10 @@ def test_bf16_autocast_gradients_follow_fp32():
 
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
-@pytest.mark.parametrize("variant", ADAPTER_VARIANTS)
-def test_adapters_on_a_bf16_base_keep_fp32_factors_and_follow_fp32(variant, fused, dropout):
+@pytest.mark.parametrize(("variant", "detach_norm"), ADAPTER_CASES)
+def test_adapters_on_a_bf16_base_keep_fp32_factors_and_follow_fp32(
+    variant, detach_norm, fused, dropout
+):
     """A frozen bf16 base (an LLM loaded with ``task.dtype=bfloat16``) gets float32 factors.
 
     Factors in bf16 would put the sine's phase ω·BA (ω = 200, |BA| ~ 1) off by up to
@@ -289,9 +386,9 @@ def test_adapters_on_a_bf16_base_keep_fp32_factors_and_follow_fp32(variant, fuse
     """
     omega = 200.0 if variant.startswith("sine") else None
     half = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.bfloat16, omega=omega,
-                      fused=fused, dropout=dropout)  # fmt: skip
+                      fused=fused, dropout=dropout, detach_norm=detach_norm)  # fmt: skip
     ref = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.float32, omega=omega,
-                     fused=fused, dropout=dropout)  # fmt: skip
+                     fused=fused, dropout=dropout, detach_norm=detach_norm)  # fmt: skip
     with torch.no_grad():  # the same numbers: the bf16 base's weights, fp32 factors
         ref.base_layer.weight.copy_(half.base_layer.weight)
         ref.base_layer.bias.copy_(half.base_layer.bias)

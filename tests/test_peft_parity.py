@@ -62,12 +62,13 @@ def encoder(request) -> nn.Module:
     return request.param().requires_grad_(False).eval()
 
 
-def adapted_pair(encoder: nn.Module, variant: str) -> tuple[nn.Module, nn.Module, list[str]]:
+def adapted_pair(
+    encoder: nn.Module, variant: str, detach_norm: bool = False
+) -> tuple[nn.Module, nn.Module, list[str]]:
     """Our and PEFT's adapters on copies of ``encoder``, with the same (non-zero) parameters."""
     ours = copy.deepcopy(encoder)
-    replaced = list(
-        apply_lowrank(ours, TARGETS, LowRankConfig(variant, RANK, alpha=ALPHA)).replaced
-    )
+    config = LowRankConfig(variant, RANK, alpha=ALPHA, detach_norm=detach_norm)
+    replaced = list(apply_lowrank(ours, TARGETS, config).replaced)
     config = peft.LoraConfig(
         r=RANK,
         lora_alpha=ALPHA,
@@ -150,12 +151,14 @@ def test_lora_output_and_gradients_equal_peft(encoder):
         assert_close_to_scale(mine.lora_B.grad, peft_layer.lora_B["default"].weight.grad, tol)
 
 
-def test_dora_output_equals_peft(encoder):
+@pytest.mark.parametrize("detach_norm", [True, False], ids=["detached", "exact"])
+def test_dora_output_and_gradients_equal_peft(encoder, detach_norm):
     """Outputs agree; so do the gradients of the input and of the magnitude, which do not pass
-    through the weight norm. Those of A and B are not compared: PEFT detaches
-    ``||W0 + ΔW||`` from the graph (DoRA paper §4.3, to save memory), we differentiate through
-    it (exact gradients at LoRA's memory, thanks to the row-blocked path)."""
-    ours, theirs, replaced = adapted_pair(encoder, "dora")
+    through the weight norm. PEFT detaches ``||W0 + ΔW||`` from the graph (DoRA paper §4.3);
+    with ``detach_norm`` so do we, and the gradients of A and B agree too. Without it we
+    differentiate through the norm, and those gradients must differ from PEFT's (their
+    exactness is tests/test_layers.py's gradcheck)."""
+    ours, theirs, replaced = adapted_pair(encoder, "dora", detach_norm)
     inputs, probe = inputs_for(encoder)
     out, grad_x = forward_backward(ours, inputs, probe)
     out_peft, grad_x_peft = forward_backward(theirs, inputs, probe)
@@ -165,6 +168,15 @@ def test_dora_output_equals_peft(encoder):
     assert_close_to_scale(out, out_peft, tol)
     assert_close_to_scale(grad_x, grad_x_peft, tol)
     for name in replaced:
-        mine = ours.get_submodule(name)
-        magnitude = peft_layer_of(theirs, name).lora_magnitude_vector["default"].weight
+        mine, peft_layer = ours.get_submodule(name), peft_layer_of(theirs, name)
+        magnitude = peft_layer.lora_magnitude_vector["default"].weight
         assert_close_to_scale(mine.magnitude.grad, magnitude.grad, tol)
+        for ours_grad, peft_grad in [
+            (mine.lora_A.grad, peft_layer.lora_A["default"].weight.grad),
+            (mine.lora_B.grad, peft_layer.lora_B["default"].weight.grad),
+        ]:
+            if detach_norm:
+                assert_close_to_scale(ours_grad, peft_grad, tol)
+            else:  # the norm's gradient is no rounding error
+                error = float((ours_grad - peft_grad).abs().max() / peft_grad.abs().max())
+                assert error > 100 * tol

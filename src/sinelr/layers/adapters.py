@@ -5,6 +5,10 @@ either starts as the pretrained layer. DoRA rescales ``W0 + ΔW`` row by row to 
 magnitude ``m`` (one value per output feature, initialised to the rows' norms of ``W0``; this
 is PEFT's orientation of the paper's column-wise norm). Every variant's ``ΔW`` is a weight, so
 ``merge`` folds the adapter into the base layer exactly (to float rounding).
+
+``lowrank.detach_norm`` selects DoRA's backward pass: through the row norms ``||W0 + ΔW||``
+(exact) or with them held constant (DoRA's paper §4.3, PEFT, the sine paper's code). See
+docs/method.md.
 """
 
 from __future__ import annotations
@@ -101,6 +105,21 @@ class LoRALinear(LowRankLayer):
         """``W'[rows] - W0[rows]``: what the adapter adds to the frozen layer."""
         return self.delta_rows(rows, *factors[-2:])
 
+    def delta_rows_vjp(
+        self, rows: slice, B: Tensor, A: Tensor, base: Tensor | None = None
+    ) -> tuple[Tensor, VJP]:
+        """``base + ΔW[rows]`` (``ΔW[rows]`` without ``base``) and its backward to ``(dB, dA)``.
+
+        By autograd over the block, right for any :meth:`delta_rows`; a variant with a cheaper
+        closed form overrides it.
+        """
+
+        def rows_fn(rows: slice, B: Tensor, A: Tensor) -> Tensor:
+            delta = self.delta_rows(rows, B, A)
+            return delta if base is None else base + delta
+
+        return autograd_vjp(rows_fn)(rows, B, A)
+
     # Backward of a block of :meth:`weight_rows` / :meth:`update_rows`: autograd unless a
     # variant has a cheaper closed form.
     def weight_rows_vjp(self, rows: slice, *params: Tensor) -> tuple[Tensor, VJP]:
@@ -196,37 +215,52 @@ class SineDelta(SineActivated):
     def delta_rows(self, rows: slice, B: Tensor, A: Tensor) -> Tensor:
         return self.sine(B[rows], A, self.scaling)
 
+    def delta_rows_vjp(
+        self, rows: slice, B: Tensor, A: Tensor, base: Tensor | None = None
+    ) -> tuple[Tensor, VJP]:
+        """The sine's block and its backward written out: three block-sized tensors."""
+        return sine_rows_vjp(rows, B, A, self.omega, self.scaling / self.gain, base)
+
 
 @register_lowrank("sine_lora")
 class SineLoRALinear(SineDelta, LoRALinear):
     """LoRA's parameters with a high-rank update; its blocks' backward is written out."""
 
-    def _sine_rows_vjp(self, rows: slice, B: Tensor, A: Tensor, base: Tensor | None):
-        scale = self.scaling / self.gain
-        weight, vjp = sine_rows_vjp(rows, B, A, self.omega, scale, base)
+    def weight_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
+        weight, vjp = self.delta_rows_vjp(rows, B, A, W0[rows])
         return weight, lambda grad: (None, *vjp(grad))
 
-    def weight_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
-        return self._sine_rows_vjp(rows, B, A, W0[rows])
-
     def update_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
-        return self._sine_rows_vjp(rows, B, A, None)
+        weight, vjp = self.delta_rows_vjp(rows, B, A)
+        return weight, lambda grad: (None, *vjp(grad))
 
 
 @register_lowrank("dora")
 class DoRALinear(LoRALinear):
     """``W' = m ⊙ (W0 + ΔW) / ||W0 + ΔW||``, the norm taken over each output row.
 
-    The norm is differentiated through (not detached as DoRA's paper suggests for memory), so
-    gradients are exact; the row-blocked path already keeps memory at LoRA's level.
+    ``detach_norm=False`` differentiates through the norm: the exact gradient, at LoRA's memory
+    thanks to the row-blocked path, but autograd rebuilds each block in the backward pass.
+    ``detach_norm=True`` holds the norm constant there, as DoRA's paper (§4.3) suggests and PEFT
+    and the sine paper's code do: ``dL/dm = <G, V>/||V||`` and ``dL/dV = (m/||V||) ⊙ G`` row by
+    row (``G = dL/dW'``, ``V = W0 + ΔW``), written out so that a block's backward keeps no more
+    than ``V``, the incoming gradient and what the update's own backward needs (the sine's
+    argument). The forward pass is the same either way.
     """
 
     materialises_weight = True
 
-    def __init__(self, base_layer: nn.Linear, rank: int, **kwargs: Any) -> None:
+    def __init__(
+        self, base_layer: nn.Linear, rank: int, *, detach_norm: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(base_layer, rank, **kwargs)
+        self.detach_norm = detach_norm
         self.magnitude = nn.Parameter(base_layer.weight.detach().to(self.lora_A.dtype).norm(dim=1))
         self._merge_norm: Tensor | None = None
+
+    @classmethod
+    def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
+        return {**super()._kwargs_from_config(config), "detach_norm": config.detach_norm}
 
     def weight_params(self) -> tuple[Tensor, ...]:
         return (self.base_layer.weight, self.magnitude, self.lora_B, self.lora_A)
@@ -237,10 +271,37 @@ class DoRALinear(LoRALinear):
     def weight_rows(self, rows: slice, W0: Tensor, *factors: Tensor) -> Tensor:
         magnitude, B, A = factors
         direction = self._direction_rows(rows, W0, B, A)
-        return (magnitude[rows] / direction.norm(dim=1)).unsqueeze(1) * direction
+        norm = direction.norm(dim=1)
+        if self.detach_norm:
+            norm = norm.detach()
+        return (magnitude[rows] / norm).unsqueeze(1) * direction
 
     def update_rows(self, rows: slice, W0: Tensor, *factors: Tensor) -> Tensor:
         return self.weight_rows(rows, W0, *factors) - W0[rows]
+
+    def weight_rows_vjp(
+        self, rows: slice, W0: Tensor, magnitude: Tensor, B: Tensor, A: Tensor
+    ) -> tuple[Tensor, VJP]:
+        """Exact: autograd through the block, norm included. Detached: the closed form of the
+        class docstring on top of the update's own (closed-form for the sine) backward."""
+        if not self.detach_norm:
+            return super().weight_rows_vjp(rows, W0, magnitude, B, A)
+        direction, direction_vjp = self.delta_rows_vjp(rows, B, A, W0[rows])
+        norm = direction.norm(dim=1)
+        scale = (magnitude[rows] / norm).unsqueeze(1)
+
+        def vjp(grad_weight: Tensor) -> tuple[None, Tensor, Tensor, Tensor]:
+            grad_magnitude = torch.zeros_like(magnitude)
+            grad_magnitude[rows] = torch.linalg.vecdot(grad_weight, direction, dim=1) / norm
+            return None, grad_magnitude, *direction_vjp(grad_weight.mul_(scale))
+
+        return scale * direction, vjp
+
+    def update_rows_vjp(self, rows: slice, W0: Tensor, *factors: Tensor) -> tuple[Tensor, VJP]:
+        if not self.detach_norm:
+            return super().update_rows_vjp(rows, W0, *factors)
+        weight, vjp = self.weight_rows_vjp(rows, W0, *factors)
+        return weight.sub_(W0[rows]), vjp
 
     def _merged_weight(self) -> Tensor:
         # Unmerging needs the row norms of W0 + ΔW, which the merged weight no longer holds.
@@ -256,7 +317,10 @@ class DoRALinear(LoRALinear):
         self._merge_norm = None
         return direction - self.factorised_weight()
 
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, detach_norm={self.detach_norm}"
+
 
 @register_lowrank("sine_dora")
 class SineDoRALinear(SineDelta, DoRALinear):
-    """DoRA with the sine update inside the normalisation (METHOD.md's consistent reading)."""
+    """DoRA with the sine update inside the normalisation (docs/method.md's consistent reading)."""

@@ -30,7 +30,10 @@ class LowRankConfig:
 
     ``gain=None`` means ``sqrt(d_in)``, the authors' choice; ``alpha=None`` means ``alpha = rank``
     (adapter scaling 1). ``fused`` selects the memory-lean sine path; ``fused=False`` is plain
-    autograd, kept to compare against.
+    autograd, kept to compare against. ``detach_norm`` (DoRA and sine DoRA only) treats the row
+    norms ``||W0 + ΔW||`` as a constant in the backward pass, as DoRA's paper (§4.3), PEFT and
+    the sine paper's own code do; ``False`` differentiates through them (the exact gradient).
+    The forward pass, and so ``merge``, is the same either way.
     """
 
     variant: str
@@ -41,6 +44,7 @@ class LowRankConfig:
     dropout: float = 0.0
     fused: bool = True
     block_elems: int = DEFAULT_BLOCK_ELEMS
+    detach_norm: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
@@ -57,5 +61,10 @@ class LowRankConfig:
             raise ValueError(f"gain must be a positive number or null, got {self.gain!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.detach_norm, bool):
+            raise ValueError(
+                f"detach_norm must be true or false, got {self.detach_norm!r} "
+                "(true: DoRA's norm as a constant in the backward pass, false: exact gradient)"
+            )
         if self.block_elems < 1:
             raise ValueError(f"block_elems must be positive, got {self.block_elems!r}")

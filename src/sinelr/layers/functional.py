@@ -42,7 +42,7 @@ def _sine_of_product_(product: Tensor, omega: float, scale: float, base: Tensor 
 def sine_weight(
     U: Tensor, V: Tensor, omega: float, scale: float, base: Tensor | None = None
 ) -> Tensor:
-    """``base + scale·sin(ω·U V)``; ``scale = 1/g`` is METHOD.md's sine low-rank matrix."""
+    """``base + scale·sin(ω·U V)``; ``scale = 1/g`` is docs/method.md's sine low-rank matrix."""
     return _sine_of_product_(U @ V, omega, scale, base)
 
 
