@@ -1,4 +1,4 @@
-"""The paper's frequencies per task and rank (METHOD.md, "Paper settings per task").
+"""The paper's frequencies per task and rank (docs/method.md, "Settings per task").
 
 One table, read by ``omega=paper`` and by the ``theory`` task, so the two never disagree.
 """

@@ -4,10 +4,11 @@ Shared by every task that fine-tunes a pretrained network (``glue``, ``commonsen
 checkpoint (or, on the meta device, build its architecture from its configuration alone),
 freeze it, and put the factory's adapters on the target layers.
 
-The configurations of the paper's default models (``roberta-base``, ``meta-llama/Meta-Llama-3-8B``)
-ship in ``hf_configs/``, copied from their hub repositories: a dry run counts their parameters
-offline, downloads nothing and (on meta tensors) takes no memory. LLaMA-3's repository is gated,
-so without the shipped file even its configuration would need an access token.
+The configurations of the paper's models (``microsoft/deberta-v3-base``, ``roberta-base``,
+``meta-llama/Meta-Llama-3-8B``) ship in ``hf_configs/``, copied from their hub repositories: a
+dry run counts their parameters offline, downloads nothing and (on meta tensors) takes no
+memory. LLaMA-3's repository is gated, so without the shipped file even its configuration
+would need an access token.
 """
 
 from __future__ import annotations

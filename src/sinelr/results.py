@@ -1,4 +1,4 @@
-"""results.json: one per run, exactly as CONTRACT.md says (extra keys only added)."""
+"""results.json: one per run, exactly as docs/contract.md says (extra keys only added)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class Metric:
 
 @dataclass
 class RunResult:
-    """Everything a run reports. ``to_json`` gives CONTRACT.md's keys first, extensions after.
+    """Everything a run reports. ``to_json`` gives docs/contract.md's keys first, extensions after.
 
     Extensions: ``error`` (failed runs), ``diagnostics`` (rank of each factorised layer),
     ``task_config`` (the task's resolved settings), ``output_dir``, ``resumed_from`` (the

@@ -22,12 +22,13 @@ from tasks.commonsense.module import CommonsenseModule
 from tasks.commonsense.prompts import EVAL_SETS
 
 PAPER = "paper"
-#: METHOD.md: lr 1e-4 for (sine) LoRA (Table 5), 6e-5 for (sine) DoRA (Table 8); 3 epochs each.
+#: The paper: lr 1e-4 for (sine) LoRA (Table 5), 6e-5 for (sine) DoRA (Table 8); 3 epochs each.
 PAPER_LR = {"lora": 1e-4, "dora": 6e-5}
 
 
 class CommonsenseTask(LightningTask):
     metric = "test/acc"
+    fine_tunes = True
 
     def __init__(
         self,
@@ -139,7 +140,7 @@ class CommonsenseTask(LightningTask):
 
 
 def _learning_rate(lr: float | str, adapter: str | None) -> float:
-    """``paper``: METHOD.md's rate for the adapter; a positive number otherwise."""
+    """``paper``: the paper's rate for the adapter; a positive number otherwise."""
     if lr == PAPER:
         if adapter not in ADAPTERS:
             raise ValueError(

@@ -1,9 +1,11 @@
 """Task ``glue``: adapters on a pretrained encoder, fine-tuned on a GLUE task (paper Table 1).
 
-``task.name`` picks the GLUE task; the encoder is ``task.model`` (RoBERTa-base in the paper,
-``minilm`` offline). Adapters from the factory go on ``task.targets`` (``query``/``value`` of every
-layer), the head trains with them, everything else stays frozen; ``rank=null`` fine-tunes the
-whole network. Scores are on the dev split (GLUE's test labels are not public).
+``task.name`` picks the GLUE task; the encoder is ``task.model`` (DeBERTaV3-base for the paper,
+RoBERTa-base the other reading of its text, ``minilm`` offline). Adapters from the factory go on
+``task.targets`` (the query and value projections of every layer), the head trains with them,
+everything else stays frozen; ``rank=null`` fine-tunes the whole network. Scores are on the dev
+split (GLUE's test labels are not public): the whole of it after the last epoch
+(``task.protocol=dev``), or SoRA's held-out protocol (``sora``, :mod:`tasks.glue.selection`).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from torch import nn
 
 from sinelr.layers import LowRankConfig
 from sinelr.pretrained import attach_adapters
-from sinelr.task import LightningTask, RunContext, check_epochs
-from tasks.glue.data import GlueDataModule
-from tasks.glue.model import load_classifier, model_path
+from sinelr.task import LightningTask, RunContext, TaskOutput, check_epochs
+from tasks.glue.data import PROTOCOLS, GlueDataModule
+from tasks.glue.model import load_classifier, model_path, resolve_layout
 from tasks.glue.module import GlueModule
+from tasks.glue.selection import KeepBest
 from tasks.glue.specs import GlueSpec, glue_spec
 
 PAPER = "paper"
@@ -27,13 +30,14 @@ PAPER = "paper"
 class GlueTask(LightningTask):
     #: Accuracy for most tasks; an instance carries its own task's paper metric.
     metric = "test/acc"
+    fine_tunes = True
 
     def __init__(
         self,
         name: str,
         model: str,
         targets: str | Sequence[str],
-        head: Sequence[str],
+        head: str | Sequence[str],
         max_length: int,
         batch_size: int,
         eval_batch_size: int,
@@ -43,14 +47,15 @@ class GlueTask(LightningTask):
         weight_decay: float,
         max_train_examples: int | None,
         max_eval_examples: int | None,
+        protocol: str,
     ) -> None:
-        # The task is "glue" (METHOD.md's ω table, the report's rows); ``name`` is its data set.
+        # The task is "glue" (the paper's ω table, the report's rows); ``name`` is its data set.
         super().__init__("glue")
         self.spec: GlueSpec = glue_spec(name)
         self.metric = f"test/{self.spec.headline}"
         self.model = model
         self.targets = targets
-        self.head = list(head)
+        self.head = head
         self.max_length = max_length
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -62,11 +67,16 @@ class GlueTask(LightningTask):
         self.weight_decay = weight_decay
         self.max_train_examples = max_train_examples
         self.max_eval_examples = max_eval_examples
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"task.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+        self.protocol = protocol
+        self._keep_best: KeepBest | None = None
 
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
         model = load_classifier(model_path(self.model), self.spec.num_labels)
         if lowrank is not None:
-            attach_adapters(model, self.targets, lowrank, "glue", trainable=self.head)
+            targets, head = resolve_layout(model, self.targets, self.head)
+            attach_adapters(model, targets, lowrank, "glue", trainable=head)
         return model
 
     def datamodule(self, ctx: RunContext) -> GlueDataModule:
@@ -80,7 +90,20 @@ class GlueTask(LightningTask):
             max_train_examples=self.max_train_examples,
             max_eval_examples=self.max_eval_examples,
             seed=ctx.seed,
+            protocol=self.protocol,
         )
+
+    def callbacks(self, ctx: RunContext) -> list[KeepBest]:
+        if self.protocol != "sora":
+            return []
+        self._keep_best = KeepBest(f"val/{self.spec.selection}")
+        return [self._keep_best]
+
+    def run(self, model: nn.Module | None, ctx: RunContext) -> TaskOutput:
+        output = super().run(model, ctx)
+        if self._keep_best is not None:
+            output.metrics.update(self._keep_best.metrics())
+        return output
 
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> GlueModule:
         return GlueModule(

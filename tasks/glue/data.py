@@ -24,6 +24,11 @@ SPLITS = ("train", "dev")
 # The subsample (task.max_*_examples) is part of the data, not of the run: the same examples
 # for every seed and method, so that runs differ only in what they are meant to compare.
 SUBSAMPLE_SEED = 0
+#: task.protocol: where validation and test examples come from (:func:`protocol_splits`).
+PROTOCOLS = ("dev", "sora")
+# SoRA's AbstractTask: its shuffle's seed, and the training examples large tasks hold out.
+SORA_SPLIT_SEED = 42
+SORA_TRAIN_VALIDATION = 1000
 
 
 def tsv_dir(spec: GlueSpec, data_dir: Path) -> Path:
@@ -62,6 +67,14 @@ def _load_from_hub(spec: GlueSpec, split: str, data_dir: Path) -> GlueExamples:
     return GlueExamples(texts, list(rows["label"]))
 
 
+def _take(examples: GlueExamples, rows: Sequence[int]) -> GlueExamples:
+    return GlueExamples([examples.texts[i] for i in rows], [examples.labels[i] for i in rows])
+
+
+def _permutation(n: int, seed: int) -> list[int]:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
 def subsample(examples: GlueExamples, limit: int | None) -> GlueExamples:
     """At most ``limit`` examples (None: all), drawn at random but kept in file order."""
     n = len(examples.texts)
@@ -69,9 +82,36 @@ def subsample(examples: GlueExamples, limit: int | None) -> GlueExamples:
         return examples
     if limit < 1:
         raise ValueError(f"a GLUE subsample needs at least one example, got {limit}")
-    generator = torch.Generator().manual_seed(SUBSAMPLE_SEED)
-    keep = torch.randperm(n, generator=generator)[:limit].sort().values.tolist()
-    return GlueExamples([examples.texts[i] for i in keep], [examples.labels[i] for i in keep])
+    return _take(examples, sorted(_permutation(n, SUBSAMPLE_SEED)[:limit]))
+
+
+def protocol_splits(
+    spec: GlueSpec, train: GlueExamples, dev: GlueExamples, protocol: str
+) -> dict[str, GlueExamples]:
+    """The ``train``, ``val`` and ``test`` examples of ``task.protocol``.
+
+    ``dev``: train on the training set; validate and score on the whole dev set (GLUE's test
+    labels are not public). ``sora``: SoRA's held-out split, so that choosing the best
+    checkpoint never sees the examples it is scored on. Small tasks halve the dev set
+    (validation, then test); large ones (``spec.validation_from_train``) validate on 1,000
+    training examples and score on the whole dev set. The halves and the held-out examples are
+    those of SoRA's fixed shuffle (``torch.randperm`` seeded 42), whatever the run's seed.
+    """
+    if protocol == "dev":
+        return {"train": train, "val": dev, "test": dev}
+    if protocol != "sora":
+        raise ValueError(f"task.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    if spec.validation_from_train:
+        order = _permutation(len(train.texts), SORA_SPLIT_SEED)
+        held_out = SORA_TRAIN_VALIDATION
+        return {
+            "train": _take(train, order[held_out:]),
+            "val": _take(train, order[:held_out]),
+            "test": dev,
+        }
+    order = _permutation(len(dev.texts), SORA_SPLIT_SEED)
+    half = len(order) // 2
+    return {"train": train, "val": _take(dev, order[:half]), "test": _take(dev, order[half:])}
 
 
 class TokenizedGlue(Dataset):
@@ -116,9 +156,10 @@ def tokenize(examples: GlueExamples, tokenizer, max_length: int, regression: boo
 
 
 class GlueDataModule(L.LightningDataModule):
-    """Train on the (subsampled) train split; validate and test on the dev split.
+    """Train, validate and test on the splits of ``protocol`` (:func:`protocol_splits`).
 
-    GLUE's test labels are not public, so the dev set is the test set, as in the paper.
+    ``max_train_examples`` subsamples the training split, ``max_eval_examples`` each of the
+    validation and test splits.
     """
 
     def __init__(
@@ -132,6 +173,7 @@ class GlueDataModule(L.LightningDataModule):
         max_train_examples: int | None,
         max_eval_examples: int | None,
         seed: int,
+        protocol: str,
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -140,20 +182,28 @@ class GlueDataModule(L.LightningDataModule):
         self.max_length = max_length
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.max_examples = {"train": max_train_examples, "dev": max_eval_examples}
+        self.max_examples = {
+            "train": max_train_examples,
+            "val": max_eval_examples,
+            "test": max_eval_examples,
+        }
         self.seed = seed
+        self.protocol = protocol
         self.splits: dict[str, TokenizedGlue] = {}
 
     def setup(self, stage: str) -> None:
         from transformers import AutoTokenizer
 
-        needed = ["train", "dev"] if stage == "fit" else ["dev"]
-        missing = [split for split in needed if split not in self.splits]
-        if not missing:
+        if self.splits:
             return
+        parts = protocol_splits(
+            self.spec,
+            load_examples(self.spec, "train", self.data_dir),
+            load_examples(self.spec, "dev", self.data_dir),
+            self.protocol,
+        )
         tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
-        for split in missing:
-            examples = load_examples(self.spec, split, self.data_dir)
+        for split, examples in parts.items():
             examples = subsample(examples, self.max_examples[split])
             self.splits[split] = tokenize(
                 examples, tokenizer, self.max_length, self.spec.is_regression
@@ -168,7 +218,7 @@ class GlueDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return index_loader(self.splits["dev"], self.eval_batch_size, shuffle=False)
+        return index_loader(self.splits["val"], self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return index_loader(self.splits["test"], self.eval_batch_size, shuffle=False)

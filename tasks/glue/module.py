@@ -1,8 +1,9 @@
 """Fine-tuning on a GLUE task and scoring it with the task's own metrics.
 
-The recipe is the LoRA paper's for RoBERTa-base, which the sine paper follows: AdamW, a linear
-decay after a warm-up over the first 6 % of steps, cross-entropy (mean squared error for the
-STS-B regression head).
+The recipe is that of SoRA's and the LoRA paper's GLUE scripts, which the sine paper follows:
+AdamW, a linear decay after a warm-up over the first 6 % of steps, cross-entropy (mean squared
+error for the STS-B regression head); one learning rate for the adapters and the head, as both
+(docs/method.md, "GLUE (Table 1) settings").
 """
 
 from __future__ import annotations
