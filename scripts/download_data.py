@@ -3,14 +3,16 @@
     python scripts/download_data.py llff              # the 8 LLFF scenes (~1.9 GB zip)
     python scripts/download_data.py llff --fern-only  # fern alone, from NeRF's example data
     python scripts/download_data.py llff --url FILE_OR_URL   # a copy you already have
+    python scripts/download_data.py thai              # the Thai statue mesh (a large scan)
 
 Offline, it says what it could not reach and where to put the files by hand. Extraction goes to
-a temporary folder first, so an interrupted download never leaves a half scene behind.
+a temporary folder first, so an interrupted download never leaves a half scene (or mesh) behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import shutil
 import sys
@@ -32,6 +34,9 @@ LLFF_FERN_URL = (
     "http://cseweb.ucsd.edu/~viscomp/projects/LF/papers/ECCV20/nerf/nerf_example_data.zip"
 )
 LLFF_SCENES = ("fern", "flower", "fortress", "horns", "leaves", "orchids", "room", "trex")
+# The paper's third occupancy shape: the Thai statue ("statuette") of the Stanford 3D Scanning
+# Repository's XYZ RGB models, a gzip'd binary PLY (research use; credit Stanford and XYZ RGB).
+THAI_URL = "http://graphics.stanford.edu/data/3Dscanrep/xyzrgb/xyzrgb_statuette.ply.gz"
 
 
 def default_data_dir() -> Path:
@@ -89,16 +94,53 @@ def download_llff(data_dir: Path, url: str) -> list[str]:
         return extract_llff(archive, data_dir)
 
 
+def download_thai(data_dir: Path, url: str) -> Path:
+    """Fetch the gzip'd statuette PLY and write it, decompressed, as ``meshes/thai.ply``.
+
+    The mesh is checked to begin as a PLY before it replaces anything, so a truncated download
+    or an HTML error page never becomes a mesh the occupancy task would voxelise.
+    """
+    meshes = data_dir / "meshes"
+    meshes.mkdir(parents=True, exist_ok=True)
+    target = meshes / "thai.ply"
+    with tempfile.TemporaryDirectory(dir=meshes) as tmp:
+        archive, mesh = Path(tmp) / "thai.ply.gz", Path(tmp) / "thai.ply"
+        try:
+            fetch(url, archive)
+        except (urllib.error.URLError, OSError) as error:
+            raise SystemExit(
+                f"could not fetch {url} ({error}).\nOffline: download xyzrgb_statuette.ply.gz "
+                f"from the Stanford 3D Scanning Repository on a machine with a network, "
+                f"decompress it and save it as {target}, or pass --url with a local copy."
+            ) from None
+        try:
+            with gzip.open(archive) as source, mesh.open("wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+        except (OSError, EOFError) as error:
+            raise SystemExit(f"{url} is not a complete gzip file ({error}): run again") from None
+        with mesh.open("rb") as handle:
+            if handle.read(3) != b"ply":
+                raise SystemExit(f"{url} does not hold a PLY mesh: check the URL")
+        mesh.replace(target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=["llff"])
+    parser.add_argument("dataset", choices=["llff", "thai"])
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--fern-only", action="store_true", help="NeRF's smaller example data")
-    parser.add_argument("--url", help="another source: a URL or a local zip path")
+    parser.add_argument("--url", help="another source: a URL or a local .zip / .ply.gz path")
     args = parser.parse_args(argv)
-    url = args.url or (LLFF_FERN_URL if args.fern_only else LLFF_URL)
+    if args.dataset == "thai":
+        url = args.url or THAI_URL
+    else:
+        url = args.url or (LLFF_FERN_URL if args.fern_only else LLFF_URL)
     if "://" not in url:
         url = Path(url).resolve().as_uri()
+    if args.dataset == "thai":
+        print(f"Thai statue: {download_thai(args.data_dir, url)}")
+        return 0
     scenes = download_llff(args.data_dir, url)
     print(f"LLFF scenes in {args.data_dir / 'nerf_llff_data'}: {', '.join(scenes)}")
     return 0

@@ -1,4 +1,5 @@
-"""Task data files read strictly: LLFF's poses_bounds.npy and GLUE's TSVs (issue #4, bad input).
+"""Task data files read strictly: LLFF's poses_bounds.npy and GLUE's TSVs (issue #4, bad input),
+and the Thai statue fetched by scripts/download_data.py thai.
 
 Each reader is checked on the real files in ../shared/data when present, and on small files
 made here (valid, truncated, corrupt) so that the errors are tested everywhere.
@@ -6,11 +7,15 @@ made here (valid, truncated, corrupt) so that the errors are tested everywhere.
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
+import trimesh
 
+from scripts.download_data import main as download_main
+from tasks.bof.shapes import find_mesh
 from tasks.glue.tsv import FORMATS, TsvError, read_glue_tsv
 from tasks.nerf.llff import CameraFileError, load_poses_bounds
 
@@ -139,3 +144,48 @@ def test_a_missing_glue_file_says_how_to_get_it(tmp_path):
         read_glue_tsv(tmp_path / "RTE" / "dev.tsv", "RTE")
     with pytest.raises(ValueError, match="known: CoLA, SST-2"):
         read_glue_tsv(tmp_path / "dev.tsv", "QNLI")
+
+
+# -- the Thai statue: scripts/download_data.py thai --------------------------------------------
+
+
+def _gzip(path: Path, data: bytes) -> str:
+    path.write_bytes(gzip.compress(data))
+    return path.as_uri()
+
+
+def test_thai_is_decompressed_to_a_mesh_the_bof_task_finds(tmp_path):
+    box = trimesh.creation.box(extents=(1.0, 2.0, 3.0))
+    url = _gzip(tmp_path / "statuette.ply.gz", box.export(file_type="ply"))
+    data = tmp_path / "data"
+    assert download_main(["thai", "--data-dir", str(data), "--url", url]) == 0
+    path = find_mesh("thai", data, tmp_path / "cache")
+    assert path == data / "meshes" / "thai.ply"
+    mesh = trimesh.load(path)
+    np.testing.assert_allclose(mesh.extents, [1.0, 2.0, 3.0])
+    assert list((data / "meshes").iterdir()) == [path]  # no temporary file left behind
+
+
+def test_thai_offline_says_where_to_put_the_mesh(tmp_path):
+    url = "http://127.0.0.1:9/xyzrgb_statuette.ply.gz"  # the discard port: refused at once
+    with pytest.raises(SystemExit, match=r"Offline: download xyzrgb_statuette\.ply\.gz") as error:
+        download_main(["thai", "--data-dir", str(tmp_path), "--url", url])
+    assert str(tmp_path / "meshes" / "thai.ply") in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (gzip.compress(b"ply\nformat ascii 1.0\n" * 100)[:40], "not a complete gzip file"),
+        (gzip.compress(b"<html>Not Found</html>"), "does not hold a PLY mesh"),
+    ],
+)
+def test_a_bad_thai_download_leaves_the_mesh_there_untouched(tmp_path, payload, message):
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    (meshes / "thai.ply").write_bytes(b"ply\nthe mesh from before")
+    (tmp_path / "bad.ply.gz").write_bytes(payload)
+    with pytest.raises(SystemExit, match=message):
+        download_main(["thai", "--data-dir", str(tmp_path), "--url", str(tmp_path / "bad.ply.gz")])
+    assert (meshes / "thai.ply").read_bytes() == b"ply\nthe mesh from before"
+    assert [p.name for p in meshes.iterdir()] == ["thai.ply"]

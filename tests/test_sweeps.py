@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from hydra_plugins.sinelr_sweeper.table_sweeper import TableSweeper
+from hydra_plugins.sinelr_sweeper.table_sweeper import TableSweeper, available_jobs
 from sinelr.checkpoint import result_fingerprint
 from sinelr.driver import completed_result
 from sinelr.loggers import results_table
@@ -56,7 +56,8 @@ def sweep_results(sweep_dir: Path) -> dict[str, dict]:
 
 # -- experiment files ---------------------------------------------------------------------------
 def test_every_paper_result_has_an_experiment_file():
-    assert {"fig3_theory", "table13_bof", "table3_nerf", "table1_glue"} <= set(EXPERIMENTS)
+    assert {"fig3_theory", "table13_bof", "table3_nerf", "table1_glue", "fig7_nerf_omega",
+            "bof_omega_ablation"} <= set(EXPERIMENTS)  # fmt: skip
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -76,6 +77,40 @@ def test_experiment_composes_and_its_sweep_parses(experiment: str, preset: str):
     if "omega" in params:  # a factorised table: plain and sine runs side by side
         omegas = str(params.omega).split(",")
         assert "null" in omegas and any(w != "null" for w in omegas), omegas
+
+
+def table_jobs(experiment: str, data_dir: Path) -> list[list[str]]:
+    """The jobs the experiment's sweep runs with ``paths.data_dir=data_dir`` (none launched)."""
+    cfg = config(f"+experiment={experiment}", f"paths.data_dir={data_dir}", hydra=True)
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    params = [f"{key}={value}" for key, value in sweeper["params"].items()]
+    overrides = OverridesParser.create().parse_overrides(params)
+    (jobs,) = TableSweeper.split_arguments(overrides, None, sweeper.get("optional"))
+    return jobs
+
+
+@pytest.mark.parametrize("experiment", ["table13_bof", "bof_omega_ablation"])
+def test_the_thai_statue_runs_where_its_mesh_is(tmp_path: Path, experiment: str):
+    without = table_jobs(experiment, tmp_path)
+    assert {o for job in without for o in job if o.startswith("task.shape=")} == {
+        "task.shape=lucy", "task.shape=dragon",
+    }  # fmt: skip
+    (tmp_path / "meshes").mkdir()
+    (tmp_path / "meshes" / "thai.ply").write_text("ply\n")
+    with_thai = table_jobs(experiment, tmp_path)
+    thai = [job for job in with_thai if "task.shape=thai" in job]
+    assert len(thai) == len(without) / 2 and len(with_thai) == len(without) + len(thai)
+
+
+def test_jobs_needing_a_missing_file_are_left_out_with_one_warning(tmp_path: Path, caplog):
+    present = tmp_path / "here.ply"
+    present.write_text("ply\n")
+    jobs = [["s=a", "k=1"], ["s=b", "k=1"], ["s=a", "k=2"], ["s=c", "k=1"]]
+    optional = {"s=a": str(tmp_path / "absent.ply"), "s=b": str(present)}
+    assert available_jobs(jobs, optional) == [["s=b", "k=1"], ["s=c", "k=1"]]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"s=a: 2 job(s) left out, {tmp_path / 'absent.ply'} does not exist"
+    ]
 
 
 # -- failure tolerance and skip_done -----------------------------------------------------------
@@ -137,6 +172,25 @@ def test_a_sweep_run_again_with_skip_done_reuses_completed_jobs(tmp_path: Path):
     # Nothing was computed again: results.json, the CSVs and figures are the same files.
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert {p: p.read_text() for p in texts} == texts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("experiment", "jobs"),
+    [
+        ("fig7_nerf_omega", 2 * 7),  # k = 1, 5 × plain and six ω
+        ("bof_omega_ablation", 2 * (1 + 7)),  # lucy, dragon (no Thai statue) × dense, plain, six ω
+    ],
+)
+def test_omega_ablation_sweeps_complete_at_smoke(tmp_path: Path, shared_data, experiment, jobs):
+    sweep_dir = tmp_path / "sweep"
+    proc = multirun(f"+experiment={experiment}", "preset=smoke", f"paths.data_dir={shared_data}",
+                    sweep_dir=sweep_dir, timeout=1800)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = sweep_results(sweep_dir)
+    assert len(found) == jobs and {r["status"] for r in found.values()} == {"completed"}
+    ranks = {1, 5} if experiment == "fig7_nerf_omega" else {None, 1}
+    assert {r["rank"] for r in found.values()} == ranks
 
 
 # -- W&B ----------------------------------------------------------------------------------------

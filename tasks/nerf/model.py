@@ -2,7 +2,7 @@
 
 The paper's compression rates (1.3 / 4.7 / 8.7 / 24.6 / 48.6 %) are those of this network with
 every layer factorised where ``k < min(d_in, d_out)``, and they rule out a positional encoding
-(METHOD.md): a Gaussian activation is what lets the MLP fit detail from raw coordinates.
+(docs/method.md): a Gaussian activation is what lets the MLP fit detail from raw coordinates.
 """
 
 from __future__ import annotations

@@ -31,9 +31,26 @@ def mse_to_psnr(mse: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse)
 
 
+def flat_psnr(image: Tensor) -> Tensor:
+    """PSNR against ``image`` (``(1, 3, H, W)`` in [0, 1]) of that image's own mean colour,
+    painted over every pixel: what a render with no structure at all would score.
+
+    The mean is taken per view, not over all test views: the per-channel mean is the constant
+    image of least squared error, so this is the best score *any* flat-colour render can get
+    on that view. A NeRF can output one colour per view without learning any geometry (its
+    colour depends on the view direction), so the floor a run must clear is this per-view one;
+    the colour pooled over all test views gives a lower, weaker floor. Averaged over the views
+    as ``test/psnr`` is (mean of per-view PSNRs), so the two compare directly.
+    """
+    flat = image.mean(dim=(-2, -1), keepdim=True).expand_as(image)
+    return peak_signal_noise_ratio(flat, image, data_range=1.0)
+
+
 class NerfModule(L.LightningModule):
     """Photometric MSE on the fine and coarse colours (as the NeRF code); PSNR and SSIM per test
     view, their means as ``test/psnr`` and ``test/ssim``, and the renders saved as PNG.
+    ``test/psnr_flat`` is the same mean for each view's flat mean colour (:func:`flat_psnr`):
+    a ``test/psnr`` not clearly above it means the network has learnt no more than a colour.
 
     The learning rate decays exponentially per step to ``lr · lr_final_factor``.
     """
@@ -94,6 +111,7 @@ class NerfModule(L.LightningModule):
         scores = {
             "psnr": peak_signal_noise_ratio(pred, target, data_range=1.0),
             "ssim": structural_similarity_index_measure(pred, target, data_range=1.0),
+            "psnr_flat": flat_psnr(target),
         }
         if self.lpips is not None:
             # LPIPS takes images in [-1, 1].

@@ -10,12 +10,16 @@ named. A table of hours of runs should not hinge on one bad cell: this sweeper r
 then fails with :class:`MultirunFailed` naming each failed job (whose results.json holds the
 error). Any launcher (basic, joblib, submitit) reports failures as ``JobReturn``s, so this holds
 for all of them.
+
+``hydra.sweeper.optional`` maps an override to a file it needs (``task.shape=thai: ${paths.
+data_dir}/meshes/thai.ply``): where that file is missing, the jobs with that override are left
+out with one warning, so a table can list data that not every machine has.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -69,13 +73,34 @@ def failure_report(failed: Sequence[JobReturn], total: int) -> str:
     return "\n".join(lines)
 
 
+def available_jobs(jobs: list[list[str]], optional: Mapping[str, str]) -> list[list[str]]:
+    """The jobs whose ``optional`` overrides' files exist; one warning per override that is not."""
+    missing = {o: path for o, path in optional.items() if not Path(path).expanduser().is_file()}
+    for override, path in missing.items():
+        skipped = sum(override in job for job in jobs)
+        if skipped:
+            log.warning("%s: %d job(s) left out, %s does not exist", override, skipped, path)
+    return [job for job in jobs if not missing.keys() & set(job)]
+
+
 class TableSweeper(BasicSweeper):
+    def __init__(
+        self,
+        max_batch_size: int | None,
+        params: dict[str, str] | None = None,
+        optional: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(max_batch_size, params)
+        self.optional = dict(optional or {})
+
     @staticmethod
     def split_arguments(
-        overrides: list[Override], max_batch_size: int | None
+        overrides: list[Override],
+        max_batch_size: int | None,
+        optional: Mapping[str, str] | None = None,
     ) -> list[list[list[str]]]:
         (jobs,) = BasicSweeper.split_arguments(overrides, None)
-        jobs = unique_jobs(jobs)
+        jobs = available_jobs(unique_jobs(jobs), optional or {})
         size = max_batch_size or len(jobs) or 1
         return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
@@ -85,7 +110,7 @@ class TableSweeper(BasicSweeper):
         assert self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
-        self.overrides = self.split_arguments(overrides, self.max_batch_size)
+        self.overrides = self.split_arguments(overrides, self.max_batch_size, self.optional)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
