@@ -71,6 +71,14 @@ class PeakMemory:
             return torch.cuda.max_memory_allocated() - self.baseline
         return _status_kb("VmHWM") * 1024 - self.baseline
 
+    def now(self) -> int:
+        """Bytes allocated now above the baseline: what is still live after a phase."""
+        import torch
+
+        if self.device == "cuda":
+            return torch.cuda.memory_allocated() - self.baseline
+        return _status_kb("VmRSS") * 1024 - self.baseline
+
 
 def build(workload: str, variant: str, device: str):
     """The model and its input for one configuration."""
