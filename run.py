@@ -5,37 +5,81 @@ See README.md for the keys; ``python run.py --help`` lists the config groups.
 
 import logging
 import os
+import sys
 import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-# Errors that mean "fix your input": reported as one line, not a traceback. Set
-# HYDRA_FULL_ERROR=1 for the traceback anyway.
+#: Errors that mean "fix your input" when the project raises them on purpose: reported as one
+#: line, not a traceback (HYDRA_FULL_ERROR=1 shows the traceback anyway). A ValueError from
+#: inside a library is more likely a bug of ours and keeps its traceback.
 INPUT_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+PROJECT_MODULES = ("sinelr", "tasks", "hydra_plugins.sinelr_sweeper", "__main__", "run")
+#: Exit status of a run stopped by its input, as argparse uses for a bad command line.
+INPUT_ERROR_EXIT = 2
 
 
-class RunFailed(Exception):
-    """The run failed for the reason in its message; results.json has the details."""
+class RunFailed(CompactHydraException):
+    """A multirun job stopped by its input; Hydra prints the message alone, no traceback."""
+
+
+def is_input_error(error: BaseException) -> bool:
+    """Whether ``error`` reports bad input (missing data, a bad value, an unknown name).
+
+    A missing file always does. Otherwise the project must have raised it itself: the
+    innermost frame of its traceback belongs to sinelr, a task or this script.
+    """
+    if isinstance(error, FileNotFoundError):
+        return True
+    if not isinstance(error, INPUT_ERRORS) or error.__traceback__ is None:
+        return False
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return any(module == name or module.startswith(name + ".") for name in PROJECT_MODULES)
+
+
+def _not_litlogger_tip(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
+def route_lightning_logs() -> None:
+    """Send Lightning's records through Hydra's handlers only, once each.
+
+    ``import lightning`` gives the ``lightning`` logger a console handler of its own, and its
+    records also propagate to the root logger that Hydra's job_logging configures (console and
+    the run's log file): every Lightning line printed twice. Lightning is imported after Hydra
+    set logging up, so this cannot be done in job_logging. Also drops Lightning's tip to
+    install litlogger.
+    """
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_litlogger_tip)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from sinelr.driver import run
 
-    # Hydra's handlers already print and file every record; Lightning's own would repeat them.
-    logging.getLogger("lightning.pytorch").handlers.clear()
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
-    )
+    route_lightning_logs()
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    hydra_cfg = HydraConfig.get()
     try:
-        result = run(cfg, HydraConfig.get().runtime.output_dir)
+        result = run(cfg, hydra_cfg.runtime.output_dir)
     except INPUT_ERRORS as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if not is_input_error(error) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        raise RunFailed(f"{type(error).__name__}: {error}") from None
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweeper lists each failed job at the end
+            raise RunFailed(f"{type(error).__name__}: {error}") from None
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(INPUT_ERROR_EXIT)
     return result.metric.value
 
 

@@ -7,15 +7,20 @@ task and preset, and per setting that differs between runs that would share a ce
 and ``DIR/plots/*.png``, our numbers beside the paper's, failed runs listed with their errors.
 ``--wandb`` logs the summary table (and those plots) as a W&B run: offline, without a key or a
 network, in ``<DIR or the first path>/wandb/`` for ``wandb sync`` to upload later.
+``--bench FILE`` prints a benchmark's ``--json`` (``scripts/bench_nerf.py``: Table 12,
+``scripts/bench_llama_memory.py``: Table 6) beside the paper's table, as ratios between methods.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from sinelr.report import (
     bd_deltas,
+    bench_markdown,
     load_results,
     markdown,
     print_table,
@@ -28,13 +33,20 @@ from sinelr.report import (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("paths", nargs="+", help="results.json files or directories holding them")
+    parser.add_argument("paths", nargs="*", help="results.json files or directories holding them")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply metrics (100 for %%)")
     parser.add_argument("--out", help="write the dashboard (index.html, report.md, plots) here")
     parser.add_argument("--wandb", action="store_true", help="log the summary table to W&B")
     parser.add_argument("--wandb-project", default="sinelr", help="W&B project (default sinelr)")
+    parser.add_argument("--bench", nargs="+", default=[], help="bench_*.py --json files")
     args = parser.parse_args(argv)
+    for path in args.bench:
+        print(bench_markdown(json.loads(Path(path).read_text()), path))
+    if not args.paths:
+        if args.bench:
+            return 0
+        parser.error("give results.json files or directories, or --bench FILE")
     if (args.out or args.wandb) and not load_results(args.paths, completed_only=False):
         print(f"no results.json under {', '.join(args.paths)}", file=sys.stderr)
         return 1
@@ -56,10 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print_table(rows, args.scale, title=title)
         for d in bd_deltas(rows):
-            print(
-                f"{d.task} {d.data}: sine over plain at ranks {d.ranks} (Akima, parameters as "
-                f"rate): BD-{d.metric} {d.bd_metric:+.3g}, BD-rate {d.bd_rate:+.1f} %"
-            )
+            print(f"{d.task} {d.data}: {d.text(args.scale)}")
     return 0
 
 

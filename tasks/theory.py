@@ -211,7 +211,9 @@ def plot_rank_vs_omega(rows: list[RankRow], field: str, path: Path, compare_k: i
     import matplotlib.pyplot as plt
 
     shapes = sorted({(r.d_out, r.d_in) for r in rows})
-    fig, axes = plt.subplots(2, len(shapes), figsize=(5 * len(shapes), 8), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(shapes), figsize=(5 * len(shapes), 8), squeeze=False, layout="constrained"
+    )
     for col, (d_out, d_in) in enumerate(shapes):
         top, bottom = axes[0, col], axes[1, col]
         for k in sorted({r.k for r in rows if (r.d_out, r.d_in) == (d_out, d_in)}):
@@ -227,7 +229,6 @@ def plot_rank_vs_omega(rows: list[RankRow], field: str, path: Path, compare_k: i
                 bottom.plot(w, rank, marker="o", label=name)
         bottom.set(xscale="log", xlabel="ω", ylabel=ylabel, title=f"f(ω·UV), k={compare_k}")
         bottom.legend(fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -249,11 +250,12 @@ def plot_heatmaps(size: int, omegas: Sequence[float], seed: int, path: Path) -> 
         (f"sin({low:g}·UV)", sine_weight(U, V, low, 1.0)),
         (f"sin({high:g}·UV)", sine_weight(U, V, high, 1.0)),
     ]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    # Constrained layout makes room for the titles above the square images, which
+    # tight_layout leaves cut off at this figure's height.
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.4), layout="constrained")
     for ax, (title, matrix) in zip(axes, panels, strict=True):
         ax.imshow(matrix.abs().numpy(), cmap="viridis")
         ax.set_title(f"{title}: rank {rank_stats(matrix)['numerical_rank']}")
         ax.axis("off")
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

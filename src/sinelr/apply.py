@@ -116,19 +116,35 @@ def apply_lowrank(model: nn.Module, targets: Targets, config: LowRankConfig) -> 
 
     A layer whose ``min(d_in, d_out)`` is at most the rank stays dense: a rank-k factorisation
     of it would have at least as many parameters as the layer (the paper's counts assume this).
+    A rank that leaves every selected layer dense is an error, raised before any change: the
+    run would be the dense network labelled as a factorised one.
     """
     cls = get_lowrank_class(config.variant)
+    selected = {
+        name: _as_linear(model.get_submodule(name)) for name in match_targets(model, targets)
+    }
+    full_ranks = {name: min(lin.in_features, lin.out_features) for name, lin in selected.items()}
+    if all(config.rank >= full_rank for full_rank in full_ranks.values()):
+        largest = max(full_ranks.values()) - 1
+        fix = (
+            f"the largest rank that factorises one is {largest}"
+            if largest
+            else "no rank factorises a layer of width 1: target others (task.targets)"
+        )
+        raise ValueError(
+            f"rank={config.rank} factorises nothing: a layer stays dense unless the rank is below "
+            f"its min(d_in, d_out), at most {largest + 1} among the targeted layers; {fix}. "
+            "rank=null is the dense baseline."
+        )
     report = ApplyReport()
-    for name in match_targets(model, targets):
-        module = model.get_submodule(name)
-        linear = _as_linear(module)
-        full_rank = min(linear.in_features, linear.out_features)
-        if config.rank >= full_rank:
-            reason = f"rank {config.rank} >= min(d_in, d_out) = {full_rank}"
+    for name, linear in selected.items():
+        if config.rank >= full_ranks[name]:
+            reason = f"rank {config.rank} >= min(d_in, d_out) = {full_ranks[name]}"
             report.kept_dense[name] = reason
             log.info("%s stays dense: %s", name, reason)
             continue
         layer = cls.from_linear(linear, config)
+        module = model.get_submodule(name)
         model.set_submodule(name, layer if linear is module else Conv1x1(layer))
         report.replaced[name] = config.variant
     log.info(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,50 @@ def result_fingerprint(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+#: ``checkpoint.<key>``: how often ``last.ckpt`` is written. Lightning takes one of them.
+INTERVALS = ("every_n_epochs", "every_n_train_steps")
+
+
+def checkpoint_intervals(
+    settings: Mapping[str, int | None], command_line: Sequence[str] = ()
+) -> dict[str, int | None]:
+    """``ModelCheckpoint``'s interval arguments from ``checkpoint.*``, at most one of them set.
+
+    The base config writes every epoch and some presets every n steps, so setting one interval
+    leaves the other's inherited value beside it, which Lightning refuses. The interval named
+    in ``command_line`` (the run's overrides) wins; otherwise ``every_n_train_steps``, as no
+    default sets it. Both named there cannot be honoured and are an error.
+    """
+    intervals = {key: settings.get(key) for key in INTERVALS}
+    if not all(intervals.values()):
+        return intervals
+    named = [key for key in INTERVALS if f"checkpoint.{key}" in _override_keys(command_line)]
+    if len(named) == len(INTERVALS):
+        raise ValueError(
+            "checkpoint.every_n_epochs and checkpoint.every_n_train_steps are both given: "
+            "checkpoints follow one schedule; give only one, or set the other to null"
+        )
+    keep = named[0] if named else "every_n_train_steps"
+    return {key: value if key == keep else None for key, value in intervals.items()}
+
+
+def _override_keys(overrides: Sequence[str]) -> set[str]:
+    """``{"checkpoint.every_n_epochs"}`` of ``["+checkpoint.every_n_epochs=2"]``."""
+    return {override.lstrip("+~").partition("=")[0] for override in overrides}
+
+
+#: Settings that joined the fingerprint after runs had been recorded, each with the value that
+#: computes what those runs computed. A saved fingerprint without the key reads as having that
+#: value, so ``skip_done`` and ``resume`` still recognise the earlier runs (a sweep resumed
+#: after an upgrade does not start again).
+ADDED_SETTINGS: dict[str, Any] = {"lowrank.detach_norm": False}
+
+
 def fingerprint_diff(
     saved: dict[str, Any], current: dict[str, Any], source: str = "checkpoint"
 ) -> list[str]:
-    a, b = flatten(saved), flatten(current)
+    a, b = {**ADDED_SETTINGS, **flatten(saved)}, flatten(current)
+    a = {k: v for k, v in a.items() if k in b or k not in ADDED_SETTINGS}
     return [
         f"{k}: {a.get(k)!r} ({source}) vs {b.get(k)!r} (now)"
         for k in sorted(a.keys() | b.keys())
@@ -135,7 +175,8 @@ def find_resume_checkpoint(output_dir: Path, runs_root: Path, expected: dict[str
     """The newest ``last.ckpt`` written by a run with this fingerprint."""
     for path in _candidates(output_dir, runs_root):
         try:
-            if saved_fingerprint(path) == expected:
+            saved = saved_fingerprint(path)
+            if saved is not None and not fingerprint_diff(saved, expected):
                 return path
         except CheckpointError as error:
             log.warning("skipping %s", error)
