@@ -27,13 +27,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sinelr.accounting import count_parameters, rank_diagnostics
+from sinelr.accounting import count_parameters
 from sinelr.callbacks import NonFiniteGuard
 from sinelr.checkpoint import (
     CHECKPOINT_DIR,
     AtomicCheckpointIO,
     RunState,
     check_checkpoint,
+    checkpoint_intervals,
     find_resume_checkpoint,
     fingerprint,
     fingerprint_diff,
@@ -42,8 +43,10 @@ from sinelr.checkpoint import (
 from sinelr.layers import LowRankConfig, variant_name
 from sinelr.loggers import make_loggers, publish_to_wandb
 from sinelr.paper import paper_omega
+from sinelr.presets import check_composed_task_preset, paper_on_cpu_warning
 from sinelr.results import RESULTS_FILE, Metric, RunResult
-from sinelr.task import RunContext, Task
+from sinelr.sharding import gathered_rank_diagnostics
+from sinelr.task import LightningTask, RunContext, Task
 from sinelr.vector_math import settle_vector_math
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,7 @@ def resolve_number(omega: Any) -> float | None:
 
 
 def resolve_omega(omega: Any, rank: int | None, task: str, adapter: str | None) -> float | None:
-    """``omega`` as a number: ``paper`` looks up METHOD.md's table; null stays null."""
+    """``omega`` as a number: ``paper`` looks up the paper's ω (docs/method.md); null stays null."""
     if omega == "paper" and rank is not None:
         return paper_omega(task, rank, adapter)
     return resolve_number(omega) if rank is not None else None
@@ -119,6 +122,8 @@ def _trainer_factory(
     the non-finite guard, a rich progress bar, and loggers whose failures are not fatal.
     """
 
+    command_line = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+
     def make_trainer(callbacks: Sequence[L.Callback] = (), **overrides: Any) -> L.Trainer:
         loggers = make_loggers(cfg.get("logger"), labels)
         standard: list[L.Callback] = [
@@ -126,8 +131,7 @@ def _trainer_factory(
                 dirpath=output_dir / CHECKPOINT_DIR,
                 save_top_k=0,
                 save_last=True,
-                every_n_epochs=cfg.checkpoint.every_n_epochs,
-                every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+                **checkpoint_intervals(cfg.checkpoint, command_line),
             ),
             RunState(run_fingerprint),
             NonFiniteGuard(divergence_hint),
@@ -217,6 +221,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     ``output_dir`` is returned as it is, and nothing runs.
     """
     output_dir = Path(output_dir)
+    if cfg.rank is None:  # the dense baseline has no adapter, whatever the task's default one
+        cfg.adapter = None
     if cfg.get("skip_done"):
         done = completed_result(output_dir, result_fingerprint(cfg))
         if done is not None:
@@ -245,7 +251,11 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     model: nn.Module | None = None
     try:
         result.fingerprint = result_fingerprint(cfg)
+        check_composed_task_preset()
         task_cls: type[Task] = get_class(cfg.task._target_)
+        trains = issubclass(task_cls, LightningTask) and not cfg.dry_run
+        if warning := paper_on_cpu_warning(cfg.preset, result.device, trains):
+            log.warning(warning)
         result.metric = Metric(task_cls.metric, None, task_cls.higher_is_better)
         result.task_config = OmegaConf.to_container(cfg.task, resolve=True)
         task: Task = instantiate(cfg.task, _recursive_=False, _convert_="all")
@@ -253,6 +263,12 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         # (rte, cola, ...), and its headline metric depends on which.
         result.task = task.name
         result.metric = Metric(task.metric, None, task.higher_is_better)
+        if cfg.get("adapter") is not None and not task.fine_tunes:
+            raise ValueError(
+                f"adapter={cfg.adapter}: task {task.name} trains its network from scratch and "
+                "adapters need a pretrained one; drop adapter= (rank=K alone gives the "
+                "factorised sin(ω·UV)/g layers)"
+            )
         if task.factorises:
             lowrank = lowrank_config(cfg, task.name)
             result.method = lowrank.variant if lowrank else "dense"
@@ -316,7 +332,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         raise
     finally:
         if model is not None and result.status == "completed":
-            result.diagnostics = {"rank": rank_diagnostics(model)}
+            result.diagnostics = {"rank": gathered_rank_diagnostics(model)}
             _log_diagnostics(result.diagnostics["rank"])
         result.wall_time_s = time.perf_counter() - start
         if rank_zero_only.rank == 0:  # under DDP, one process writes the run's result

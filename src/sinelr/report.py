@@ -17,17 +17,20 @@ import shutil
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from sinelr.bjontegaard import bd_psnr, bd_rate
 from sinelr.io import flatten
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 METHOD_ORDER = ["dense", "lowrank", "sine_lowrank", "lora", "sine_lora", "dora", "sine_dora"]
 # The task_config key that names a run's data item, per task: bof shape, nerf scene, vision
@@ -199,6 +202,15 @@ class Delta:
     bd_metric: float
     bd_rate: float
 
+    def text(self, scale: float = 1.0) -> str:
+        """The deltas in words, BD-metric on the scale of the table beside it (the metric's
+        unit × ``scale``); BD-rate is a change in parameters, which no metric scale touches."""
+        scaled = f" ×{scale:g}" if scale != 1 else ""
+        return (
+            f"sine over plain at ranks {self.ranks} (Akima, parameters as rate): "
+            f"BD-{self.metric}{scaled} {self.bd_metric * scale:+.3g}, BD-rate {self.bd_rate:+.1f} %"
+        )
+
 
 def bd_deltas(rows: list[Row]) -> list[Delta]:
     """Per (task, data): BD-metric and BD-rate of sine over plain across the ranks where both
@@ -260,10 +272,31 @@ def markdown(rows: list[Row], scale: float = 1.0) -> str:
     return "\n".join(lines)
 
 
-def print_table(rows: list[Row], scale: float = 1.0, title: str | None = None) -> None:
-    """A terminal table; columns that are the same on every row move into the title."""
+def _fit_widths(columns: list[list[str]], room: int) -> list[int]:
+    """Text widths of table columns sharing ``room`` characters, no column narrower than its
+    longest word, so that wrapping never cuts one (rich's own fitting does: ``sine_lowr…``).
+    Space beyond those minima goes to the columns in proportion to how much wider their longest
+    line is; a table whose minima exceed the room gets the minima."""
+    from rich.cells import cell_len
+
+    low = [max(cell_len(w) for text in texts for w in text.split()) for texts in columns]
+    high = [max(low[i], *(cell_len(text) for text in texts)) for i, texts in enumerate(columns)]
+    if sum(high) <= room:
+        return high
+    spare, want = max(room - sum(low), 0), sum(high) - sum(low)
+    return [lo + (hi - lo) * spare // want for lo, hi in zip(low, high, strict=True)]
+
+
+def print_table(
+    rows: list[Row], scale: float = 1.0, title: str | None = None, console: Console | None = None
+) -> None:
+    """A terminal table; columns that are the same on every row move into the title.
+
+    Lines wrap between words, never through one; a table whose longest words do not fit the
+    terminal is printed whole, for the terminal to wrap, rather than cropped.
+    """
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     header = _header(rows)
     body = [_cells(row, _methods(rows), scale) for row in rows]
@@ -271,12 +304,18 @@ def print_table(rows: list[Row], scale: float = 1.0, title: str | None = None) -
     keep = [i for i in range(len(header)) if i not in constant]
     shared = " · ".join(body[0][i] for i in constant)
     scaled = f" (×{scale:g})" if scale != 1 else ""
+    console = console or Console()
+    texts = [[header[i], *(line[i] for line in body)] for i in keep]
+    frame = 3 * len(keep) + 1  # each column's padding (1 + 1) and border
+    widths = _fit_widths(texts, console.width - frame)
     table = Table(
-        *(header[i] for i in keep), title=" · ".join(filter(None, [shared + scaled, title]))
+        *(Column(header[i], width=w) for i, w in zip(keep, widths, strict=True)),
+        title=" · ".join(filter(None, [shared + scaled, title])),
+        width=None if sum(widths) + frame <= console.width else sum(widths) + frame,
     )
     for line in body:
         table.add_row(*(line[i] for i in keep))
-    Console().print(table)
+    console.print(table, crop=False)
 
 
 # --- The paper's numbers -------------------------------------------------------------------
@@ -305,47 +344,62 @@ class PaperTable:
     columns: list[str]
     rows: list[PaperRow]
     bd_psnr: float | None = None
+    unit: str | None = None  # a benchmark table's unit, as printed
+    baseline: str | None = None  # a benchmark table's rows are compared as ratios to this method
+
+
+#: The key of ``paper_numbers.yaml`` whose tables come from scripts/bench_*.py, not from runs.
+BENCHMARKS = "benchmarks"
+
+
+def _paper_table(task: str, entry: dict) -> PaperTable:
+    rows = [
+        PaperRow(
+            row["method"],
+            row["rank"],
+            None if row.get("omega") is None else float(row["omega"]),
+            {k: float(v) for k, v in row["values"].items()},
+            None if row.get("params") is None else str(row["params"]),
+            bool(row.get("derived", False)),
+        )
+        for row in entry["rows"]
+    ]
+    for row in rows:
+        unknown = set(row.values) - set(entry["columns"])
+        if unknown or row.method not in METHOD_ORDER:
+            raise ValueError(
+                f"{PAPER_NUMBERS}: {task} {entry['table']} row {row.method} k={row.rank} "
+                f"has method or columns {sorted(unknown) or row.method!r} that are not "
+                f"among the methods {METHOD_ORDER} or the columns {entry['columns']}"
+            )
+    return PaperTable(
+        task,
+        entry["table"],
+        " ".join(entry["source"].split()),
+        entry["metric"],
+        float(entry["scale"]),
+        list(entry["columns"]),
+        rows,
+        entry.get("bd_psnr"),
+        entry.get("unit"),
+        entry.get("baseline"),
+    )
 
 
 @functools.cache
+def _paper_numbers() -> dict[str, list[PaperTable]]:
+    raw = yaml.safe_load(resources.files("sinelr").joinpath(PAPER_NUMBERS).read_text())
+    return {task: [_paper_table(task, entry) for entry in entries] for task, entries in raw.items()}
+
+
 def paper_tables() -> dict[str, list[PaperTable]]:
     """The paper's tables per task, from ``paper_numbers.yaml`` (packaged with sinelr)."""
-    raw = yaml.safe_load(resources.files("sinelr").joinpath(PAPER_NUMBERS).read_text())
-    tables: dict[str, list[PaperTable]] = {}
-    for task, entries in raw.items():
-        for entry in entries:
-            rows = [
-                PaperRow(
-                    row["method"],
-                    row["rank"],
-                    None if row.get("omega") is None else float(row["omega"]),
-                    {k: float(v) for k, v in row["values"].items()},
-                    None if row.get("params") is None else str(row["params"]),
-                    bool(row.get("derived", False)),
-                )
-                for row in entry["rows"]
-            ]
-            for row in rows:
-                unknown = set(row.values) - set(entry["columns"])
-                if unknown or row.method not in METHOD_ORDER:
-                    raise ValueError(
-                        f"{PAPER_NUMBERS}: {task} {entry['table']} row {row.method} k={row.rank} "
-                        f"has method or columns {sorted(unknown) or row.method!r} that are not "
-                        f"among the methods {METHOD_ORDER} or the columns {entry['columns']}"
-                    )
-            tables.setdefault(task, []).append(
-                PaperTable(
-                    task,
-                    entry["table"],
-                    " ".join(entry["source"].split()),
-                    entry["metric"],
-                    float(entry["scale"]),
-                    list(entry["columns"]),
-                    rows,
-                    entry.get("bd_psnr"),
-                )
-            )
-    return tables
+    return {task: t for task, t in _paper_numbers().items() if task != BENCHMARKS}
+
+
+def paper_bench_tables() -> dict[str, PaperTable]:
+    """The paper's tables that scripts/bench_*.py measure (memory), by table name."""
+    return {t.table: t for t in _paper_numbers().get(BENCHMARKS, [])}
 
 
 def paper_row(
@@ -359,6 +413,47 @@ def paper_row(
     if same_omega:
         return same_omega[0]
     return found[0] if len(found) == 1 else None
+
+
+# --- Benchmarks: a scripts/bench_*.py JSON beside the paper's table ------------------------
+
+
+def bench_markdown(result: dict, name: str = "benchmark JSON") -> str:
+    """A benchmark's ``report`` (its paper table, unit, and rows of method, rank and value) as
+    Markdown beside the paper's numbers. Each side is also divided by the table's baseline
+    method at the same rank: the comparison that carries across devices and units."""
+    report = result.get("report")
+    if not isinstance(report, dict):
+        raise ValueError(f"{name} has no 'report': write it with a bench script's --json")
+    tables = paper_bench_tables()
+    paper = tables.get(report.get("table"))
+    if paper is None:
+        raise ValueError(f"{name}: table {report.get('table')!r} is none of {sorted(tables)}")
+    ours = {(r["method"], r["rank"]): float(r["value"]) for r in report["rows"]}
+    theirs = {(r.method, r.rank): r.values[paper.columns[0]] for r in paper.rows}
+
+    def cells(values: dict, key: tuple) -> list[str]:
+        if key not in values:
+            return ["", ""]
+        base = values.get((paper.baseline, key[1]))
+        return [f"{values[key]:,.1f}", "" if base is None else f"{values[key] / base:.3f}"]
+
+    device = result.get("summary", {}).get("device")
+    lines = [
+        f"### {paper.table}: ours beside the paper's",
+        "",
+        paper.source,
+        "",
+        f"Ours in {report['unit']}{f' ({device})' if device else ''}, the paper's in "
+        f"{paper.unit}; ratios are to {paper.baseline} at the same rank.",
+        "",
+        f"| method | k | ours | ours / {paper.baseline} | paper | paper / {paper.baseline} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key in sorted(ours.keys() | theirs.keys(), key=lambda k: _row_order((*k, None))):
+        row = [key[0], _rank(key[1]), *cells(ours, key), *cells(theirs, key)]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 # --- The dashboard: per task and preset, the paper's layout with ours beside it ------------
@@ -399,6 +494,7 @@ class TaskTable:
     rows: list[TableRow]
     paper: list[PaperTable]
     deltas: list[Delta]
+    floors: dict[str, float] = field(default_factory=dict)  # flat-colour score per item
 
     @property
     def reproduction(self) -> bool:
@@ -412,6 +508,34 @@ class TaskTable:
     def slug(self) -> str:
         suffix = re.sub(r"[^\w.=-]+", "_", self.settings)
         return "_".join(filter(None, [self.task, self.preset, suffix]))
+
+
+#: A run may record ``<metric>_flat`` beside its metric (NeRF: ``test/psnr_flat``, the PSNR of
+#: each test view's own mean colour): the score of an output with no structure. A cell with a
+#: run less than ``FLAT_MARGIN`` (in the metric's unit, dB) above it is flagged with
+#: ``FLAT_MARK``: 1 dB is 21 % less squared error than the flat colour, and more than the
+#: seed-to-seed spread of the NeRF mini (std <= 0.4 dB, a range of 0.64 dB for plain k = 1);
+#: such a network has learnt little beyond a colour, so comparisons with it say nothing about
+#: the methods.
+FLAT_MARGIN = 1.0
+FLAT_MARK = " ⚑"
+
+
+def flat_floors(results: list[dict]) -> dict[str, float]:
+    """Per data item, the mean ``<metric>_flat`` of the runs that record one."""
+    found: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        flat = r.get("metrics", {}).get(f"{r['metric']['name']}_flat")
+        if flat is not None:
+            found[data_name(r)].append(flat)
+    return {item: statistics.fmean(values) for item, values in found.items()}
+
+
+def near_flat(table: TaskTable, row: TableRow, column: str) -> bool:
+    """Whether a run of this cell is not clearly above the flat-colour floor."""
+    floor = table.floors.get(column)
+    cell = row.cells.get(column)
+    return floor is not None and cell is not None and min(cell.values) < floor + FLAT_MARGIN
 
 
 def _row_order(key: tuple[str, int | None, float | None]) -> tuple:
@@ -467,6 +591,7 @@ def layout(results: list[dict]) -> list[TaskTable]:
                 [rows[k] for k in sorted(rows, key=_row_order)],
                 tables,
                 bd_deltas(summary),
+                flat_floors(runs),
             )
         )
     return out
@@ -490,7 +615,7 @@ def plot_params(table: TaskTable, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     items = [c for c in table.columns if any(c in row.cells for row in table.rows)]
-    if not items:
+    if not items or not any(row.params for row in table.rows):  # theory trains no network
         return None
     ncols = min(len(items), 4)
     nrows = -(-len(items) // ncols)
@@ -537,6 +662,8 @@ def plot_params(table: TaskTable, path: Path) -> Path | None:
         params = [r.params for r in best.values()]
         if params and max(params) > 10 * min(params):
             ax.set_xscale("log")
+        if item in table.floors:
+            ax.axhline(table.floors[item] * table.scale, color="grey", ls=":", label="flat colour")
         ax.set_title(item)
         ax.set_xlabel("parameters")
         ax.set_ylabel(
@@ -549,7 +676,7 @@ def plot_params(table: TaskTable, path: Path) -> Path | None:
     for ax in axes.flat:
         legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
     fig.legend(legend.values(), legend.keys(), loc="outside right center", fontsize="small")
-    fig.suptitle(f"{table.title}: metric against parameters")
+    fig.suptitle(f"{table.title}: metric against parameters", wrap=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -571,7 +698,7 @@ def plot_omega(table: TaskTable, path: Path) -> Path | None:
     curves = {k: sorted(v) for k, v in curves.items() if len(v) > 1}
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     for (item, method, rank), points in sorted(curves.items(), key=str):
         ax.plot(*zip(*points, strict=True), marker="o", label=f"{item} {method} k={rank}")
     for t in table.paper:
@@ -589,13 +716,20 @@ def plot_omega(table: TaskTable, path: Path) -> Path | None:
                     mfc="none",
                     label=f"{item} {method} k={rank} ({t.table})",
                 )
+    for item in sorted({item for item, _, _ in curves} & table.floors.keys()):
+        floor = table.floors[item] * table.scale
+        ax.axhline(floor, color="grey", ls=":", label=f"{item} flat colour")
     ax.set_xscale("log")
+    # The ω that ran, in plain numbers: log-scale minor labels (3×10²) run into each other.
+    omegas = sorted({w for points in curves.values() for w, _ in points})
+    ax.set_xticks(omegas, [f"{w:g}" for w in omegas])
+    ax.minorticks_off()
     ax.set_xlabel("ω")
-    ax.set_ylabel(next(iter(table.metrics.values()), ""))
-    ax.set_title(f"{table.title}: metric against ω")
+    scaled = f" ×{table.scale:g}" if table.scale != 1 else ""
+    ax.set_ylabel(next(iter(table.metrics.values()), "") + scaled)
+    ax.set_title(f"{table.title}: metric against ω", wrap=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -655,6 +789,7 @@ def _comparison(
     scaled = None if ours is None else ours * table.scale
     if column in row.cells:
         text = row.cells[column].text(table.scale)
+        text += FLAT_MARK if near_flat(table, row, column) else ""
     else:
         text = "" if scaled is None else f"{scaled:.2f}"
     return text, scaled, paper
@@ -726,13 +861,15 @@ def _html_table(table: TaskTable) -> str:
 
 
 def _deltas_text(table: TaskTable) -> list[str]:
-    scaled = f" ×{table.scale:g}" if table.scale != 1 else ""
-    lines = [
-        f"{d.data}: sine over plain at ranks {d.ranks} (Akima, parameters as rate): "
-        f"BD-{d.metric}{scaled} {d.bd_metric * table.scale:+.3g}, BD-rate {d.bd_rate:+.1f} %"
-        for d in table.deltas
-    ]
+    lines = [f"{d.data}: {d.text(table.scale)}" for d in table.deltas]
     lines += [f"paper ({t.table}): BD-PSNR {t.bd_psnr:+.2f} dB" for t in table.paper if t.bd_psnr]
+    if table.floors:
+        floors = ", ".join(f"{item} {v * table.scale:.2f}" for item, v in table.floors.items())
+        lines.append(
+            f"Flat colour (each test view's own mean colour, the best an output with no "
+            f"structure scores): {floors}.{FLAT_MARK} marks a cell with a run less than "
+            f"{FLAT_MARGIN:g} dB above it: that network has learnt little beyond a colour."
+        )
     return lines
 
 
