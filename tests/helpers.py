@@ -1,35 +1,115 @@
-"""Objects the CLI tests inject through Hydra overrides, and a run killed mid-training."""
+"""What the tests share: the config ``run.py`` would run, runs in-process, the kill-and-resume
+check, and objects the CLI tests inject through Hydra overrides."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers.logger import Logger
+from omegaconf import DictConfig
+
+import sinelr.driver
+from sinelr.checkpoint import CHECKPOINT_DIR, read_checkpoint
+from sinelr.results import RESULTS_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def kill_at_first_checkpoint(overrides: list[str], run_dir: Path, env: dict[str, str]) -> Path:
-    """Start run.py, SIGKILL it as soon as it has written a checkpoint; return that checkpoint.
+def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:
+    """The config ``run.py <overrides>`` runs, composed in-process; ``hydra`` adds ``cfg.hydra``.
+
+    Composition raises what the command line prints (an unknown key, a missing option), so a
+    check of the config needs no process, and no process's seconds of imports.
+    """
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def run_in_process(output_dir: Path, *overrides: str) -> dict[str, Any]:
+    """results.json of ``run.py <overrides>``, run in-process in ``output_dir``; the driver's
+    error propagates (after it has written results.json, as on the command line).
+
+    The driver itself runs, so parameter counts, errors on bad input and what results.json
+    records are the command line's, without the seconds a process takes to import torch and
+    Lightning; what only a process shows (the exit status, the printed line) is test_cli.py's
+    part. As under ``run_cli``, data and cache default to ``output_dir/no-data`` and
+    ``output_dir/cache`` (a run never reads or fills the user's) and no progress bar is drawn;
+    ``paths.output_dir``, Hydra's run directory on the command line, is ``output_dir``.
+    """
+    defaults = [  # quoted: a directory may be named like an override (``rank=5``)
+        f"paths.output_dir='{output_dir}'",
+        f"paths.data_dir='{output_dir / 'no-data'}'",
+        f"paths.cache_dir='{output_dir / 'cache'}'",
+        "trainer.enable_progress_bar=false",
+    ]
+    sinelr.driver.run(compose_config(*defaults, *overrides), output_dir)
+    return json.loads((output_dir / RESULTS_FILE).read_text())
+
+
+def dry_run(output_dir: Path, *overrides: str) -> dict[str, Any]:
+    """results.json of ``run.py <overrides> dry_run=true``, in-process: the model is built on
+    the meta device and counted, nothing is read or trained."""
+    return run_in_process(output_dir, *overrides, "dry_run=true")
+
+
+def kill_at_first_checkpoint(command: list[str], run_dir: Path, **popen: Any) -> int:
+    """Start ``command`` (a run.py run in ``run_dir``), SIGKILL it as soon as it has written a
+    checkpoint; return its exit status.
 
     SIGKILL, not SIGTERM: nothing of the run's own code gets to clean up, as in a crash.
     """
-    cmd = [sys.executable, "run.py", *overrides, f"hydra.run.dir={run_dir}"]
-    cmd.append("trainer.enable_progress_bar=false")
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, **quiet)
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+    checkpoint = run_dir / CHECKPOINT_DIR / "last.ckpt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (run_dir / "results.json").exists(), "the run finished before it could be killed"
-    return checkpoint
+    assert checkpoint.exists(), f"no checkpoint in {run_dir} before the run ended or timed out"
+    assert not (run_dir / RESULTS_FILE).exists(), "the run finished before it could be killed"
+    return proc.returncode
+
+
+def assert_resumes_to_the_uninterrupted_result(
+    run_cli: Callable[..., Any],
+    overrides: Sequence[str],
+    *,
+    steps: int,
+    kill_before_step: int,
+    metrics: Sequence[str] | None = None,
+    **options: Any,
+) -> None:
+    """Run ``overrides`` uninterrupted, again killed at its first checkpoint, and resume the
+    killed run: it must end where the uninterrupted one did, ``steps`` steps and the same
+    ``metrics`` (all of them when None), bit for bit.
+
+    Batches are a function of (seed, epoch, step) and the RNGs are in the checkpoint, so a
+    resumed run trains on exactly the batches, with exactly the dropout masks, of one that was
+    never interrupted. ``kill_before_step`` bounds the step the kill hit (mid-epoch where the
+    epoch is longer); ``options`` go to every ``run_cli`` call (``data_dir``, ``env``).
+    """
+    reference = run_cli(*overrides, **options)
+    assert reference.returncode == 0, reference.output
+    killed = run_cli(*overrides, kill_at_first_checkpoint=True, **options)
+    checkpoint = killed.run_dir / CHECKPOINT_DIR / "last.ckpt"
+    assert 0 < read_checkpoint(checkpoint)["global_step"] < kill_before_step
+
+    resumed = run_cli(*overrides, "resume=true", run_dir=killed.run_dir, **options)
+    assert resumed.returncode == 0, resumed.output
+    assert resumed.results["resumed_from"] == str(checkpoint)
+    assert resumed.results["steps"] == reference.results["steps"] == steps
+    assert resumed.results["metric"] == reference.results["metric"]
+    if metrics is None:
+        assert resumed.results["metrics"] == reference.results["metrics"]
+    for key in metrics or ():
+        assert resumed.results["metrics"][key] == reference.results["metrics"][key], key
 
 
 class BrokenLogger(Logger):
@@ -77,8 +157,6 @@ def commonsense_example(question: str, answer: str) -> dict[str, str]:
 
 def write_commonsense(root: Path, n_train: int = 24) -> Path:
     """``root/commonsense/`` in LLM-Adapters' layout: a training file and the eight test sets."""
-    import json
-
     folder = root / "commonsense"
     train = [commonsense_example(q, a) for _, q, a in COMMONSENSE_EXAMPLES]
     (folder / "dataset").mkdir(parents=True)

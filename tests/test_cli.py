@@ -1,4 +1,4 @@
-"""run.py end to end: the commands of CONTRACT.md and the results.json they write."""
+"""run.py end to end: the commands of docs/contract.md and the results.json they write."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def assert_contract(results: dict) -> None:
-    """results.json as CONTRACT.md specifies it (extra keys allowed, none missing or renamed)."""
+    """results.json as docs/contract.md has it: extra keys allowed, none missing or renamed."""
     assert list(results)[: len(CONTRACT_KEYS)] == CONTRACT_KEYS
     assert results["method"] in METHODS
     assert results["status"] in {"completed", "dry_run", "failed"}
@@ -149,6 +149,20 @@ def test_omega_paper_without_a_paper_value_lists_the_ranks(run_cli):
     assert run.returncode != 0
     assert "has ranks 1, 2, 5, 20" in run.output
     assert run.results["status"] == "failed"
+
+
+def test_a_preset_the_task_lacks_fails_naming_the_ones_it_has(run_cli):
+    """commonsense has no CPU mini: the run stops before anything is built (not LLaMA-3-8B in
+    float32 under the name of a mini), and says which presets there are."""
+    run = run_cli(
+        "task=commonsense", "adapter=lora", "rank=8", "preset=mini", env={"HF_HUB_OFFLINE": "1"}
+    )
+    assert run.returncode != 0
+    assert "task=commonsense has no preset=mini" in run.output
+    assert "its presets are: paper, smoke" in run.output
+    results = run.results
+    assert results["status"] == "failed" and results["params"]["total"] == 0  # nothing built
+    assert results["wall_time_s"] < 5  # the driver's own time, imports aside: it stopped at once
 
 
 def test_missing_mesh_says_where_it_looked(run_cli, tmp_path):

@@ -6,21 +6,29 @@ that the tests build and save (tests/helpers.py), with a few JSON examples the t
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import OmegaConf
+from torch import nn
+from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 import sinelr.driver  # noqa: F401  (registers the ${mul:...} resolver the paper preset uses)
-from sinelr.accounting import count_parameters
-from sinelr.driver import full_rank_total
-from sinelr.layers import LowRankConfig
+from sinelr.accounting import count_parameters, rank_diagnostics
+from sinelr.driver import full_rank_total, lowrank_config
+from sinelr.layers import LowRankConfig, LowRankLayer
+from sinelr.sharding import gathered_rank_diagnostics
 from tasks.commonsense import CommonsenseTask
 from tasks.commonsense.data import (
     IGNORE,
@@ -36,6 +44,7 @@ from tasks.commonsense.prompts import EVAL_SETS, extract_answer, prompt
 from tests.helpers import (
     COMMONSENSE_EXAMPLES,
     commonsense_example,
+    dry_run,
     make_tiny_llama,
     write_commonsense,
 )
@@ -290,7 +299,24 @@ def test_paper_learning_rate_follows_the_adapter():
     assert make_task("adapter=dora").lr == 6e-5
     assert make_task("adapter=dora", "task.lr=3e-4").lr == 3e-4
     with pytest.raises(ValueError, match="needs adapter=lora or adapter=dora"):
-        make_task()  # adapter=null: full fine-tuning has no paper rate
+        make_task("adapter=null")  # no adapter: full fine-tuning has no paper rate
+
+
+def test_the_dense_baseline_drops_the_default_adapter(tmp_path):
+    """rank=null fine-tunes every weight: the task's default LoRA must not pick its rate."""
+    from sinelr.driver import run
+
+    cfg = commonsense_config("rank=null", "dry_run=true")
+    with pytest.raises(InstantiationException, match="needs adapter=lora or adapter=dora"):
+        run(cfg, tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["adapter"] is None
+
+
+def test_the_default_adapter_is_lora():
+    """rank=K alone is a LoRA run, as for every fine-tuning task; adapter= still chooses."""
+    assert commonsense_config().adapter == "lora"
+    assert make_task().lr == 1e-4  # LoRA's paper rate
+    assert commonsense_config("adapter=dora").adapter == "dora"
 
 
 @pytest.mark.parametrize(
@@ -402,8 +428,8 @@ def test_smoke_run_trains_and_scores_every_set(run_cli, tiny_llama, tmp_path):
 )
 def test_llama3_8b_dry_run_counts_offline_on_meta(run_cli, adapter, omega, trainable):
     run = run_cli(
-        "task=commonsense", f"adapter={adapter}", "rank=8", "omega=paper", "dry_run=true",
-        env={"HF_HUB_OFFLINE": "1"},
+        "task=commonsense", f"adapter={adapter}", "rank=8", "omega=paper", "preset=paper",
+        "dry_run=true", env={"HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert run.returncode == 0, run.output
     results = run.results
@@ -427,3 +453,125 @@ def test_missing_data_fails_the_run_naming_the_file(run_cli, tiny_llama, tmp_pat
     assert run.returncode != 0
     assert str(tmp_path / "empty" / "commonsense" / "commonsense_170k.json") in run.output
     assert run.results["status"] == "failed"
+
+
+# --- trainer=fsdp -------------------------------------------------------------------------------
+# Lightning 2.6 refuses FSDPStrategy on the CPU (and on the CPU, saving its full checkpoint
+# crashes: Lightning issue #21804), so no run.py run here can use it. What can run here is
+# torch's FSDP itself, set up as trainer=fsdp's strategy sets it up, on two CPU processes.
+
+
+#: Sine DoRA: its forward reads the frozen base weight, which FSDP must gather with the factors.
+FSDP_RUN = ["adapter=dora", "rank=2", "omega=100", "trainer=fsdp"]
+
+
+def fsdp_config(model_dir: Path | str):
+    return commonsense_config(
+        f"task.model={model_dir}", *FSDP_RUN, "task.gradient_checkpointing=false"
+    )
+
+
+def test_fsdp_trainer_wraps_each_adapted_layer_and_keeps_fp32_factors(tiny_llama, tmp_path):
+    cfg = fsdp_config(tiny_llama)
+    strategy = instantiate(cfg.trainer.strategy)
+    assert isinstance(strategy, FSDPStrategy)
+    assert strategy.kwargs["use_orig_params"] is True  # frozen and trainable in one unit
+    precision = strategy.mixed_precision_config  # what FSDPStrategy gives FSDP
+    assert (precision.param_dtype, precision.reduce_dtype, precision.buffer_dtype) == (None,) * 3
+    assert cfg.trainer.strategy.state_dict_type == "full"  # one last.ckpt, as every run's
+    task = instantiate(cfg.task, _recursive_=False, _convert_="all")
+    model = task.build_model(lowrank_config(cfg, task.name))
+    policy = strategy.kwargs["auto_wrap_policy"]
+    units = {name for name, module in model.named_modules() if policy(module, recurse=False)}
+    expected = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, LowRankLayer | LlamaDecoderLayer)
+    }
+    assert units == expected and len(units) == 2 * (len(TARGETS) + 1)
+    # A dry run builds no trainer. Lightning refuses FSDP on the CPU: once it does not, a
+    # run.py test on two CPU processes (as trainer=ddp's) can replace the torch-level one below.
+    results = dry_run(tmp_path, "task=commonsense", f"task.model={tiny_llama}", *FSDP_RUN)
+    assert results["status"] == "dry_run"
+    with pytest.raises(InstantiationException, match="requires a GPU accelerator"):
+        instantiate(cfg.trainer, accelerator="cpu")
+
+
+class _Holder(nn.Module):
+    """What FSDP wraps under Lightning: the LightningModule, which holds the model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, labels=ids).loss
+
+
+def _unwrapped(name: str) -> str:
+    return name.replace("_fsdp_wrapped_module.", "")
+
+
+def _fsdp_worker(rank: int, model_dir: str, rendezvous: str) -> None:
+    """One of two processes: the tiny Llama with sine DoRA, wrapped as FSDPStrategy wraps it,
+    against the same model unwrapped. Same batch on both processes,
+    so the averaged gradient is the unwrapped model's."""
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        cfg = fsdp_config(model_dir)
+        task = instantiate(cfg.task, _recursive_=False, _convert_="all")
+        torch.manual_seed(0)
+        model = task.build_model(lowrank_config(cfg, task.name))
+        with torch.no_grad():  # factors away from B = 0, where ΔW = 0 has rank 0
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.add_(0.1 * torch.randn_like(param))
+        reference = copy.deepcopy(model)
+        ids = torch.arange(4, 20).reshape(2, 8)
+        want_loss = _Holder(reference)(ids)
+        want_loss.backward()
+
+        strategy = instantiate(cfg.trainer.strategy)
+        wrapped = FSDP(
+            _Holder(model),
+            device_id=torch.device("cpu"),  # Lightning passes none on the CPU, which FSDP refuses
+            cpu_offload=strategy.cpu_offload,
+            mixed_precision=strategy.mixed_precision_config,
+            sharding_strategy=strategy.sharding_strategy,
+            **strategy.kwargs,
+        )
+        loss = wrapped(ids)
+        loss.backward()
+        # The same fp32 operations, and the mean of two equal gradients: default tolerances.
+        torch.testing.assert_close(loss, want_loss)
+        with FSDP.summon_full_params(wrapped, with_grads=True):
+            grads = {
+                _unwrapped(name): param.grad.clone()
+                for name, param in model.named_parameters()
+                if param.requires_grad
+            }
+        want = {name: p.grad for name, p in reference.named_parameters() if p.requires_grad}
+        assert grads.keys() == want.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, want[name], msg=name)
+        # The driver's rank diagnostics read the sharded model (each process holds slices).
+        assert gathered_rank_diagnostics(model) == rank_diagnostics(reference)
+        # last.ckpt's state_dict: the full weights under the unwrapped model's names, as any
+        # run's (resume and scripts/merge_adapters.py read it). offload_to_cpu, Lightning's
+        # setting, is for GPU shards (on the CPU it crashes: Lightning issue #21804).
+        full = FullStateDictConfig(offload_to_cpu=False, rank0_only=False)
+        with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, full):
+            state = wrapped.state_dict()
+        want_state = _Holder(reference).state_dict()
+        assert state.keys() == want_state.keys()
+        for name, value in state.items():
+            torch.testing.assert_close(value, want_state[name], msg=name)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_cpu_processes_matches_the_unsharded_model(tiny_llama, tmp_path):
+    torch.multiprocessing.spawn(
+        _fsdp_worker, args=(str(tiny_llama), str(tmp_path / "rendezvous")), nprocs=2
+    )

@@ -1,14 +1,15 @@
 """Task glue: GLUE specs and presets, data loading, metrics, adapters on an encoder, runs.
 
 Fast tests use a tiny random BERT and a hand-made vocabulary saved to a directory (no
-download); the end-to-end run on real RTE needs ../shared/data and all-MiniLM-L6-v2.
+download), and DeBERTaV3-base's shipped configuration on the meta device; the end-to-end run on
+real RTE needs ../shared/data and all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,15 +21,15 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from sinelr.accounting import count_parameters
-from sinelr.checkpoint import read_checkpoint
-from sinelr.driver import full_rank_total
+from sinelr.driver import full_rank_total, run
 from sinelr.layers import LowRankConfig
 from tasks.glue import GlueTask
-from tasks.glue.data import TokenizedGlue, load_examples, subsample
+from tasks.glue.data import TokenizedGlue, load_examples, protocol_splits, subsample
 from tasks.glue.module import glue_metrics, predictions
+from tasks.glue.selection import KeepBest
 from tasks.glue.specs import GLUE, glue_spec
 from tasks.glue.tsv import GlueExamples
-from tests.helpers import kill_at_first_checkpoint
+from tests.helpers import assert_resumes_to_the_uninterrupted_result
 from tests.test_cli import assert_contract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def make_task(*overrides: str) -> GlueTask:
 
 # --- specs and presets --------------------------------------------------------------------------
 
-# METHOD.md, "GLUE lr/epochs", and its metric per task.
+# The paper's Table 4 (docs/method.md, "GLUE (Table 1) settings"), and its metric per task.
 PAPER_RECIPE = {
     "cola": (8e-5, 20, "test/matthews"),
     "sst2": (1e-4, 10, "test/acc"),
@@ -106,10 +107,47 @@ def test_paper_preset_gives_the_papers_recipe(name):
     task = make_task(f"task.name={name}", "preset=paper")
     lr, epochs, metric = PAPER_RECIPE[name]
     assert (task.lr, task.epochs, task.metric) == (lr, epochs, metric)
+    # SoRA's LoRA GLUE script (docs/method.md, "GLUE (Table 1) settings").
     assert (task.model, task.batch_size, task.max_length, task.warmup_ratio) == (
-        "roberta-base", 16, 512, 0.06,
+        "microsoft/deberta-v3-base", 100, 256, 0.06,
     )  # fmt: skip
+    assert (task.weight_decay, task.protocol) == (0.1, "sora")
     assert task.max_train_examples is None and task.max_eval_examples is None
+
+
+def test_paper_preset_clips_gradients_and_sets_loras_alpha():
+    cfg = glue_config("preset=paper", "rank=4")
+    assert cfg.trainer.gradient_clip_val == 0.1  # SoRA's max_grad_norm
+    assert cfg.lowrank.alpha == 16  # SoRA's LoRA config: scaling 16/k
+
+
+def test_rank_alone_is_a_lora_run_and_adapter_still_chooses():
+    assert glue_config("rank=8").adapter == "lora"
+    assert glue_config("rank=8", "adapter=dora").adapter == "dora"
+    assert glue_config("rank=8", "adapter=null").adapter is None
+
+
+def test_a_task_trained_from_scratch_refuses_adapters(tmp_path):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["task=bof", "rank=2", "adapter=lora", "dry_run=true"])
+    with pytest.raises(ValueError, match="task bof trains its network from scratch"):
+        run(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 4, 8])
+def test_deberta_gets_query_value_adapters_and_a_trained_pooler(rank):
+    """Offline, on meta tensors: the shipped config.json gives the paper's 36.9K·k."""
+    task = make_task("preset=paper")
+    with torch.device("meta"):
+        model = task.build_model(LowRankConfig("sine_lora", rank, omega=200.0))
+    counts = count_parameters(model, full_rank_total(task))
+    assert counts.lowrank == 36_864 * rank  # 12 layers · (q, v) · k · (768 + 768)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n.split(".")[0] for n in trained} == {"deberta", "pooler", "classifier"}
+    adapted = {n.split(".")[-2] for n in trained if n.startswith("deberta.")}
+    assert adapted == {"query_proj", "value_proj"}
+    head = (768 * 768 + 768) + (768 * 2 + 2)  # ContextPooler's dense, the 2-way classifier
+    assert counts.trainable == counts.lowrank + head
 
 
 def test_numbers_override_the_paper_recipe():
@@ -227,6 +265,87 @@ def test_batches_are_padded_and_masked():
     assert batch["labels"].tolist() == [0, 1]
 
 
+def numbered(n: int) -> GlueExamples:
+    return GlueExamples([(str(i),) for i in range(n)], list(range(n)))
+
+
+def test_dev_protocol_validates_and_scores_on_the_whole_dev_set():
+    train, dev = numbered(10), numbered(6)
+    splits = protocol_splits(glue_spec("rte"), train, dev, "dev")
+    assert splits == {"train": train, "val": dev, "test": dev}
+
+
+def test_sora_protocol_halves_a_small_tasks_dev_set():
+    """SoRA's small tasks: half the dev set validates, the other half scores, disjoint."""
+    train, dev = numbered(10), numbered(277)  # RTE's dev size
+    splits = protocol_splits(glue_spec("rte"), train, dev, "sora")
+    val, test = splits["val"].labels, splits["test"].labels
+    assert splits["train"] is train
+    assert (len(val), len(test)) == (138, 139) and sorted(val + test) == list(range(277))
+    order = torch.randperm(277, generator=torch.Generator().manual_seed(42)).tolist()
+    assert val == order[:138]  # SoRA's fixed shuffle, whatever the run's seed
+
+
+def test_sora_protocol_holds_validation_out_of_a_large_tasks_training_set():
+    train, dev = numbered(1500), numbered(20)
+    splits = protocol_splits(glue_spec("sst2"), train, dev, "sora")
+    val, rest = splits["val"].labels, splits["train"].labels
+    assert (len(val), len(rest)) == (1000, 500) and not set(val) & set(rest)
+    assert splits["test"] is dev
+
+
+def test_unknown_protocol_is_an_error():
+    with pytest.raises(ValueError, match=r"task.protocol='best'.*dev, sora"):
+        make_task("task.protocol=best")
+
+
+class ScriptedModule(torch.nn.Module):
+    """A trained weight and a frozen one; ``named_parameters`` as a LightningModule's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trained = torch.nn.Parameter(torch.zeros(3))
+        self.frozen = torch.nn.Parameter(torch.zeros(3), requires_grad=False)
+
+
+def validate(callback: KeepBest, module: ScriptedModule, epoch: int, value: float) -> None:
+    with torch.no_grad():
+        module.trained.fill_(epoch)
+    trainer = SimpleNamespace(
+        sanity_checking=False, current_epoch=epoch, callback_metrics={"val/f1": torch.tensor(value)}
+    )
+    callback.on_validation_end(trainer, module)
+
+
+def test_keep_best_restores_the_best_epochs_trained_weights():
+    module, callback = ScriptedModule(), KeepBest("val/f1")
+    for epoch, f1 in enumerate([0.5, 0.8, 0.7]):
+        validate(callback, module, epoch, f1)
+    with torch.no_grad():
+        module.frozen.fill_(9.0)
+    callback.on_fit_end(None, module)
+    assert module.trained.tolist() == [1.0] * 3  # epoch 1's, the best F1
+    assert module.frozen.tolist() == [9.0] * 3  # never copied, never restored
+    assert callback.metrics() == {"val/best_epoch": 1.0, "val/f1_best": pytest.approx(0.8)}
+
+
+def test_keep_best_survives_a_resume():
+    """Its state is in the checkpoint: a resumed run still compares with the earlier epochs."""
+    module, first = ScriptedModule(), KeepBest("val/f1")
+    validate(first, module, 0, 0.9)
+    resumed = KeepBest("val/f1")
+    resumed.load_state_dict(first.state_dict())
+    validate(resumed, module, 1, 0.6)
+    resumed.on_fit_end(None, module)
+    assert module.trained.tolist() == [0.0] * 3 and resumed.best_epoch == 0
+
+
+def test_keep_best_needs_validation():
+    trainer = SimpleNamespace(limit_val_batches=0)
+    with pytest.raises(ValueError, match=r"limit_val_batches=0.*task\.protocol=dev"):
+        KeepBest("val/acc").on_fit_start(trainer, None)
+
+
 # --- metrics ------------------------------------------------------------------------------------
 
 
@@ -327,14 +446,22 @@ def test_minilm_without_its_package_says_how_to_install_it(monkeypatch):
 def test_tiny_run_offline_trains_and_writes_results(run_cli, tiny_bert, tmp_path):
     data = write_rte(tmp_path / "data")
     run = run_cli(
-        "task=glue", f"task.model={tiny_bert}", "rank=2", "omega=200", "adapter=lora",
-        "preset=smoke", data_dir=data, env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+        "task=glue",
+        f"task.model={tiny_bert}",
+        "rank=2",
+        "omega=200",
+        "preset=smoke",
+        data_dir=data,
+        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip  (no adapter=: LoRA is the fine-tuning tasks' default)
     assert run.returncode == 0, run.output
     results = run.results
     assert_contract(results)
-    assert (results["status"], results["method"]) == ("completed", "sine_lora")
+    assert (results["status"], results["method"], results["adapter"]) == (
+        "completed", "sine_lora", "lora",
+    )  # fmt: skip
     assert results["steps"] == math.ceil(24 / 8)  # smoke: one epoch, batch 8
+    assert results["metrics"]["val/best_epoch"] == 0  # task.protocol=sora: one epoch to pick
     assert results["metric"]["name"] == "test/acc" and 0 <= results["metric"]["value"] <= 1
     assert set(results["diagnostics"]["rank"]) == {
         f"bert.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")
@@ -414,9 +541,6 @@ def test_rte_smoke_on_real_data_with_minilm(run_cli, shared_data, minilm_path):
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_uninterrupted_result(run_cli, tiny_bert, tmp_path):
-    """Batches are a function of (seed, epoch, step) and the RNGs are in the checkpoint, so a
-    run killed mid-epoch and resumed trains on exactly the batches, with exactly the dropout
-    masks, of one that was never interrupted."""
     data = write_rte(tmp_path / "data", n_train=160)
     overrides = [
         "task=glue", f"task.model={tiny_bert}", "rank=2", "omega=200", "adapter=lora",
@@ -424,17 +548,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(run_cli, tiny_bert, tm
         "checkpoint.every_n_train_steps=5", "checkpoint.every_n_epochs=null",
     ]  # fmt: skip
     env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    reference = run_cli(*overrides, data_dir=data, env=env)
-    assert reference.returncode == 0, reference.output
-
-    run_dir = tmp_path / "killed"
-    full_env = {**os.environ, **env, "SINELR_DATA": str(data), "SINELR_CACHE": str(tmp_path)}
-    checkpoint = kill_at_first_checkpoint(overrides, run_dir, full_env)
-    assert 0 < read_checkpoint(checkpoint)["global_step"] < 40  # mid-epoch: 160 / 4 steps
-
-    resumed = run_cli(*overrides, "resume=true", data_dir=data, env=env, run_dir=run_dir)
-    assert resumed.returncode == 0, resumed.output
-    assert resumed.results["resumed_from"] == str(checkpoint)
-    assert resumed.results["steps"] == reference.results["steps"] == 80
-    for key in ("test/acc", "train/loss"):
-        assert resumed.results["metrics"][key] == reference.results["metrics"][key], key
+    # killed mid-epoch (160 / 4 = 40 steps), with 2 epochs to go
+    assert_resumes_to_the_uninterrupted_result(
+        run_cli, overrides, steps=80, kill_before_step=40,
+        metrics=("test/acc", "train/loss", "val/best_epoch", "val/acc_best"),
+        data_dir=data, env=env,
+    )  # fmt: skip

@@ -9,10 +9,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import subprocess
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -20,12 +20,14 @@ from PIL import Image
 
 from scripts.download_data import main as download_main
 from sinelr.bjontegaard import bd_psnr, bd_rate
-from sinelr.checkpoint import read_checkpoint
+from sinelr.report import FLAT_MARK, layout, render_markdown
+from tasks.nerf.data import LLFFDataModule
 from tasks.nerf.llff import BOUNDS_FACTOR, CameraFileError, average_pose, load_scene
 from tasks.nerf.model import NeRF
+from tasks.nerf.module import NerfModule, flat_psnr
 from tasks.nerf.rays import camera_rays, ndc_rays
 from tasks.nerf.render import RenderSettings, composite, render_chunked, render_rays, sample_pdf
-from tests.helpers import kill_at_first_checkpoint
+from tests.helpers import assert_resumes_to_the_uninterrupted_result
 
 ROOT = Path(__file__).resolve().parents[1]
 # LLFF stores a camera's axes as [down, right, back]; a NeRF camera [right, up, back] with the
@@ -243,6 +245,79 @@ def test_bd_psnr_follows_akima_between_points():
     assert min(psnr) < akima < max(psnr)
 
 
+# --- the flat-colour floor (test/psnr_flat) ---------------------------------------------------
+
+
+def test_flat_psnr_by_hand():
+    # 2x2 pixels. Red 0,1,0,1: mean 0.5, squared error 0.25 everywhere. Green constant: 0.
+    # Blue 0,0,0,1: mean 0.25, errors 1/16 three times and 9/16 once, mean 3/16.
+    red = [[0.0, 1.0], [0.0, 1.0]]
+    image = torch.tensor([red, [[0.3, 0.3], [0.3, 0.3]], [[0.0, 0.0], [0.0, 1.0]]])[None]
+    expected = -10 * math.log10((0.25 + 0.0 + 3 / 16) / 3)
+    assert float(flat_psnr(image)) == pytest.approx(expected, abs=1e-5)  # float32 arithmetic
+    # No constant image does better: the mean colour is the least-squares flat image.
+    for shift in (-0.1, 0.05):
+        shifted = image.mean(dim=(-2, -1), keepdim=True).expand_as(image) + shift
+        assert -10 * math.log10(float(((shifted - image) ** 2).mean())) < expected
+
+
+def test_every_test_view_records_its_flat_colour_psnr(tmp_path):
+    write_scene(tmp_path)
+    data = LLFFDataModule(tmp_path, "toy", factor=8, llffhold=4, batch_size=64, val_rays=64,
+                          render_factor=2, seed=0)  # fmt: skip
+    module = NerfModule(NeRF(depth=2, width=16, skips=(), fine=False),
+                        RenderSettings(n_samples=4, n_importance=0), lr=1e-3,
+                        lr_final_factor=1.0, chunk=4096, lpips=False)  # fmt: skip
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)  # fmt: skip
+    (metrics,) = trainer.test(module, datamodule=data, verbose=False)
+
+    # By hand from the PNGs: views 0, 4, 8 are held out; halved by 2x2 box means, as scored.
+    by_hand = {}
+    for view in (0, 4, 8):
+        with Image.open(tmp_path / "nerf_llff_data/toy/images_8" / f"image{view:03d}.png") as im:
+            pixels = np.asarray(im, dtype=np.float64) / 255
+        half = pixels.reshape(12, 2, 16, 2, 3).mean(axis=(1, 3))
+        by_hand[view] = -10 * math.log10(((half - half.mean(axis=(0, 1))) ** 2).mean())
+        # float32 image arithmetic against float64 here: agreement to 1e-4 dB.
+        assert metrics[f"test/psnr_flat/view_{view:03d}"] == pytest.approx(by_hand[view], abs=1e-4)
+    # Averaged over views as test/psnr is: the mean of the per-view PSNRs.
+    assert metrics["test/psnr_flat"] == pytest.approx(np.mean(list(by_hand.values())), abs=1e-4)
+    assert "test/psnr" in metrics
+
+
+def nerf_result(method, rank, psnr, flat=12.4, seed=0, omega=None):
+    return {
+        "task": "nerf", "method": method, "rank": rank, "omega": omega, "seed": seed,
+        "preset": "mini", "status": "completed", "params": {"total": 1000 * (rank or 100)},
+        "metric": {"name": "test/psnr", "value": psnr, "higher_is_better": True},
+        "metrics": {"test/psnr": psnr, "test/psnr_flat": flat}, "task_config": {"scene": "fern"},
+    }  # fmt: skip
+
+
+def test_the_report_flags_runs_not_clearly_above_flat_colour():
+    runs = [
+        nerf_result("dense", None, 17.5),  # clearly above: not flagged
+        nerf_result("lowrank", 1, 12.4),  # at the floor
+        nerf_result("sine_lowrank", 1, 12.0, omega=1400.0),  # below it
+        nerf_result("lowrank", 5, 16.7, seed=0),  # seeds pooled: one of them near the floor
+        nerf_result("lowrank", 5, 13.3, seed=1),
+        nerf_result("sine_lowrank", 5, 13.5, omega=800.0),  # 1.1 dB above: not flagged
+    ]
+    (table,) = layout(runs)
+    assert table.floors == {"fern": pytest.approx(12.4)}
+    page = render_markdown([table], [], {}, "note")
+    cells = {}
+    for line in page.splitlines():
+        parts = [p.strip() for p in line.strip("|").split("|")]
+        if len(parts) > 4 and parts[4] and parts[0] in {"dense", "lowrank", "sine_lowrank"}:
+            cells[(parts[0], parts[1])] = parts[4 + table.columns.index("fern") * 3]
+    flagged = {key for key, text in cells.items() if text.endswith(FLAT_MARK.strip())}
+    assert flagged == {("lowrank", "1"), ("sine_lowrank", "1"), ("lowrank", "5")}, cells
+    assert cells[("dense", "full")] == "17.50"
+    assert "Flat colour" in page and "fern 12.40" in page
+
+
 # --- the download script ----------------------------------------------------------------------
 
 
@@ -339,18 +414,9 @@ def test_a_killed_nerf_run_resumes_to_the_uninterrupted_result(run_cli, tmp_path
     write_scene(data)
     args = [*SMOKE, "rank=1", "omega=1400", "trainer.max_steps=60",
             "checkpoint.every_n_train_steps=5"]  # fmt: skip
-    reference = run_cli(*args, data_dir=data)
-    assert reference.returncode == 0, reference.output
-
-    run_dir = tmp_path / "killed"
-    env = {**os.environ, "SINELR_DATA": str(data), "SINELR_CACHE": str(tmp_path / "cache")}
-    checkpoint = kill_at_first_checkpoint(args, run_dir, env)
-    assert 0 < read_checkpoint(checkpoint)["global_step"] < 60
-
-    resumed = run_cli(*args, "resume=true", run_dir=run_dir, data_dir=data)
-    assert resumed.returncode == 0, resumed.output
-    assert resumed.results["steps"] == reference.results["steps"] == 60
-    assert resumed.results["metrics"] == reference.results["metrics"]
+    assert_resumes_to_the_uninterrupted_result(
+        run_cli, args, steps=60, kill_before_step=60, data_dir=data
+    )
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from sinelr.results import Metric, RunResult
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_TEXT = ROOT.parent / "shared" / "reference" / "paper_sine_lowrank.txt"
 
-# Table 13's grid: full rank, then plain and sine at the paper's ranks (ω from METHOD.md).
+# Table 13's grid: full rank, then plain and sine at the paper's ranks (the paper's ω).
 TABLE13 = [("dense", None, None)] + [
     (method, k, omega)
     for k, omega in ((1, 200.0), (2, 100.0), (5, 50.0), (20, 20.0))
@@ -35,7 +35,7 @@ SHAPES = ("lucy", "dragon")
 
 
 def write_run(directory: Path, **fields) -> dict:
-    """A results.json written by the project's own writer, so it follows CONTRACT.md."""
+    """A results.json written by the project's own writer, so it follows docs/contract.md."""
     metric = fields.pop("value", None)
     result = RunResult(
         task="bof",

@@ -6,11 +6,7 @@ parameter counts against the paper's, and runs end to end.
 from __future__ import annotations
 
 import gzip
-import json
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sinelr.checkpoint import read_checkpoint
 from sinelr.data import IndexBatches
 from tasks.vision import datasets
 from tasks.vision.datasets import read_cifar100, read_imagefolder, read_mnist
-from tests.helpers import kill_at_first_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import assert_resumes_to_the_uninterrupted_result, dry_run
 
 
 def write_cifar100(root: Path, n_train: int = 48, n_test: int = 40) -> Path:
@@ -165,22 +158,18 @@ def test_drop_last_batches_never_run_short():
 # --- runs -------------------------------------------------------------------------------------
 
 
-def dry_runs(tmp_path: Path, *overrides: str) -> dict[int | None, dict]:
-    """results.json of a ``dry_run=true`` multirun, by rank: one process for every rank."""
-    sweep_dir = tmp_path / "sweep"
-    proc = subprocess.run(
-        [sys.executable, "run.py", "-m", *overrides, "omega=paper", "dry_run=true",
-         f"hydra.sweep.dir={sweep_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "SINELR_DATA": str(tmp_path / "void")},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    found = [json.loads(p.read_text()) for p in sweep_dir.glob("*/results.json")]
+def dry_runs(tmp_path: Path, ranks: str, *overrides: str) -> dict[int | None, dict]:
+    """results.json of an ``omega=paper`` dry run (in-process) for each of the comma-separated
+    ``ranks``, by the rank results.json records."""
+    found = [
+        dry_run(tmp_path / f"rank={rank}", *overrides, f"rank={rank}", "omega=paper")
+        for rank in ranks.split(",")
+    ]
     return {r["rank"]: r for r in found}
 
 
 def test_convnext_tiny_has_the_paper_parameter_counts(tmp_path):
-    runs = dry_runs(tmp_path, "task=convnext_cifar", "rank=null,1,5,20")
+    runs = dry_runs(tmp_path, "null,1,5,20", "task=convnext_cifar")
     millions = {rank: round(r["params"]["total"] / 1e6, 1) for rank, r in runs.items()}
     assert millions == {None: 27.9, 1: 13.8, 5: 13.9, 20: 14.2}
     for rank, results in runs.items():
@@ -198,7 +187,7 @@ def test_convnext_tiny_has_the_paper_parameter_counts(tmp_path):
 )
 def test_vit_factorises_every_block_mlp(tmp_path, task, d_model, d_hidden, omegas):
     ranks = ",".join(map(str, omegas))
-    runs = dry_runs(tmp_path, f"task={task}", "preset=paper", f"rank={ranks}")
+    runs = dry_runs(tmp_path, ranks, f"task={task}", "preset=paper")
     assert set(runs) == set(omegas)
     for rank, results in runs.items():
         assert results["params"]["lowrank"] == 12 * 2 * (d_model + d_hidden) * rank
@@ -227,17 +216,15 @@ def test_vit_imagenet_smoke_reads_imagenet_folders_and_scores_top5(run_cli, tmp_
     assert 0 <= metrics["test/acc"] <= metrics["test/acc5"] <= 1
 
 
-@pytest.mark.slow
-def test_imagefolder_counts_its_classes(run_cli, tmp_path):
+def test_imagefolder_counts_its_classes(tmp_path):
     root = write_image_folder(tmp_path / "folders", classes=4)
-    run = run_cli("task=vit_cifar", "task.dataset=imagefolder", f"task.data_path={root}",
-                  "preset=smoke", "rank=1", "omega=30", "dry_run=true")  # fmt: skip
-    assert run.returncode == 0, run.output
+    args = ["task=vit_cifar", "task.dataset=imagefolder", f"task.data_path={root}",
+            "preset=smoke", "rank=1", "omega=30"]  # fmt: skip
+    four = dry_run(tmp_path / "four", *args)
+    assert four["status"] == "dry_run"
     # 4 class folders give a 4-way head: 6 classes fewer than 10, each (width 32) + 1 bias
-    run_ten = run_cli("task=vit_cifar", "task.dataset=imagefolder", f"task.data_path={root}",
-                      "task.num_classes=10", "preset=smoke", "rank=1", "omega=30",
-                      "dry_run=true")  # fmt: skip
-    assert run_ten.results["params"]["total"] - run.results["params"]["total"] == 6 * (32 + 1)
+    ten = dry_run(tmp_path / "ten", *args, "task.num_classes=10")
+    assert ten["params"]["total"] - four["params"]["total"] == 6 * (32 + 1)
 
 
 @pytest.mark.slow
@@ -254,15 +241,7 @@ def test_a_killed_vision_run_resumes_to_the_uninterrupted_result(run_cli, tmp_pa
     data = write_cifar100(tmp_path / "data", n_train=64)
     args = ["task=vit_cifar", "preset=smoke", "rank=2", "omega=100", "trainer.max_epochs=3",
             "trainer.max_steps=-1", "checkpoint.every_n_train_steps=3"]  # fmt: skip
-    reference = run_cli(*args, data_dir=data)
-    assert reference.returncode == 0, reference.output
-
-    run_dir = tmp_path / "killed"
-    env = {**os.environ, "SINELR_DATA": str(data), "SINELR_CACHE": str(tmp_path / "cache")}
-    checkpoint = kill_at_first_checkpoint(args, run_dir, env)
-    assert 0 < read_checkpoint(checkpoint)["global_step"] < 12
-
-    resumed = run_cli(*args, "resume=true", run_dir=run_dir, data_dir=data)
-    assert resumed.returncode == 0, resumed.output
-    assert resumed.results["steps"] == reference.results["steps"] == 12
-    assert resumed.results["metrics"] == reference.results["metrics"]
+    # 3 epochs of 64 images in batches of 16
+    assert_resumes_to_the_uninterrupted_result(
+        run_cli, args, steps=12, kill_before_step=12, data_dir=data
+    )
