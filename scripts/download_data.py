@@ -78,19 +78,26 @@ def extract_llff(archive: Path, data_dir: Path) -> list[str]:
         raise SystemExit(f"{archive} is not a zip file (truncated download?): run again") from None
 
 
+def fetch_or_exit(url: str, target: Path, offline: str) -> None:
+    """``fetch``, or exit saying what failed and, in ``offline``, how to get the file by hand."""
+    try:
+        fetch(url, target)
+    except (urllib.error.URLError, OSError) as error:
+        raise SystemExit(f"could not fetch {url} ({error}).\nOffline: {offline}") from None
+
+
 def download_llff(data_dir: Path, url: str) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
         archive = Path(tmp) / "llff.zip"
-        try:
-            fetch(url, archive)
-        except (urllib.error.URLError, OSError) as error:
-            raise SystemExit(
-                f"could not fetch {url} ({error}).\nOffline: download nerf_llff_data.zip from the "
-                f"NeRF authors' release on a machine with a network and unpack it so that "
-                f"{data_dir / 'nerf_llff_data'}/<scene>/ holds poses_bounds.npy and images_8/ "
-                f"(scenes: {', '.join(LLFF_SCENES)}), or pass --url with a local copy."
-            ) from None
+        fetch_or_exit(
+            url,
+            archive,
+            "download nerf_llff_data.zip from the NeRF authors' release on a machine with a "
+            f"network and unpack it so that {data_dir / 'nerf_llff_data'}/<scene>/ holds "
+            f"poses_bounds.npy and images_8/ (scenes: {', '.join(LLFF_SCENES)}), or pass --url "
+            "with a local copy.",
+        )
         return extract_llff(archive, data_dir)
 
 
@@ -105,14 +112,13 @@ def download_thai(data_dir: Path, url: str) -> Path:
     target = meshes / "thai.ply"
     with tempfile.TemporaryDirectory(dir=meshes) as tmp:
         archive, mesh = Path(tmp) / "thai.ply.gz", Path(tmp) / "thai.ply"
-        try:
-            fetch(url, archive)
-        except (urllib.error.URLError, OSError) as error:
-            raise SystemExit(
-                f"could not fetch {url} ({error}).\nOffline: download xyzrgb_statuette.ply.gz "
-                f"from the Stanford 3D Scanning Repository on a machine with a network, "
-                f"decompress it and save it as {target}, or pass --url with a local copy."
-            ) from None
+        fetch_or_exit(
+            url,
+            archive,
+            "download xyzrgb_statuette.ply.gz from the Stanford 3D Scanning Repository on a "
+            f"machine with a network, decompress it and save it as {target}, or pass --url with "
+            "a local copy.",
+        )
         try:
             with gzip.open(archive) as source, mesh.open("wb") as out:
                 shutil.copyfileobj(source, out, 1 << 20)
