@@ -419,20 +419,18 @@ def test_smoke_run_trains_and_scores_every_set(run_cli, tiny_llama, tmp_path):
     }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("adapter", "omega", "trainable"),
     # LLaMA-3-8B: 32 layers of q 4096→4096, k and v 4096→1024, up 4096→14336, down 14336→4096;
     # DoRA adds a magnitude per output row (the paper's 14.9M for DoRA k=8).
     [("lora", 600.0, 14_155_776), ("dora", 300.0, 14_942_208)],
 )
-def test_llama3_8b_dry_run_counts_offline_on_meta(run_cli, adapter, omega, trainable):
-    run = run_cli(
-        "task=commonsense", f"adapter={adapter}", "rank=8", "omega=paper", "preset=paper",
-        "dry_run=true", env={"HF_HUB_OFFLINE": "1"},
+def test_llama3_8b_dry_run_counts_offline_on_meta(tmp_path, monkeypatch, adapter, omega, trainable):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    results = dry_run(
+        tmp_path, "task=commonsense", f"adapter={adapter}", "rank=8", "omega=paper",
+        "preset=paper",
     )  # fmt: skip
-    assert run.returncode == 0, run.output
-    results = run.results
     assert_contract(results)
     assert (results["status"], results["method"], results["omega"]) == (
         "dry_run", f"sine_{adapter}", omega,

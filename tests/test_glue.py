@@ -29,7 +29,7 @@ from tasks.glue.module import glue_metrics, predictions
 from tasks.glue.selection import KeepBest
 from tasks.glue.specs import GLUE, glue_spec
 from tasks.glue.tsv import GlueExamples
-from tests.helpers import assert_resumes_to_the_uninterrupted_result
+from tests.helpers import assert_resumes_to_the_uninterrupted_result, dry_run
 from tests.test_cli import assert_contract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -509,12 +509,9 @@ def minilm_path() -> Path:
     return gt.get_model_path()
 
 
-@pytest.mark.slow
-def test_minilm_dry_run_counts_query_value_adapters(run_cli, minilm_path):
+def test_minilm_dry_run_counts_query_value_adapters(tmp_path, minilm_path):
     rank = 4
-    run = run_cli("task=glue", "task.model=minilm", f"rank={rank}", "adapter=lora", "dry_run=true")
-    assert run.returncode == 0, run.output
-    results = run.results
+    results = dry_run(tmp_path, "task=glue", "task.model=minilm", f"rank={rank}", "adapter=lora")
     assert_contract(results)
     params = results["params"]
     assert params["lowrank"] == 2 * 6 * rank * (384 + 384)  # q and v, 6 layers, hidden 384

@@ -27,7 +27,7 @@ from tasks.nerf.model import NeRF
 from tasks.nerf.module import NerfModule, flat_psnr
 from tasks.nerf.rays import camera_rays, ndc_rays
 from tasks.nerf.render import RenderSettings, composite, render_chunked, render_rays, sample_pdf
-from tests.helpers import assert_resumes_to_the_uninterrupted_result
+from tests.helpers import assert_resumes_to_the_uninterrupted_result, dry_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # LLFF stores a camera's axes as [down, right, back]; a NeRF camera [right, up, back] with the
@@ -357,14 +357,11 @@ def expected_parameters(rank: int | None) -> int:
     return 2 * total
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("rank", "paper_rate"), [(1, 1.3), (5, 4.7), (10, 8.7), (30, 24.6), (60, 48.6)]
 )
-def test_dry_run_gives_the_paper_compression_rates(run_cli, rank, paper_rate):
-    run = run_cli("task=nerf", f"rank={rank}", "omega=paper", "dry_run=true")
-    assert run.returncode == 0, run.output
-    results = run.results
+def test_dry_run_gives_the_paper_compression_rates(tmp_path, rank, paper_rate):
+    results = dry_run(tmp_path, "task=nerf", f"rank={rank}", "omega=paper")
     assert results["status"] == "dry_run"
     assert results["params"]["total"] == expected_parameters(rank)
     assert results["params"]["full_rank_total"] == expected_parameters(None) == 2 * 562_052
