@@ -22,7 +22,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from sinelr.io import atomic_write, flatten
+from sinelr.io import atomic_write, flatten, override_key
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,8 @@ def checkpoint_intervals(
     intervals = {key: settings.get(key) for key in INTERVALS}
     if not all(intervals.values()):
         return intervals
-    named = [key for key in INTERVALS if f"checkpoint.{key}" in _override_keys(command_line)]
+    given = {override_key(override) for override in command_line}
+    named = [key for key in INTERVALS if f"checkpoint.{key}" in given]
     if len(named) == len(INTERVALS):
         raise ValueError(
             "checkpoint.every_n_epochs and checkpoint.every_n_train_steps are both given: "
@@ -90,11 +91,6 @@ def checkpoint_intervals(
         )
     keep = named[0] if named else "every_n_train_steps"
     return {key: value if key == keep else None for key, value in intervals.items()}
-
-
-def _override_keys(overrides: Sequence[str]) -> set[str]:
-    """``{"checkpoint.every_n_epochs"}`` of ``["+checkpoint.every_n_epochs=2"]``."""
-    return {override.lstrip("+~").partition("=")[0] for override in overrides}
 
 
 #: Settings that joined the fingerprint after runs had been recorded, each with the value that

@@ -52,3 +52,9 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(value, f"{prefix}{key}."))
         return out
     return {prefix.rstrip("."): data}
+
+
+def override_key(override: str) -> str:
+    """The setting a command-line override names: ``checkpoint.every_n_epochs`` of
+    ``+checkpoint.every_n_epochs=2`` (and of ``~checkpoint.every_n_epochs``)."""
+    return override.lstrip("+~").partition("=")[0]

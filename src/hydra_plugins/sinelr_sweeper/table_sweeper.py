@@ -29,6 +29,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
+from sinelr.io import override_key
+
 log = logging.getLogger(__name__)
 
 
@@ -40,15 +42,11 @@ class MultirunFailed(CompactHydraException):
     """
 
 
-def _key(override: str) -> str:
-    return override.lstrip("+~").partition("=")[0]
-
-
 def canonical_job(job: list[str]) -> list[str]:
     """The job with ``omega=null`` where ``rank=null`` (the dense baseline takes no ω)."""
     if "rank=null" not in job:
         return job
-    return [f"{o.partition('=')[0]}=null" if _key(o) == "omega" else o for o in job]
+    return [f"{o.partition('=')[0]}=null" if override_key(o) == "omega" else o for o in job]
 
 
 def unique_jobs(jobs: list[list[str]]) -> list[list[str]]:
