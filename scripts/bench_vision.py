@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tasks/ is importable from the repository root
 from bench_layers import adam_step, compare_methods  # noqa: E402
 
-from sinelr.driver import lowrank_config  # noqa: E402
+from sinelr.run_config import lowrank_config  # noqa: E402
 from sinelr.task import Task  # noqa: E402
 
 

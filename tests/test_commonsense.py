@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import FSDPStrategy
@@ -24,14 +23,16 @@ from torch.distributed.fsdp import FullStateDictConfig, StateDictType
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-import sinelr.driver  # noqa: F401  (registers the ${mul:...} resolver the paper preset uses)
 from sinelr.accounting import count_parameters, rank_diagnostics
-from sinelr.driver import full_rank_total, lowrank_config
+from sinelr.driver import full_rank_total
 from sinelr.layers import LowRankConfig, LowRankLayer
+from sinelr.optim import LinearWarmup
+from sinelr.run_config import lowrank_config, register_resolvers
 from sinelr.sharding import gathered_rank_diagnostics
+from sinelr.text import IGNORE_INDEX as IGNORE
+from sinelr.text import TextBatching
 from tasks.commonsense import CommonsenseTask
 from tasks.commonsense.data import (
-    IGNORE,
     CommonsenseDataModule,
     PromptBatches,
     TrainBatches,
@@ -39,11 +40,12 @@ from tasks.commonsense.data import (
     load_tokenizer,
     read_examples,
 )
-from tasks.commonsense.module import CommonsenseModule
+from tasks.commonsense.module import CommonsenseModule, Generation
 from tasks.commonsense.prompts import EVAL_SETS, extract_answer, prompt
 from tests.helpers import (
     COMMONSENSE_EXAMPLES,
     commonsense_example,
+    compose_config,
     dry_run,
     make_tiny_llama,
     write_commonsense,
@@ -66,8 +68,7 @@ def tokenizer(tiny_llama):
 
 
 def commonsense_config(*overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["task=commonsense", *overrides])
+    return compose_config("task=commonsense", *overrides)
 
 
 def make_task(*overrides: str) -> CommonsenseTask:
@@ -143,9 +144,10 @@ def test_truncated_examples_get_no_eos(tokenizer):
 
 
 def test_training_batches_pad_right_and_prompts_pad_left(tokenizer):
-    train = TrainBatches([([5, 6, 7], [IGNORE, 6, 7]), ([5], [5])], pad_token_id=3)
+    train = TrainBatches([([5, 6, 7], [IGNORE, 6, 7]), ([5], [5])], tokenizer)
     batch = train[torch.tensor([1, 0])]
-    assert batch["input_ids"].tolist() == [[5, 3, 3], [5, 6, 7]]
+    pad = tokenizer.pad_token_id
+    assert batch["input_ids"].tolist() == [[5, pad, pad], [5, 6, 7]]
     assert batch["attention_mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
     assert batch["labels"].tolist() == [[5, IGNORE, IGNORE], [IGNORE, 6, 7]]
     examples = [commonsense_example("is the sky blue", "true"), commonsense_example("a", "false")]
@@ -165,7 +167,7 @@ def test_training_batches_pad_right_and_prompts_pad_left(tokenizer):
 
 def test_a_missing_file_names_the_path_and_the_layout(tmp_path, tokenizer):
     data = CommonsenseDataModule(
-        tmp_path, tokenizer, "commonsense_170k.json", ["boolq"], 64, 4, 4, 0, False, None, None, 0
+        tmp_path, tokenizer, "commonsense_170k.json", ["boolq"], TextBatching(64, 4, 4), 0, False, 0
     )
     with pytest.raises(FileNotFoundError) as error:
         data.setup("fit")
@@ -195,8 +197,8 @@ def test_malformed_files_are_errors_naming_the_file(tmp_path, content, error):
 def test_validation_is_held_out_of_the_training_file(tmp_path, tokenizer):
     write_commonsense(tmp_path, n_train=20)
     data = CommonsenseDataModule(
-        tmp_path, tokenizer, "commonsense_170k.json", list(EVAL_SETS), 256, 4, 4, 5, False,
-        None, 2, 0,
+        tmp_path, tokenizer, "commonsense_170k.json", list(EVAL_SETS),
+        TextBatching(256, 4, 4, max_eval_examples=2), 5, False, 0,
     )  # fmt: skip
     data.setup("fit")
     data.setup("test")
@@ -295,9 +297,9 @@ def test_an_unavailable_model_says_how_to_point_at_one(tmp_path):
 
 
 def test_paper_learning_rate_follows_the_adapter():
-    assert make_task("adapter=lora").lr == 1e-4
-    assert make_task("adapter=dora").lr == 6e-5
-    assert make_task("adapter=dora", "task.lr=3e-4").lr == 3e-4
+    assert make_task("adapter=lora").schedule.lr == 1e-4
+    assert make_task("adapter=dora").schedule.lr == 6e-5
+    assert make_task("adapter=dora", "task.lr=3e-4").schedule.lr == 3e-4
     with pytest.raises(ValueError, match="needs adapter=lora or adapter=dora"):
         make_task("adapter=null")  # no adapter: full fine-tuning has no paper rate
 
@@ -315,7 +317,7 @@ def test_the_dense_baseline_drops_the_default_adapter(tmp_path):
 def test_the_default_adapter_is_lora():
     """rank=K alone is a LoRA run, as for every fine-tuning task; adapter= still chooses."""
     assert commonsense_config().adapter == "lora"
-    assert make_task().lr == 1e-4  # LoRA's paper rate
+    assert make_task().schedule.lr == 1e-4  # LoRA's paper rate
     assert commonsense_config("adapter=dora").adapter == "dora"
 
 
@@ -336,9 +338,11 @@ def test_paper_preset_is_doras_recipe():
     cfg = commonsense_config("adapter=dora", "rank=16", "preset=paper")
     task = instantiate(cfg.task, _recursive_=False, _convert_="all")
     assert task.model == "meta-llama/Meta-Llama-3-8B" and task.targets == list(TARGETS)
-    assert (task.lr, task.epochs, task.batch_size, task.max_length) == (6e-5, 3, 16, 256)
-    assert (task.warmup_steps, task.val_size, task.num_beams) == (100, 120, 4)
+    assert (task.schedule.lr, task.epochs) == (6e-5, 3)
+    assert (task.batching.batch_size, task.batching.max_length) == (16, 256)
+    assert (task.schedule.warmup_steps, task.val_size, task.generation.num_beams) == (100, 120, 4)
     assert task.dtype == torch.bfloat16
+    register_resolvers()
     lowrank = OmegaConf.to_container(cfg.lowrank, resolve=True)
     assert (lowrank["alpha"], lowrank["dropout"]) == (32, 0.05)  # alpha = 2·rank
 
@@ -364,14 +368,16 @@ def test_batched_generation_equals_one_prompt_at_a_time(tiny_llama, tokenizer, t
     for layer in model.modules():
         if hasattr(layer, "lora_B"):
             torch.nn.init.normal_(layer.lora_B, std=0.5)
-    module = CommonsenseModule(model, tokenizer, ["boolq"], 1e-3, 0, 0.0, 6, 1, tmp_path)
+    module = CommonsenseModule(
+        model, tokenizer, ["boolq"], LinearWarmup(1e-3, 0.0), Generation(6, 1), tmp_path
+    )
     examples = [commonsense_example(q, a) for _, q, a in COMMONSENSE_EXAMPLES[:4]]
     prompts = PromptBatches(examples, tokenizer)
     with torch.inference_mode():
         batched = module.generate(**_inputs(prompts[torch.arange(4)]))
         single = [module.generate(**_inputs(prompts[torch.tensor([i])]))[0] for i in range(4)]
     assert batched == single
-    assert len({len(p) for p in prompts.ids}) > 1  # the batch was padded
+    assert len({len(row["input_ids"]) for row in prompts.rows}) > 1  # the batch was padded
 
 
 def _inputs(batch: dict) -> dict:

@@ -26,9 +26,9 @@ from torch import nn
 
 from sinelr.apply import apply_lowrank, densify
 from sinelr.checkpoint import STATE_KEY, fingerprint
-from sinelr.driver import lowrank_config
 from sinelr.export import load_run, save_merged, save_peft
 from sinelr.layers import LowRankConfig, LowRankLayer
+from sinelr.run_config import lowrank_config
 from tests.helpers import make_tiny_llama
 from tests.test_glue import tiny_bert  # noqa: F401  (fixture)
 from tests.test_peft_parity import assert_close_to_scale

@@ -19,12 +19,15 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from transformers import AutoTokenizer
 
 from sinelr.accounting import count_parameters
 from sinelr.driver import full_rank_total, run
 from sinelr.layers import LowRankConfig
+from sinelr.text import TextBatching
 from tasks.glue import GlueTask
 from tasks.glue.data import TokenizedGlue, load_examples, protocol_splits, subsample
+from tasks.glue.model import MINILM, model_path
 from tasks.glue.module import glue_metrics, predictions
 from tasks.glue.selection import KeepBest
 from tasks.glue.specs import GLUE, glue_spec
@@ -106,13 +109,11 @@ PAPER_RECIPE = {
 def test_paper_preset_gives_the_papers_recipe(name):
     task = make_task(f"task.name={name}", "preset=paper")
     lr, epochs, metric = PAPER_RECIPE[name]
-    assert (task.lr, task.epochs, task.metric) == (lr, epochs, metric)
+    assert (task.schedule.lr, task.epochs, task.metric) == (lr, epochs, metric)
     # SoRA's LoRA GLUE script (docs/method.md, "GLUE (Table 1) settings").
-    assert (task.model, task.batch_size, task.max_length, task.warmup_ratio) == (
-        "microsoft/deberta-v3-base", 100, 256, 0.06,
-    )  # fmt: skip
-    assert (task.weight_decay, task.protocol) == (0.1, "sora")
-    assert task.max_train_examples is None and task.max_eval_examples is None
+    assert task.model == "microsoft/deberta-v3-base" and task.protocol == "sora"
+    assert task.batching == TextBatching(max_length=256, batch_size=100, eval_batch_size=64)
+    assert (task.schedule.warmup_ratio, task.schedule.weight_decay) == (0.06, 0.1)
 
 
 def test_paper_preset_clips_gradients_and_sets_loras_alpha():
@@ -152,7 +153,7 @@ def test_deberta_gets_query_value_adapters_and_a_trained_pooler(rank):
 
 def test_numbers_override_the_paper_recipe():
     task = make_task("task.name=cola", "task.lr=2e-5", "task.epochs=3")
-    assert (task.lr, task.epochs) == (2e-5, 3)
+    assert (task.schedule.lr, task.epochs) == (2e-5, 3)
     assert make_task("task.epochs=null").epochs is None  # trainer.max_epochs decides
 
 
@@ -256,10 +257,12 @@ def test_subsample_is_fixed_and_keeps_file_order():
 
 
 def test_batches_are_padded_and_masked():
+    tokenizer = AutoTokenizer.from_pretrained(model_path(MINILM))
+    pad = tokenizer.pad_token_id
     features = {"input_ids": [[5, 6, 7], [5], [5, 6]], "token_type_ids": [[0, 0, 1], [0], [0, 1]]}
-    data = TokenizedGlue(features, torch.tensor([1, 0, 1]), pad_token_id=9)
+    data = TokenizedGlue(features, torch.tensor([1, 0, 1]), tokenizer)
     batch = data[torch.tensor([1, 0])]
-    assert batch["input_ids"].tolist() == [[5, 9, 9], [5, 6, 7]]
+    assert batch["input_ids"].tolist() == [[5, pad, pad], [5, 6, 7]]
     assert batch["attention_mask"].tolist() == [[1, 0, 0], [1, 1, 1]]
     assert batch["token_type_ids"].tolist() == [[0, 0, 0], [0, 0, 1]]
     assert batch["labels"].tolist() == [0, 1]

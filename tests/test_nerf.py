@@ -20,6 +20,7 @@ from PIL import Image
 
 from scripts.download_data import main as download_main
 from sinelr.bjontegaard import bd_psnr, bd_rate
+from sinelr.optim import ExponentialDecay
 from sinelr.report import FLAT_MARK, layout, render_markdown
 from tasks.nerf.data import LLFFDataModule
 from tasks.nerf.llff import BOUNDS_FACTOR, CameraFileError, average_pose, load_scene
@@ -266,8 +267,8 @@ def test_every_test_view_records_its_flat_colour_psnr(tmp_path):
     data = LLFFDataModule(tmp_path, "toy", factor=8, llffhold=4, batch_size=64, val_rays=64,
                           render_factor=2, seed=0)  # fmt: skip
     module = NerfModule(NeRF(depth=2, width=16, skips=(), fine=False),
-                        RenderSettings(n_samples=4, n_importance=0), lr=1e-3,
-                        lr_final_factor=1.0, chunk=4096, lpips=False)  # fmt: skip
+                        RenderSettings(n_samples=4, n_importance=0), ExponentialDecay(1e-3, 1.0),
+                        chunk=4096, lpips=False)  # fmt: skip
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False)  # fmt: skip
     (metrics,) = trainer.test(module, datamodule=data, verbose=False)

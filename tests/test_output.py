@@ -22,9 +22,9 @@ from run import is_input_error, route_lightning_logs
 from scripts.report import main as report_main
 from sinelr.apply import apply_lowrank
 from sinelr.checkpoint import checkpoint_intervals
-from sinelr.driver import resolve_number
 from sinelr.layers import LowRankConfig
 from sinelr.report import print_table, summarise
+from sinelr.run_config import resolve_number
 from tests.test_report import result
 
 ROOT = Path(__file__).resolve().parents[1]

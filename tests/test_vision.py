@@ -138,15 +138,26 @@ def test_image_folders_need_train_and_val(tmp_path):
 
 
 def test_randaugment_survives_its_strongest_posterize():
-    from timm.data.auto_augment import AugmentOp
+    from timm.data import auto_augment, create_transform
 
-    import tasks.vision.data  # noqa: F401  (the posterize fix is installed on import)
+    from tasks.vision.data import with_safe_posterize
 
+    recipe = {"input_size": (3, 8, 8), "is_training": True, "auto_augment": "rand-m9-mstd0.5-inc1"}
+    transform = with_safe_posterize(create_transform(**recipe))
+    (augment,) = [s for s in transform.transforms if isinstance(s, auto_augment.RandAugment)]
+    (op,) = [op for op in augment.ops if op.name == "PosterizeIncreasing"]
+    op.prob, op.magnitude_std = 1.0, 0  # always applied, at exactly the magnitude set below
     image = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
-    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)
+    op.magnitude = 10
     assert np.asarray(op(image)).max() == 0  # 0 bits kept: black, as Pillow < 12 gave
-    op = AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=5)
+    op.magnitude = 5
     assert np.asarray(op(image)).max() == 192  # 2 bits kept: 200 = 0b11001000 -> 0b11000000
+    # timm itself is untouched: a transform built without the fix keeps timm's posterize.
+    untouched = create_transform(**recipe)
+    (plain,) = [s for s in untouched.transforms if isinstance(s, auto_augment.RandAugment)]
+    (timms,) = [op for op in plain.ops if op.name == "PosterizeIncreasing"]
+    assert timms.aug_fn is auto_augment.posterize
+    assert auto_augment.NAME_TO_OP["PosterizeIncreasing"] is auto_augment.posterize
 
 
 def test_drop_last_batches_never_run_short():

@@ -118,6 +118,38 @@ def require_one_step_per_batch(trainer: L.Trainer, task: str) -> None:
         raise ValueError(f"task {task} trains with trainer.accumulate_grad_batches=1")
 
 
+class IndexDataModule(L.LightningDataModule):
+    """The base of the tasks' data modules: batches are ``dataset[indices]``, and the training
+    order is one a run resumed mid-epoch replays (:func:`index_loader`).
+
+    A subclass builds its datasets in ``setup`` and returns :meth:`train_loader` and
+    :meth:`eval_loader` of them; the step bookkeeping that makes resuming exact lives here.
+    """
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def trained_steps(self) -> int:
+        """Optimiser steps taken so far: a restored run's count, read when an epoch starts."""
+        return self.trainer.global_step if self.trainer else 0
+
+    def train_loader(self, dataset: Dataset, batch_size: int, **options: Any) -> ResumableLoader:
+        """Shuffled from ``(seed, epoch)``, skipping the batches a resumed run already took."""
+        return index_loader(
+            dataset,
+            batch_size,
+            shuffle=True,
+            seed=self.seed,
+            global_step=self.trained_steps,
+            **options,
+        )
+
+    def eval_loader(self, dataset: Dataset, batch_size: int, **options: Any) -> ResumableLoader:
+        """In order: an evaluation visits every item once, whatever the step."""
+        return index_loader(dataset, batch_size, shuffle=False, **options)
+
+
 def own_generator(seed: int = 0) -> torch.Generator:
     """A DataLoader's generator, so that its iterators never draw from the global RNG.
 

@@ -1,10 +1,12 @@
 """The driver behind ``run.py``: config → model → training → results.json.
 
-Every run writes results.json, whatever happens: ``dry_run`` after counting parameters,
-``completed`` after training, ``failed`` with the error before the exception propagates (and
-the process exits non-zero); then the run goes to W&B if ``logger=wandb``. Exceptions:
-``skip_done=true`` keeps a completed results.json of the same configuration untouched, and
-under DDP only rank 0 writes.
+A run is four steps: :func:`~sinelr.plan.describe` resolves the command line into a plan,
+:func:`build` makes and counts the network, :func:`train` trains and scores it, and
+:func:`finalise` records the outcome. Every run writes results.json, whatever happens:
+``dry_run`` after counting parameters, ``completed`` after training, ``failed`` with the error
+before the exception propagates (and the process exits non-zero); then the run goes to W&B if
+``logger=wandb``. Exceptions: ``skip_done=true`` keeps a completed results.json of the same
+configuration untouched, and under DDP only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -14,92 +16,27 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import get_class, instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from sinelr.accounting import count_parameters
-from sinelr.callbacks import NonFiniteGuard
-from sinelr.checkpoint import (
-    CHECKPOINT_DIR,
-    AtomicCheckpointIO,
-    RunState,
-    check_checkpoint,
-    checkpoint_intervals,
-    find_resume_checkpoint,
-    fingerprint,
-    fingerprint_diff,
-    result_fingerprint,
-)
-from sinelr.layers import LowRankConfig, variant_name
-from sinelr.loggers import make_loggers, publish_to_wandb
-from sinelr.paper import paper_omega
-from sinelr.presets import check_composed_task_preset, paper_on_cpu_warning
-from sinelr.results import RESULTS_FILE, Metric, RunResult
+from sinelr.checkpoint import fingerprint_diff, result_fingerprint
+from sinelr.loggers import publish_to_wandb
+from sinelr.plan import RunPlan, describe, new_result
+from sinelr.results import RESULTS_FILE, RunResult
+from sinelr.run_config import register_resolvers
 from sinelr.sharding import gathered_rank_diagnostics
-from sinelr.task import LightningTask, RunContext, Task
+from sinelr.task import RunContext, Task
+from sinelr.trainer import run_labels, trainer_factory
 from sinelr.vector_math import settle_vector_math
 
 log = logging.getLogger(__name__)
-
-
-def _mul(*factors: float | None) -> float | None:
-    """``${mul:2,${rank}}``: a setting that scales with another (LoRA's ``alpha = 2·rank``);
-    null if any factor is (``rank=null``)."""
-    return None if any(f is None for f in factors) else math.prod(factors)
-
-
-OmegaConf.register_new_resolver("mul", _mul, replace=True)
-
-
-def resolve_number(omega: Any) -> float | None:
-    """``omega`` if it is a number, None for null and ``paper``; an error for anything else."""
-    if omega is None or omega == "paper":
-        return None
-    if isinstance(omega, bool) or not isinstance(omega, int | float):
-        raise ValueError(f"omega must be a number, null or 'paper', got {omega!r}")
-    return float(omega)
-
-
-def resolve_omega(omega: Any, rank: int | None, task: str, adapter: str | None) -> float | None:
-    """``omega`` as a number: ``paper`` looks up the paper's ω (docs/method.md); null stays null."""
-    if omega == "paper" and rank is not None:
-        return paper_omega(task, rank, adapter)
-    return resolve_number(omega) if rank is not None else None
-
-
-def lowrank_config(cfg: DictConfig, task_name: str) -> LowRankConfig | None:
-    """The factorised layers the command line asks for; None for the dense baseline."""
-    rank, adapter = cfg.rank, cfg.get("adapter")
-    if rank is None:
-        if cfg.omega is not None:
-            log.warning("omega=%s ignored: rank=null is the full-rank baseline", cfg.omega)
-        return None
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise ValueError(f"rank must be a positive integer or null, got {rank!r}")
-    omega = resolve_omega(cfg.omega, rank, task_name, adapter)
-    return LowRankConfig(
-        variant=variant_name(rank, omega, adapter),
-        rank=rank,
-        omega=omega,
-        **OmegaConf.to_container(cfg.lowrank, resolve=True),
-    )
-
-
-def device_name(cfg: DictConfig) -> str:
-    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    return "cpu"
 
 
 def full_rank_total(task: Task) -> int:
@@ -107,82 +44,6 @@ def full_rank_total(task: Task) -> int:
     with torch.device("meta"):
         dense = task.build_model(None)
     return 0 if dense is None else sum(p.numel() for p in dense.parameters())
-
-
-def _trainer_factory(
-    cfg: DictConfig,
-    output_dir: Path,
-    run_fingerprint: dict[str, Any],
-    divergence_hint: str,
-    labels: dict[str, Any],
-):
-    """``make_trainer(callbacks)``: the configured Trainer with sinelr's standard callbacks.
-
-    Every Lightning run gets atomic checkpoints carrying the run's fingerprint and RNG state,
-    the non-finite guard, a rich progress bar, and loggers whose failures are not fatal.
-    """
-
-    command_line = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-
-    def make_trainer(callbacks: Sequence[L.Callback] = (), **overrides: Any) -> L.Trainer:
-        loggers = make_loggers(cfg.get("logger"), labels)
-        standard: list[L.Callback] = [
-            ModelCheckpoint(
-                dirpath=output_dir / CHECKPOINT_DIR,
-                save_top_k=0,
-                save_last=True,
-                **checkpoint_intervals(cfg.checkpoint, command_line),
-            ),
-            RunState(run_fingerprint),
-            NonFiniteGuard(divergence_hint),
-        ]
-        if cfg.trainer.get("enable_progress_bar", True):
-            standard.append(RichProgressBar(leave=True))
-        return instantiate(
-            cfg.trainer,
-            default_root_dir=str(output_dir),
-            logger=loggers or False,
-            callbacks=[*standard, *callbacks],
-            plugins=[AtomicCheckpointIO()],
-            **overrides,
-        )
-
-    return make_trainer
-
-
-def resume_checkpoint(cfg: DictConfig, output_dir: Path, run_fingerprint: dict) -> Path | None:
-    """The checkpoint this run continues from (checked against its fingerprint), if any."""
-    ckpt_path = cfg.get("ckpt_path")
-    if cfg.get("resume") or ckpt_path == "last":
-        runs_root = Path(cfg.paths.runs_dir).expanduser()
-        return find_resume_checkpoint(output_dir, runs_root, run_fingerprint)
-    if ckpt_path:
-        path = Path(ckpt_path).expanduser()
-        check_checkpoint(path, run_fingerprint)
-        return path
-    return None
-
-
-def _log_diagnostics(diagnostics: dict[str, dict[str, float]]) -> None:
-    for name, d in diagnostics.items():
-        log.info(
-            "rank of %s: numerical %d / %d (factor rank %d), stable %.2f",
-            name,
-            d["numerical_rank"],
-            d["max_rank"],
-            d["rank"],
-            d["stable_rank"],
-        )
-
-
-def run_labels(result: RunResult) -> dict[str, Any]:
-    """W&B's ``group`` (the experiment, ``+experiment=<name>``, else the task) and ``tags``."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    rank = "full" if result.rank is None else result.rank
-    return {
-        "group": choices.get("experiment") or result.task,
-        "tags": [result.task, result.method, f"rank={rank}", f"preset={result.preset}"],
-    }
 
 
 def completed_result(output_dir: Path, expected: dict[str, Any]) -> RunResult | None:
@@ -220,6 +81,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     With ``skip_done=true``, a completed results.json of the same configuration already in
     ``output_dir`` is returned as it is, and nothing runs.
     """
+    register_resolvers()
     output_dir = Path(output_dir)
     if cfg.rank is None:  # the dense baseline has no adapter, whatever the task's default one
         cfg.adapter = None
@@ -235,107 +97,105 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             return done
     start = time.perf_counter()
     settle_vector_math()  # before any parallel CPU op: the same seed must give the same run
-    task_name = cfg.task.name
-    result = RunResult(
-        task=task_name,
-        method="dense",
-        rank=cfg.rank if isinstance(cfg.rank, int) else None,
-        omega=None,
-        adapter=cfg.get("adapter"),
-        seed=cfg.seed,
-        preset=cfg.preset,
-        metric=Metric("", None, True),
-        device=device_name(cfg),
-        output_dir=str(output_dir),
-    )
+    result = new_result(cfg, output_dir)
     model: nn.Module | None = None
     try:
-        result.fingerprint = result_fingerprint(cfg)
-        check_composed_task_preset()
-        task_cls: type[Task] = get_class(cfg.task._target_)
-        trains = issubclass(task_cls, LightningTask) and not cfg.dry_run
-        if warning := paper_on_cpu_warning(cfg.preset, result.device, trains):
-            log.warning(warning)
-        result.metric = Metric(task_cls.metric, None, task_cls.higher_is_better)
-        result.task_config = OmegaConf.to_container(cfg.task, resolve=True)
-        task: Task = instantiate(cfg.task, _recursive_=False, _convert_="all")
-        # The instance names the task and its metric: glue's ``task.name`` is its data set
-        # (rte, cola, ...), and its headline metric depends on which.
-        result.task = task.name
-        result.metric = Metric(task.metric, None, task.higher_is_better)
-        if cfg.get("adapter") is not None and not task.fine_tunes:
-            raise ValueError(
-                f"adapter={cfg.adapter}: task {task.name} trains its network from scratch and "
-                "adapters need a pretrained one; drop adapter= (rank=K alone gives the "
-                "factorised sin(ω·UV)/g layers)"
-            )
-        if task.factorises:
-            lowrank = lowrank_config(cfg, task.name)
-            result.method = lowrank.variant if lowrank else "dense"
-            result.omega = lowrank.omega if lowrank else None
-        else:  # the task reads rank and omega itself
-            lowrank = None
-            result.method = task.method or "dense"
-            result.omega = resolve_number(cfg.omega)
-        dense_total = full_rank_total(task)
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        # A dry run only counts: on the meta device a pretrained 8B network takes no memory and
-        # no weights are read (build_model builds it from its configuration).
-        with torch.device("meta") if cfg.dry_run else contextlib.nullcontext():
-            model = task.build_model(lowrank)
-        result.params = count_parameters(model, dense_total)
-        log.info(
-            "%s %s rank=%s omega=%s: %d parameters (%d trainable, %.2f%% of full rank)",
-            task_name,
-            result.method,
-            result.rank,
-            result.omega,
-            result.params.total,
-            result.params.trainable,
-            100 * result.params.compression_rate(result.adapter is not None),
-        )
+        plan = describe(cfg, output_dir, result)
+        model = build(plan, result)
         if cfg.dry_run:
             result.status = "dry_run"
-            return result
-        run_fingerprint = fingerprint(cfg)
-        ckpt = resume_checkpoint(cfg, output_dir, run_fingerprint) if task.resumable else None
-        if ckpt is not None:
-            log.info("resuming from %s", ckpt)
-            result.resumed_from = str(ckpt)
-        ctx = RunContext(
-            output_dir=output_dir,
-            data_dir=Path(cfg.paths.data_dir).expanduser(),
-            cache_dir=Path(cfg.paths.cache_dir).expanduser(),
-            seed=cfg.seed,
-            make_trainer=_trainer_factory(
-                cfg,
-                output_dir,
-                run_fingerprint,
-                divergence_hint=f"omega={result.omega}, lowrank.gain="
-                f"{cfg.lowrank.gain or 'sqrt(d_in)'}, task.lr={cfg.task.get('lr', 'n/a')}",
-                labels=run_labels(result),
-            ),
-            ckpt_path=None if ckpt is None else str(ckpt),
-        )
-        outcome = task.run(model, ctx)
-        result.metrics = outcome.metrics
-        result.steps = outcome.steps
-        value = outcome.metrics.get(task.metric)
-        if value is None or not math.isfinite(value):
-            raise FloatingPointError(f"{task.metric} is {value}: the run produced no valid result")
-        result.metric.value = value
-        result.status = "completed"
+        else:
+            train(plan, model, result)
         return result
     except BaseException as error:
         result.status = "failed"
         result.error = f"{type(error).__name__}: {error}"
         raise
     finally:
-        if model is not None and result.status == "completed":
-            result.diagnostics = {"rank": gathered_rank_diagnostics(model)}
-            _log_diagnostics(result.diagnostics["rank"])
-        result.wall_time_s = time.perf_counter() - start
-        if rank_zero_only.rank == 0:  # under DDP, one process writes the run's result
-            path = result.write(output_dir)
-            log.info("%s: %s", result.status, path)
-            publish_to_wandb(cfg, run_labels(result), result, output_dir)
+        finalise(cfg, result, model, output_dir, start)
+
+
+def build(plan: RunPlan, result: RunResult) -> nn.Module | None:
+    """The task's network as the plan factorises it, its parameters counted into ``result``.
+
+    A dry run only counts: on the meta device a pretrained 8B network takes no memory and no
+    weights are read (``build_model`` builds it from its configuration).
+    """
+    dense_total = full_rank_total(plan.task)
+    L.seed_everything(plan.cfg.seed, workers=True, verbose=False)
+    with torch.device("meta") if plan.cfg.dry_run else contextlib.nullcontext():
+        model = plan.task.build_model(plan.lowrank)
+    result.params = count_parameters(model, dense_total)
+    log.info(
+        "%s %s rank=%s omega=%s: %d parameters (%d trainable, %.2f%% of full rank)",
+        plan.cfg.task.name,
+        result.method,
+        result.rank,
+        result.omega,
+        result.params.total,
+        result.params.trainable,
+        100 * result.params.compression_rate(result.adapter is not None),
+    )
+    return model
+
+
+def train(plan: RunPlan, model: nn.Module | None, result: RunResult) -> None:
+    """Train and score ``model``; a completed ``result`` with the task's metrics."""
+    cfg = plan.cfg
+    if plan.resume_from is not None:
+        log.info("resuming from %s", plan.resume_from)
+        result.resumed_from = str(plan.resume_from)
+    hint = (
+        f"omega={result.omega}, lowrank.gain={cfg.lowrank.gain or 'sqrt(d_in)'}, "
+        f"task.lr={cfg.task.get('lr', 'n/a')}"
+    )
+    ctx = RunContext(
+        output_dir=plan.output_dir,
+        data_dir=Path(cfg.paths.data_dir).expanduser(),
+        cache_dir=Path(cfg.paths.cache_dir).expanduser(),
+        seed=cfg.seed,
+        make_trainer=trainer_factory(
+            cfg,
+            plan.output_dir,
+            plan.fingerprint,
+            plan.checkpoint_every,
+            divergence_hint=hint,
+            labels=run_labels(result),
+        ),
+        ckpt_path=None if plan.resume_from is None else str(plan.resume_from),
+    )
+    outcome = plan.task.run(model, ctx)
+    result.metrics = outcome.metrics
+    result.steps = outcome.steps
+    value = outcome.metrics.get(plan.task.metric)
+    if value is None or not math.isfinite(value):
+        raise FloatingPointError(f"{plan.task.metric} is {value}: the run produced no valid result")
+    result.metric.value = value
+    result.status = "completed"
+
+
+def finalise(
+    cfg: DictConfig, result: RunResult, model: nn.Module | None, output_dir: Path, start: float
+) -> None:
+    """Record the run, whatever its outcome: rank diagnostics of a completed one, the wall
+    time, results.json (rank 0 only under DDP), and W&B if asked for."""
+    if model is not None and result.status == "completed":
+        result.diagnostics = {"rank": gathered_rank_diagnostics(model)}
+        _log_diagnostics(result.diagnostics["rank"])
+    result.wall_time_s = time.perf_counter() - start
+    if rank_zero_only.rank == 0:
+        path = result.write(output_dir)
+        log.info("%s: %s", result.status, path)
+        publish_to_wandb(cfg, run_labels(result), result, output_dir)
+
+
+def _log_diagnostics(diagnostics: dict[str, dict[str, float]]) -> None:
+    for name, d in diagnostics.items():
+        log.info(
+            "rank of %s: numerical %d / %d (factor rank %d), stable %.2f",
+            name,
+            d["numerical_rank"],
+            d["max_rank"],
+            d["rank"],
+            d["stable_rank"],
+        )

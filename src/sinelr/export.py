@@ -22,8 +22,8 @@ from torch import nn
 
 from sinelr.apply import densify
 from sinelr.checkpoint import CHECKPOINT_DIR, LAST, STATE_KEY, read_checkpoint
-from sinelr.driver import lowrank_config
 from sinelr.layers import DoRALinear, LoRALinear, LowRankConfig
+from sinelr.run_config import lowrank_config
 from sinelr.task import Task
 
 log = logging.getLogger(__name__)

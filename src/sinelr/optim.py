@@ -1,8 +1,19 @@
-"""Learning-rate schedules the paper's tasks share."""
+"""The optimisers and learning-rate schedules of the paper's two families of tasks.
+
+Coordinate networks trained from scratch (bof, NeRF) use Adam with a per-step exponential
+decay; fine-tuning (GLUE, commonsense) uses AdamW with a linear warm-up and a linear decay, as
+Hugging Face's ``Trainer``. A task's module holds one of these settings and returns its
+``configure(model, total_steps)`` from ``configure_optimizers``.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Any
+
 import torch
+from torch import nn
 
 
 def exponential_decay(
@@ -16,3 +27,47 @@ def exponential_decay(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: final_factor ** min(step / total, 1.0)
     )
+
+
+@dataclass(frozen=True)
+class ExponentialDecay:
+    """Adam on every parameter, the rate decaying per step from ``lr`` to ``lr · final_factor``
+    over ``decay_steps`` (None: the whole run), then flat: the coordinate networks' recipe."""
+
+    lr: float
+    final_factor: float
+    decay_steps: int | None = None
+
+    def configure(self, model: nn.Module, total_steps: int) -> dict[str, Any]:
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        decay = exponential_decay(optimizer, self.decay_steps or total_steps, self.final_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
+
+
+@dataclass(frozen=True)
+class LinearWarmup:
+    """AdamW on the parameters that train, a linear warm-up then a linear decay to 0: the
+    fine-tuning recipe of Hugging Face's ``Trainer``.
+
+    The warm-up is the larger of ``warmup_steps`` and ``warmup_ratio`` of the run's steps (GLUE
+    recipes give a ratio, DoRA's a step count), never longer than the run. As the ``Trainer``,
+    vectors (biases, LayerNorm weights, DoRA's magnitudes) get no weight decay.
+    """
+
+    lr: float
+    weight_decay: float
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+
+    def configure(self, model: nn.Module, total_steps: int) -> dict[str, Any]:
+        from transformers import get_linear_schedule_with_warmup
+
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": self.weight_decay},
+            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr)
+        warmup = max(self.warmup_steps, math.ceil(self.warmup_ratio * total_steps))
+        schedule = get_linear_schedule_with_warmup(optimizer, min(warmup, total_steps), total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

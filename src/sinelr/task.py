@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import lightning as L
 from torch import nn
 
+from sinelr.data import require_one_step_per_batch
 from sinelr.layers import LowRankConfig
 
 
@@ -51,6 +52,9 @@ class Task(abc.ABC):
     method: ClassVar[str | None] = None
     #: True for tasks that train through checkpoints and can resume from one.
     resumable: ClassVar[bool] = False
+    #: The ``task.<key>`` that names what a run was trained on (a mesh, a scene, a data set), so
+    #: that a report gives each its own column; None for a task with one fixed data set.
+    data_key: ClassVar[str | None] = None
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -105,6 +109,7 @@ class LightningTask(Task):
         module = self.lightning_module(model, ctx)
         data = self.datamodule(ctx)
         trainer = ctx.make_trainer(callbacks=list(self.callbacks(ctx)), **self.trainer_overrides())
+        require_one_step_per_batch(trainer, self.name)
         trainer.fit(module, datamodule=data, ckpt_path=ctx.ckpt_path)
         metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ values
         # Under DDP every process tests the whole set, as Lightning advises (its

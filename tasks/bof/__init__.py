@@ -13,6 +13,7 @@ from torch import nn
 
 from sinelr.apply import apply_lowrank
 from sinelr.layers import LowRankConfig
+from sinelr.optim import ExponentialDecay
 from sinelr.task import LightningTask, RunContext
 from tasks.bof.data import OccupancyDataModule
 from tasks.bof.model import OccupancyMLP
@@ -22,6 +23,7 @@ from tasks.bof.shapes import find_mesh
 
 class BofTask(LightningTask):
     metric = "test/iou"
+    data_key = "shape"
 
     def __init__(
         self,
@@ -47,9 +49,7 @@ class BofTask(LightningTask):
         self.depth = depth
         self.sigma = sigma
         self.targets = targets
-        self.lr = lr
-        self.lr_final_factor = lr_final_factor
-        self.lr_decay_steps = lr_decay_steps
+        self.schedule = ExponentialDecay(lr, lr_final_factor, lr_decay_steps)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
 
@@ -72,9 +72,7 @@ class BofTask(LightningTask):
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> OccupancyModule:
         return OccupancyModule(
             model,
-            lr=self.lr,
-            lr_final_factor=self.lr_final_factor,
-            lr_decay_steps=self.lr_decay_steps,
+            self.schedule,
             resolution=self.resolution,
             surface_path=ctx.output_dir / "surface.ply",
             slices_path=ctx.output_dir / "slices.png",

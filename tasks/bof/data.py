@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sinelr.data import index_loader
+from sinelr.data import IndexDataModule
 from tasks.bof.voxelize import load_occupancy
 
 
@@ -40,7 +39,7 @@ class OccupancyPoints(Dataset):
         return index, voxel_centres(index, self.resolution), self.occupancy[index].float()[:, None]
 
 
-class OccupancyDataModule(L.LightningDataModule):
+class OccupancyDataModule(IndexDataModule):
     def __init__(
         self,
         mesh_path: Path,
@@ -50,13 +49,12 @@ class OccupancyDataModule(L.LightningDataModule):
         cache_dir: Path,
         seed: int,
     ) -> None:
-        super().__init__()
+        super().__init__(seed)
         self.mesh_path = mesh_path
         self.resolution = resolution
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.cache_dir = cache_dir
-        self.seed = seed
         self.points: OccupancyPoints | None = None
 
     def setup(self, stage: str) -> None:
@@ -64,18 +62,13 @@ class OccupancyDataModule(L.LightningDataModule):
             grid = load_occupancy(self.mesh_path, self.resolution, self.cache_dir)
             self.points = OccupancyPoints(torch.from_numpy(grid).reshape(-1), self.resolution)
 
-    def _loader(self, batch_size: int, shuffle: bool, resumable: bool = False) -> DataLoader:
-        assert self.points is not None
-        step = (lambda: self.trainer.global_step if self.trainer else 0) if resumable else None
-        return index_loader(
-            self.points, batch_size, shuffle=shuffle, seed=self.seed, global_step=step
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.batch_size, shuffle=True, resumable=True)
+        assert self.points is not None
+        return self.train_loader(self.points, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_batch_size, shuffle=False)
+        assert self.points is not None
+        return self.eval_loader(self.points, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_batch_size, shuffle=False)
+        return self.val_dataloader()

@@ -13,9 +13,8 @@ import trimesh
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryJaccardIndex
 
-from sinelr.data import require_one_step_per_batch
 from sinelr.io import atomic_write
-from sinelr.optim import exponential_decay
+from sinelr.optim import ExponentialDecay
 
 log = logging.getLogger(__name__)
 
@@ -27,27 +26,22 @@ class OccupancyModule(L.LightningModule):
     ``prediction > 0.5`` over the whole grid and exports that surface by marching cubes, and the
     middle slices of the predicted and true occupancy as a figure.
 
-    The learning rate decays exponentially per step to ``lr · lr_final_factor`` over
-    ``lr_decay_steps`` steps (``None``: the whole run), then stays there. The authors' occupancy
-    code decays over its first 200 steps (``preset=paper``); the CPU mini decays over the whole
-    run, as it was measured.
+    ``schedule`` decays the rate exponentially per step. The authors' occupancy code decays over
+    its first 200 steps (``preset=paper``); the CPU mini decays over the whole run, as it was
+    measured.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        lr: float,
-        lr_final_factor: float,
-        lr_decay_steps: int | None,
+        schedule: ExponentialDecay,
         resolution: int,
         surface_path: Path | None = None,
         slices_path: Path | None = None,
     ) -> None:
         super().__init__()
         self.model = model
-        self.lr = lr
-        self.lr_final_factor = lr_final_factor
-        self.lr_decay_steps = lr_decay_steps
+        self.schedule = schedule
         self.resolution = resolution
         self.surface_path = surface_path
         self.slices_path = slices_path
@@ -59,9 +53,6 @@ class OccupancyModule(L.LightningModule):
 
     def forward(self, xyz: Tensor) -> Tensor:
         return self.model(xyz)
-
-    def on_fit_start(self) -> None:
-        require_one_step_per_batch(self.trainer, "bof")
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         _, xyz, occupancy = batch
@@ -112,10 +103,7 @@ class OccupancyModule(L.LightningModule):
         self._volume = self._truth = self._scored = None
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
-        steps = self.lr_decay_steps or int(self.trainer.estimated_stepping_batches)
-        decay = exponential_decay(optimizer, steps, self.lr_final_factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
+        return self.schedule.configure(self.model, int(self.trainer.estimated_stepping_batches))
 
 
 def export_surface(volume: Tensor, path: Path) -> None:

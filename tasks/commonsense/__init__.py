@@ -15,10 +15,12 @@ from typing import Literal
 from torch import nn
 
 from sinelr.layers import ADAPTERS, LowRankConfig
+from sinelr.optim import LinearWarmup
 from sinelr.pretrained import attach_adapters, load_pretrained, weights_dtype
 from sinelr.task import LightningTask, RunContext, check_epochs
+from sinelr.text import TextBatching
 from tasks.commonsense.data import CommonsenseDataModule, load_tokenizer
-from tasks.commonsense.module import CommonsenseModule
+from tasks.commonsense.module import CommonsenseModule, Generation
 from tasks.commonsense.prompts import EVAL_SETS
 
 PAPER = "paper"
@@ -65,20 +67,17 @@ class CommonsenseTask(LightningTask):
             )
         self.eval_sets = list(eval_sets)
         self.train_file = train_file
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.lr = _learning_rate(lr, adapter)
+        self.batching = TextBatching(
+            max_length, batch_size, eval_batch_size, max_train_examples, max_eval_examples
+        )
+        self.schedule = LinearWarmup(
+            lr=_learning_rate(lr, adapter), weight_decay=weight_decay, warmup_steps=warmup_steps
+        )
         self.epochs = check_epochs(epochs)
-        self.warmup_steps = warmup_steps
-        self.weight_decay = weight_decay
         self.val_size = val_size
         self.train_on_inputs = train_on_inputs
-        self.max_new_tokens = max_new_tokens
-        self.num_beams = num_beams
+        self.generation = Generation(max_new_tokens, num_beams)
         self.gradient_checkpointing = gradient_checkpointing
-        self.max_train_examples = max_train_examples
-        self.max_eval_examples = max_eval_examples
         self.dtype = weights_dtype(dtype)
         self._tokenizer = None
 
@@ -108,13 +107,9 @@ class CommonsenseTask(LightningTask):
             tokenizer=self.tokenizer,
             train_file=self.train_file,
             eval_sets=self.eval_sets,
-            max_length=self.max_length,
-            batch_size=self.batch_size,
-            eval_batch_size=self.eval_batch_size,
+            batching=self.batching,
             val_size=self.val_size,
             train_on_inputs=self.train_on_inputs,
-            max_train_examples=self.max_train_examples,
-            max_eval_examples=self.max_eval_examples,
             seed=ctx.seed,
         )
 
@@ -130,11 +125,8 @@ class CommonsenseTask(LightningTask):
             model,
             self.tokenizer,
             self.eval_sets,
-            lr=self.lr,
-            warmup_steps=self.warmup_steps,
-            weight_decay=self.weight_decay,
-            max_new_tokens=self.max_new_tokens,
-            num_beams=self.num_beams,
+            self.schedule,
+            self.generation,
             output_dir=ctx.output_dir,
         )
 

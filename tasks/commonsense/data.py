@@ -20,19 +20,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sinelr.data import index_loader
+from sinelr.data import IndexDataModule
+from sinelr.text import IGNORE_INDEX, TextBatching, pad_batch, subsample
 from tasks.commonsense.prompts import EVAL_SETS, prompt
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100  # the label cross-entropy skips
-# Subsamples and the validation split are part of the data, not of the run: the same examples
-# for every seed and method.
+# The validation split is part of the data, not of the run: the same examples for every seed
+# and method (42: DoRA's ``train_test_split`` seed).
 SPLIT_SEED = 42
 GET_DATA = (
     "Get commonsense_170k.json from LLM-Adapters' ft-training_set/ and the test sets from its "
@@ -72,17 +71,6 @@ def read_examples(path: Path, fields: Sequence[str]) -> list[dict[str, Any]]:
     return examples
 
 
-def subsample(examples: list[dict], limit: int | None) -> list[dict]:
-    """At most ``limit`` examples (None: all), drawn at random but kept in file order."""
-    if limit is None or limit >= len(examples):
-        return examples
-    if limit < 1:
-        raise ValueError(f"a subsample needs at least one example, got {limit}")
-    generator = torch.Generator().manual_seed(SPLIT_SEED)
-    keep = torch.randperm(len(examples), generator=generator)[:limit].sort().values
-    return [examples[i] for i in keep.tolist()]
-
-
 def split_validation(examples: list[dict], size: int) -> tuple[list[dict], list[dict]]:
     """``size`` held-out examples for the validation loss (DoRA holds out 120) and the rest."""
     if not 0 <= size < len(examples):
@@ -113,27 +101,22 @@ def encode_for_training(
     if not train_on_inputs:
         prompt_ids = tokenizer(prompt(example), truncation=True, max_length=max_length)
         n_prompt = len(prompt_ids["input_ids"])
-        labels[:n_prompt] = [IGNORE] * min(n_prompt, len(labels))
+        labels[:n_prompt] = [IGNORE_INDEX] * min(n_prompt, len(labels))
     return ids, labels
 
 
 class TrainBatches(Dataset):
     """``dataset[indices]`` → ``input_ids``, ``attention_mask``, ``labels``, right-padded."""
 
-    def __init__(self, rows: list[tuple[list[int], list[int]]], pad_token_id: int) -> None:
-        self.rows = [(torch.tensor(ids), torch.tensor(labels)) for ids, labels in rows]
-        self.pad_token_id = pad_token_id
+    def __init__(self, rows: list[tuple[list[int], list[int]]], tokenizer) -> None:
+        self.rows = [{"input_ids": ids, "labels": labels} for ids, labels in rows]
+        self.tokenizer = tokenizer
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, indices: Tensor) -> dict[str, Tensor]:
-        ids, labels = zip(*(self.rows[i] for i in indices.tolist()), strict=True)
-        return {
-            "input_ids": _pad(ids, self.pad_token_id, left=False),
-            "attention_mask": _pad([torch.ones_like(t) for t in ids], 0, left=False),
-            "labels": _pad(labels, IGNORE, left=False),
-        }
+        return pad_batch(self.tokenizer, [self.rows[i] for i in indices.tolist()])
 
 
 class PromptBatches(Dataset):
@@ -142,28 +125,18 @@ class PromptBatches(Dataset):
     def __init__(self, examples: list[dict], tokenizer) -> None:
         # Not truncated (as DoRA's evaluation): a cut prompt would lose its question or options.
         encoded = tokenizer([prompt(example) for example in examples])["input_ids"]
-        self.ids = [torch.tensor(ids) for ids in encoded]
+        self.rows = [{"input_ids": ids} for ids in encoded]
         self.answers = [str(example["answer"]) for example in examples]
-        self.pad_token_id = tokenizer.pad_token_id
+        self.tokenizer = tokenizer
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.rows)
 
     def __getitem__(self, indices: Tensor) -> dict[str, Any]:
         rows = indices.tolist()
-        ids = [self.ids[i] for i in rows]
-        return {
-            "input_ids": _pad(ids, self.pad_token_id, left=True),
-            "attention_mask": _pad([torch.ones_like(t) for t in ids], 0, left=True),
-            "answers": [self.answers[i] for i in rows],
-        }
-
-
-def _pad(rows: Sequence[Tensor], value: int, left: bool) -> Tensor:
-    side = "left" if left else "right"
-    return torch.nn.utils.rnn.pad_sequence(
-        list(rows), batch_first=True, padding_value=value, padding_side=side
-    )
+        batch: dict[str, Any] = pad_batch(self.tokenizer, [self.rows[i] for i in rows], "left")
+        batch["answers"] = [self.answers[i] for i in rows]
+        return batch
 
 
 def load_tokenizer(path: str):
@@ -178,7 +151,7 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
-class CommonsenseDataModule(L.LightningDataModule):
+class CommonsenseDataModule(IndexDataModule):
     """Train on commonsense_170k less ``val_size`` held-out examples; test on each eval set."""
 
     def __init__(
@@ -187,82 +160,72 @@ class CommonsenseDataModule(L.LightningDataModule):
         tokenizer,
         train_file: str,
         eval_sets: Sequence[str],
-        max_length: int,
-        batch_size: int,
-        eval_batch_size: int,
+        batching: TextBatching,
         val_size: int,
         train_on_inputs: bool,
-        max_train_examples: int | None,
-        max_eval_examples: int | None,
         seed: int,
     ) -> None:
-        super().__init__()
+        super().__init__(seed)
         self.data_dir = data_dir
         self.tokenizer = tokenizer
         self.train_file = train_file
         self.eval_sets = list(eval_sets)
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
+        self.batching = batching
         self.val_size = val_size
         self.train_on_inputs = train_on_inputs
-        self.max_train_examples = max_train_examples
-        self.max_eval_examples = max_eval_examples
-        self.seed = seed
         self.train: TrainBatches | None = None
         self.val: TrainBatches | None = None
         self.tests: dict[str, PromptBatches] = {}
 
     def _encode(self, examples: list[dict]) -> TrainBatches:
         rows = [
-            encode_for_training(e, self.tokenizer, self.max_length, self.train_on_inputs)
+            encode_for_training(e, self.tokenizer, self.batching.max_length, self.train_on_inputs)
             for e in examples
         ]
-        kept = [row for row in rows if any(label != IGNORE for label in row[1])]
+        kept = [row for row in rows if any(label != IGNORE_INDEX for label in row[1])]
         if len(kept) < len(rows):
             log.warning(
                 "%d of %d examples dropped: no response token within task.max_length=%d",
                 len(rows) - len(kept),
                 len(rows),
-                self.max_length,
+                self.batching.max_length,
             )
         if not kept:
             raise ValueError(
-                f"no example has a response within task.max_length={self.max_length} tokens; "
-                "raise task.max_length"
+                "no example has a response within "
+                f"task.max_length={self.batching.max_length} tokens; raise task.max_length"
             )
-        return TrainBatches(kept, self.tokenizer.pad_token_id)
+        return TrainBatches(kept, self.tokenizer)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train is None:
             path = commonsense_dir(self.data_dir) / self.train_file
             examples = read_examples(path, ("instruction", "output"))
-            examples = subsample(examples, self.max_train_examples)
+            examples = [
+                examples[i] for i in subsample(len(examples), self.batching.max_train_examples)
+            ]
             train, val = split_validation(examples, self.val_size)
             self.train = self._encode(train)
             self.val = self._encode(val) if val else None
         if stage == "test" and not self.tests:
             for name in self.eval_sets:
                 examples = read_examples(eval_file(self.data_dir, name), ("instruction", "answer"))
-                examples = subsample(examples, self.max_eval_examples)
+                examples = [
+                    examples[i] for i in subsample(len(examples), self.batching.max_eval_examples)
+                ]
                 self.tests[name] = PromptBatches(examples, self.tokenizer)
 
     def train_dataloader(self) -> DataLoader:
-        def step() -> int:
-            return self.trainer.global_step if self.trainer else 0
-
         assert self.train is not None
-        return index_loader(
-            self.train, self.batch_size, shuffle=True, seed=self.seed, global_step=step
-        )
+        return self.train_loader(self.train, self.batching.batch_size)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val is None:
             return []
-        return index_loader(self.val, self.eval_batch_size, shuffle=False)
+        return self.eval_loader(self.val, self.batching.eval_batch_size)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [
-            index_loader(self.tests[name], self.eval_batch_size, shuffle=False)
+            self.eval_loader(self.tests[name], self.batching.eval_batch_size)
             for name in self.eval_sets
         ]

@@ -9,6 +9,7 @@ a prediction right when the first answer keyword in it is the example's ``answer
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,20 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from sinelr.data import require_one_step_per_batch
 from sinelr.io import atomic_write_json
+from sinelr.optim import LinearWarmup
 from tasks.commonsense.prompts import extract_answer
 
 PREDICTIONS_DIR = "predictions"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How the test answers are generated: at most ``max_new_tokens`` tokens, by beam search
+    over ``num_beams`` beams (1: greedy)."""
+
+    max_new_tokens: int
+    num_beams: int
 
 
 class CommonsenseModule(L.LightningModule):
@@ -32,29 +42,20 @@ class CommonsenseModule(L.LightningModule):
         model: nn.Module,
         tokenizer,
         eval_sets: list[str],
-        lr: float,
-        warmup_steps: int,
-        weight_decay: float,
-        max_new_tokens: int,
-        num_beams: int,
+        schedule: LinearWarmup,
+        generation: Generation,
         output_dir: Path,
     ) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.eval_sets = eval_sets
-        self.lr = lr
-        self.warmup_steps = warmup_steps
-        self.weight_decay = weight_decay
-        self.max_new_tokens = max_new_tokens
-        self.num_beams = num_beams
+        self.schedule = schedule
+        self.generation = generation
         self.output_dir = output_dir
         # ModuleDict keys cannot hold "." or start with "_"; the set names do neither.
         self.accuracy = nn.ModuleDict({name: MeanMetric() for name in eval_sets})
         self.predictions: dict[str, list[dict[str, Any]]] = {name: [] for name in eval_sets}
-
-    def on_fit_start(self) -> None:
-        require_one_step_per_batch(self.trainer, "commonsense")
 
     def _loss(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(**batch).loss
@@ -72,8 +73,8 @@ class CommonsenseModule(L.LightningModule):
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            max_new_tokens=self.max_new_tokens,
-            num_beams=self.num_beams,
+            max_new_tokens=self.generation.max_new_tokens,
+            num_beams=self.generation.num_beams,
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
@@ -104,10 +105,4 @@ class CommonsenseModule(L.LightningModule):
         self.predictions = {name: [] for name in self.eval_sets}
 
     def configure_optimizers(self):
-        from transformers import get_linear_schedule_with_warmup
-
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
-        total = int(self.trainer.estimated_stepping_batches)
-        schedule = get_linear_schedule_with_warmup(optimizer, min(self.warmup_steps, total), total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return self.schedule.configure(self.model, int(self.trainer.estimated_stepping_batches))

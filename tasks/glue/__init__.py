@@ -16,8 +16,10 @@ from typing import Literal
 from torch import nn
 
 from sinelr.layers import LowRankConfig
+from sinelr.optim import LinearWarmup
 from sinelr.pretrained import attach_adapters
 from sinelr.task import LightningTask, RunContext, TaskOutput, check_epochs
+from sinelr.text import TextBatching
 from tasks.glue.data import PROTOCOLS, GlueDataModule
 from tasks.glue.model import load_classifier, model_path, resolve_layout
 from tasks.glue.module import GlueModule
@@ -31,6 +33,7 @@ class GlueTask(LightningTask):
     #: Accuracy for most tasks; an instance carries its own task's paper metric.
     metric = "test/acc"
     fine_tunes = True
+    data_key = "name"
 
     def __init__(
         self,
@@ -56,17 +59,17 @@ class GlueTask(LightningTask):
         self.model = model
         self.targets = targets
         self.head = head
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.lr = self.spec.lr if lr == PAPER else _positive("task.lr", lr)
+        self.batching = TextBatching(
+            max_length, batch_size, eval_batch_size, max_train_examples, max_eval_examples
+        )
+        self.schedule = LinearWarmup(
+            lr=self.spec.lr if lr == PAPER else _positive("task.lr", lr),
+            weight_decay=weight_decay,
+            warmup_ratio=warmup_ratio,
+        )
         self.epochs = check_epochs(
             self.spec.epochs if epochs == PAPER else epochs, allowed=f", {PAPER!r},"
         )
-        self.warmup_ratio = warmup_ratio
-        self.weight_decay = weight_decay
-        self.max_train_examples = max_train_examples
-        self.max_eval_examples = max_eval_examples
         if protocol not in PROTOCOLS:
             raise ValueError(f"task.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         self.protocol = protocol
@@ -84,11 +87,7 @@ class GlueTask(LightningTask):
             spec=self.spec,
             data_dir=ctx.data_dir,
             tokenizer_path=model_path(self.model),
-            max_length=self.max_length,
-            batch_size=self.batch_size,
-            eval_batch_size=self.eval_batch_size,
-            max_train_examples=self.max_train_examples,
-            max_eval_examples=self.max_eval_examples,
+            batching=self.batching,
             seed=ctx.seed,
             protocol=self.protocol,
         )
@@ -106,13 +105,7 @@ class GlueTask(LightningTask):
         return output
 
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> GlueModule:
-        return GlueModule(
-            model,
-            self.spec,
-            lr=self.lr,
-            warmup_ratio=self.warmup_ratio,
-            weight_decay=self.weight_decay,
-        )
+        return GlueModule(model, self.spec, self.schedule)
 
 
 def _positive(key: str, value: float) -> float:

@@ -11,19 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sinelr.data import index_loader
+from sinelr import text
+from sinelr.data import IndexDataModule
 from tasks.glue.specs import GlueSpec
 from tasks.glue.tsv import FORMATS, GET_DATA, GlueExamples, read_glue_tsv
 
 SPLITS = ("train", "dev")
-# The subsample (task.max_*_examples) is part of the data, not of the run: the same examples
-# for every seed and method, so that runs differ only in what they are meant to compare.
-SUBSAMPLE_SEED = 0
 #: task.protocol: where validation and test examples come from (:func:`protocol_splits`).
 PROTOCOLS = ("dev", "sora")
 # SoRA's AbstractTask: its shuffle's seed, and the training examples large tasks hold out.
@@ -76,13 +73,10 @@ def _permutation(n: int, seed: int) -> list[int]:
 
 
 def subsample(examples: GlueExamples, limit: int | None) -> GlueExamples:
-    """At most ``limit`` examples (None: all), drawn at random but kept in file order."""
-    n = len(examples.texts)
-    if limit is None or limit >= n:
+    """At most ``limit`` examples (None: all), as :func:`sinelr.text.subsample` keeps them."""
+    if limit is None or limit >= len(examples.texts):
         return examples
-    if limit < 1:
-        raise ValueError(f"a GLUE subsample needs at least one example, got {limit}")
-    return _take(examples, sorted(_permutation(n, SUBSAMPLE_SEED)[:limit]))
+    return _take(examples, text.subsample(len(examples.texts), limit))
 
 
 def protocol_splits(
@@ -117,33 +111,19 @@ def protocol_splits(
 class TokenizedGlue(Dataset):
     """``dataset[indices]`` → a batch dict the model takes, padded (right) to its longest row."""
 
-    def __init__(
-        self, features: dict[str, Sequence[Sequence[int]]], labels: Tensor, pad_token_id: int
-    ) -> None:
-        self.input_ids = [torch.tensor(ids) for ids in features["input_ids"]]
-        types = features.get("token_type_ids")
-        self.token_type_ids = None if types is None else [torch.tensor(t) for t in types]
+    def __init__(self, features: dict[str, Sequence[Sequence[int]]], labels: Tensor, tokenizer):
+        columns = zip(*features.values(), strict=True)
+        self.rows = [dict(zip(features, row, strict=True)) for row in columns]
         self.labels = labels
-        self.pad_token_id = pad_token_id
+        self.tokenizer = tokenizer
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.rows)
 
     def __getitem__(self, indices: Tensor) -> dict[str, Tensor]:
-        rows = indices.tolist()
-        ids = [self.input_ids[i] for i in rows]
-        batch = {
-            "input_ids": _pad(ids, self.pad_token_id),
-            "attention_mask": _pad([torch.ones_like(t) for t in ids], 0),
-            "labels": self.labels[indices],
-        }
-        if self.token_type_ids is not None:
-            batch["token_type_ids"] = _pad([self.token_type_ids[i] for i in rows], 0)
+        batch = text.pad_batch(self.tokenizer, [self.rows[i] for i in indices.tolist()])
+        batch["labels"] = self.labels[indices]
         return batch
-
-
-def _pad(rows: list[Tensor], value: int) -> Tensor:
-    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=value)
 
 
 def tokenize(examples: GlueExamples, tokenizer, max_length: int, regression: bool) -> TokenizedGlue:
@@ -152,14 +132,14 @@ def tokenize(examples: GlueExamples, tokenizer, max_length: int, regression: boo
     features = tokenizer(*columns, truncation=True, max_length=max_length)
     dtype = torch.float32 if regression else torch.long
     labels = torch.tensor(examples.labels, dtype=dtype)
-    return TokenizedGlue(features, labels, tokenizer.pad_token_id)
+    return TokenizedGlue(dict(features), labels, tokenizer)
 
 
-class GlueDataModule(L.LightningDataModule):
+class GlueDataModule(IndexDataModule):
     """Train, validate and test on the splits of ``protocol`` (:func:`protocol_splits`).
 
-    ``max_train_examples`` subsamples the training split, ``max_eval_examples`` each of the
-    validation and test splits.
+    ``batching.max_train_examples`` subsamples the training split, ``max_eval_examples`` each of
+    the validation and test splits.
     """
 
     def __init__(
@@ -167,27 +147,20 @@ class GlueDataModule(L.LightningDataModule):
         spec: GlueSpec,
         data_dir: Path,
         tokenizer_path: str,
-        max_length: int,
-        batch_size: int,
-        eval_batch_size: int,
-        max_train_examples: int | None,
-        max_eval_examples: int | None,
+        batching: text.TextBatching,
         seed: int,
         protocol: str,
     ) -> None:
-        super().__init__()
+        super().__init__(seed)
         self.spec = spec
         self.data_dir = data_dir
         self.tokenizer_path = tokenizer_path
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
+        self.batching = batching
         self.max_examples = {
-            "train": max_train_examples,
-            "val": max_eval_examples,
-            "test": max_eval_examples,
+            "train": batching.max_train_examples,
+            "val": batching.max_eval_examples,
+            "test": batching.max_eval_examples,
         }
-        self.seed = seed
         self.protocol = protocol
         self.splits: dict[str, TokenizedGlue] = {}
 
@@ -206,19 +179,14 @@ class GlueDataModule(L.LightningDataModule):
         for split, examples in parts.items():
             examples = subsample(examples, self.max_examples[split])
             self.splits[split] = tokenize(
-                examples, tokenizer, self.max_length, self.spec.is_regression
+                examples, tokenizer, self.batching.max_length, self.spec.is_regression
             )
 
     def train_dataloader(self) -> DataLoader:
-        def step() -> int:
-            return self.trainer.global_step if self.trainer else 0
-
-        return index_loader(
-            self.splits["train"], self.batch_size, shuffle=True, seed=self.seed, global_step=step
-        )
+        return self.train_loader(self.splits["train"], self.batching.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return index_loader(self.splits["val"], self.eval_batch_size, shuffle=False)
+        return self.eval_loader(self.splits["val"], self.batching.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return index_loader(self.splits["test"], self.eval_batch_size, shuffle=False)
+        return self.eval_loader(self.splits["test"], self.batching.eval_batch_size)

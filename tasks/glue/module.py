@@ -8,10 +8,7 @@ error for the STS-B regression head); one learning rate for the adapters and the
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
@@ -22,7 +19,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import PearsonCorrCoef, SpearmanCorrCoef
 
-from sinelr.data import require_one_step_per_batch
+from sinelr.optim import LinearWarmup
 from tasks.glue.specs import GlueSpec
 
 
@@ -61,25 +58,18 @@ class GlueModule(L.LightningModule):
         self,
         model: nn.Module,
         spec: GlueSpec,
-        lr: float,
-        warmup_ratio: float,
-        weight_decay: float,
+        schedule: LinearWarmup,
     ) -> None:
         super().__init__()
         self.model = model
         self.spec = spec
-        self.lr = lr
-        self.warmup_ratio = warmup_ratio
-        self.weight_decay = weight_decay
+        self.schedule = schedule
         self.val_metrics = glue_metrics(spec, "val/")
         self.test_metrics = glue_metrics(spec, "test/")
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         inputs = {key: value for key, value in batch.items() if key != "labels"}
         return self.model(**inputs).logits
-
-    def on_fit_start(self) -> None:
-        require_one_step_per_batch(self.trainer, "glue")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = glue_loss(self(batch), batch["labels"], self.spec)
@@ -97,17 +87,4 @@ class GlueModule(L.LightningModule):
         self._score(batch, self.test_metrics)
 
     def configure_optimizers(self):
-        from transformers import get_linear_schedule_with_warmup
-
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        # As Hugging Face's Trainer: no decay for biases, LayerNorm weights, DoRA's magnitudes.
-        groups = [
-            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": self.weight_decay},
-            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
-        ]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr)
-        total = int(self.trainer.estimated_stepping_batches)
-        schedule = get_linear_schedule_with_warmup(
-            optimizer, math.ceil(self.warmup_ratio * total), total
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return self.schedule.configure(self.model, int(self.trainer.estimated_stepping_batches))

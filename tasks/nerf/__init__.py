@@ -13,6 +13,7 @@ from torch import nn
 
 from sinelr.apply import apply_lowrank
 from sinelr.layers import LowRankConfig
+from sinelr.optim import ExponentialDecay
 from sinelr.task import LightningTask, RunContext
 from tasks.nerf.data import LLFFDataModule
 from tasks.nerf.model import NeRF
@@ -22,6 +23,7 @@ from tasks.nerf.render import RenderSettings
 
 class NerfTask(LightningTask):
     metric = "test/psnr"
+    data_key = "scene"
 
     def __init__(
         self,
@@ -62,8 +64,7 @@ class NerfTask(LightningTask):
         self.render = RenderSettings(
             n_samples=n_samples, n_importance=n_importance, perturb=True, noise_std=noise_std
         )
-        self.lr = lr
-        self.lr_final_factor = lr_final_factor
+        self.schedule = ExponentialDecay(lr, lr_final_factor)
         self.batch_size = batch_size
         self.chunk = chunk
         self.val_rays = val_rays
@@ -95,8 +96,7 @@ class NerfTask(LightningTask):
         return NerfModule(
             model,
             self.render,
-            lr=self.lr,
-            lr_final_factor=self.lr_final_factor,
+            self.schedule,
             chunk=self.chunk,
             output_dir=ctx.output_dir,
             lpips=self.lpips,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sinelr.data import index_loader, own_generator
+from sinelr.data import IndexDataModule, own_generator
 from tasks.nerf.llff import Scene, load_scene
 from tasks.nerf.rays import camera_rays, ndc_rays
 
@@ -75,7 +74,7 @@ class TestViews(Dataset):
         return {**rays, "view": torch.tensor(view), "image": image[0].permute(1, 2, 0)}
 
 
-class LLFFDataModule(L.LightningDataModule):
+class LLFFDataModule(IndexDataModule):
     def __init__(
         self,
         data_dir: Path,
@@ -87,7 +86,7 @@ class LLFFDataModule(L.LightningDataModule):
         render_factor: int,
         seed: int,
     ) -> None:
-        super().__init__()
+        super().__init__(seed)
         if render_factor < 1:
             raise ValueError(f"task.render_factor must be >= 1, got {render_factor}")
         self.data_dir = data_dir
@@ -97,7 +96,6 @@ class LLFFDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.val_rays = val_rays
         self.render_factor = render_factor
-        self.seed = seed
         self.scene: Scene | None = None
         self.train_rays: RayTable | None = None
         self.val_table: RayTable | None = None
@@ -133,17 +131,11 @@ class LLFFDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_rays is not None
-        return index_loader(
-            self.train_rays,
-            self.batch_size,
-            shuffle=True,
-            seed=self.seed,
-            global_step=lambda: self.trainer.global_step if self.trainer else 0,
-        )
+        return self.train_loader(self.train_rays, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_table is not None
-        return index_loader(self.val_table, self.batch_size, shuffle=False)
+        return self.eval_loader(self.val_table, self.batch_size)
 
     def test_dataloader(self) -> DataLoader:
         assert self.scene is not None

@@ -18,9 +18,8 @@ from torchmetrics.functional.image import (
 )
 from torchmetrics.image import PeakSignalNoiseRatio
 
-from sinelr.data import require_one_step_per_batch
 from sinelr.io import atomic_write
-from sinelr.optim import exponential_decay
+from sinelr.optim import ExponentialDecay
 from tasks.nerf.model import NeRF
 from tasks.nerf.render import RenderSettings, render_chunked, render_rays
 
@@ -52,15 +51,14 @@ class NerfModule(L.LightningModule):
     ``test/psnr_flat`` is the same mean for each view's flat mean colour (:func:`flat_psnr`):
     a ``test/psnr`` not clearly above it means the network has learnt no more than a colour.
 
-    The learning rate decays exponentially per step to ``lr · lr_final_factor``.
+    ``schedule`` decays the rate exponentially per step over the whole run.
     """
 
     def __init__(
         self,
         model: NeRF,
         render: RenderSettings,
-        lr: float,
-        lr_final_factor: float,
+        schedule: ExponentialDecay,
         chunk: int,
         output_dir: Path | None = None,
         lpips: bool = True,
@@ -69,16 +67,12 @@ class NerfModule(L.LightningModule):
         self.model = model
         self.train_render = render
         self.eval_render = replace(render, perturb=False, noise_std=0.0)
-        self.lr = lr
-        self.lr_final_factor = lr_final_factor
+        self.schedule = schedule
         self.chunk = chunk
         self.output_dir = output_dir
         self.use_lpips = lpips
         self.lpips: nn.Module | None = None
         self.val_psnr = PeakSignalNoiseRatio(data_range=1.0)
-
-    def on_fit_start(self) -> None:
-        require_one_step_per_batch(self.trainer, "nerf")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = render_rays(self.model.coarse, self.model.fine, batch, self.train_render)
@@ -125,11 +119,7 @@ class NerfModule(L.LightningModule):
             save_png(self.output_dir / f"render_{view:03d}_depth.png", depth.clamp(0, 1))
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
-        decay = exponential_decay(
-            optimizer, int(self.trainer.estimated_stepping_batches), self.lr_final_factor
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
+        return self.schedule.configure(self.model, int(self.trainer.estimated_stepping_batches))
 
 
 def save_png(path: Path, image: Tensor) -> None:

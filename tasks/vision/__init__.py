@@ -26,6 +26,7 @@ from tasks.vision.module import Schedule, VisionModule
 
 class VisionTask(LightningTask):
     metric = "test/acc"
+    data_key = "dataset"
 
     def __init__(
         self,

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from PIL import Image
 from timm.data import auto_augment, create_transform
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sinelr.data import index_loader
+from sinelr.data import IndexDataModule
 from tasks.vision.datasets import ImageSource, dataset_spec
 
 
@@ -33,13 +32,20 @@ def _posterize(image: Image.Image, bits_to_keep: int, **kwargs: Any) -> Image.Im
     """
     if bits_to_keep <= 0:
         return Image.new(image.mode, image.size)
-    return _timm_posterize(image, bits_to_keep, **kwargs)
+    return auto_augment.posterize(image, bits_to_keep, **kwargs)
 
 
-_timm_posterize = auto_augment.posterize
-for _name, _op in list(auto_augment.NAME_TO_OP.items()):
-    if _op is _timm_posterize:
-        auto_augment.NAME_TO_OP[_name] = _posterize
+def with_safe_posterize(transform: Any) -> Any:
+    """``transform`` with its RandAugment's posterize ops calling :func:`_posterize`.
+
+    Set on this transform's own ops, so that timm itself is left as it is for everyone else.
+    """
+    for step in getattr(transform, "transforms", ()):
+        if isinstance(step, auto_augment.RandAugment):
+            for op in step.ops:
+                if op.aug_fn is auto_augment.posterize:
+                    op.aug_fn = _posterize
+    return transform
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ class TransformedImages(Dataset):
         return torch.stack(images), self.source.labels[indices]
 
 
-class VisionDataModule(L.LightningDataModule):
+class VisionDataModule(IndexDataModule):
     def __init__(
         self,
         dataset: str,
@@ -91,7 +97,7 @@ class VisionDataModule(L.LightningDataModule):
         num_workers: int,
         seed: int,
     ) -> None:
-        super().__init__()
+        super().__init__(seed)
         self.spec = dataset_spec(dataset)
         self.dataset = dataset
         self.data_dir = data_dir
@@ -104,7 +110,6 @@ class VisionDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
-        self.seed = seed
         self.splits: dict[str, TransformedImages] = {}
 
     def _transform(self, training: bool) -> Callable[[Image.Image], Tensor]:
@@ -116,7 +121,7 @@ class VisionDataModule(L.LightningDataModule):
         if not training:
             return create_transform(**common, is_training=False, crop_pct=self.crop_pct)
         a = self.augment
-        return create_transform(
+        transform = create_transform(
             **common,
             is_training=True,
             scale=tuple(a.scale),
@@ -126,6 +131,7 @@ class VisionDataModule(L.LightningDataModule):
             re_prob=a.re_prob,
             interpolation="bicubic",
         )
+        return with_safe_posterize(transform)
 
     def setup(self, stage: str) -> None:
         if self.splits:
@@ -137,15 +143,9 @@ class VisionDataModule(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
-        def step() -> int:
-            return self.trainer.global_step if self.trainer else 0
-
-        return index_loader(
+        return self.train_loader(
             self.splits["train"],
             self.batch_size,
-            shuffle=True,
-            seed=self.seed,
-            global_step=step,
             drop_last=self.augment.mixes,  # mixup pairs a batch with its reverse: even sizes
             num_workers=self.num_workers,
         )
@@ -155,6 +155,6 @@ class VisionDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
     def test_dataloader(self) -> DataLoader:
-        return index_loader(
-            self.splits["test"], self.eval_batch_size, shuffle=False, num_workers=self.num_workers
+        return self.eval_loader(
+            self.splits["test"], self.eval_batch_size, num_workers=self.num_workers
         )

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from sinelr.data import require_one_step_per_batch
 from tasks.vision.data import Augment
 
 
@@ -83,9 +82,6 @@ class VisionModule(L.LightningModule):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
-
-    def on_fit_start(self) -> None:
-        require_one_step_per_batch(self.trainer, "vision")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch

@@ -1,0 +1,129 @@
+"""A run as the command line describes it, resolved once: the task, the layer config with ω
+resolved, the fingerprint, the resume point. The driver's later steps read this, not ``cfg``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sinelr.checkpoint import (
+    check_checkpoint,
+    checkpoint_intervals,
+    find_resume_checkpoint,
+    fingerprint,
+    result_fingerprint,
+)
+from sinelr.layers import LowRankConfig
+from sinelr.presets import check_composed_task_preset, paper_on_cpu_warning
+from sinelr.results import Metric, RunResult
+from sinelr.run_config import lowrank_config, resolve_number
+from sinelr.task import LightningTask, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunPlan:
+    """What one run is. ``cfg`` stays for what is instantiated from it as it is (the trainer,
+    the loggers); every decision about the run is already taken here."""
+
+    cfg: DictConfig
+    output_dir: Path
+    task: Task
+    lowrank: LowRankConfig | None
+    #: What a checkpoint must match to continue this run.
+    fingerprint: dict[str, Any]
+    #: ``ModelCheckpoint``'s interval: at most one of epochs and steps.
+    checkpoint_every: dict[str, int | None]
+    #: The checkpoint this run continues from, checked against :attr:`fingerprint`.
+    resume_from: Path | None = None
+
+
+def new_result(cfg: DictConfig, output_dir: Path) -> RunResult:
+    """The run's record before anything is resolved: what a failure at any later point reports."""
+    return RunResult(
+        task=cfg.task.name,
+        method="dense",
+        rank=cfg.rank if isinstance(cfg.rank, int) else None,
+        omega=None,
+        adapter=cfg.get("adapter"),
+        seed=cfg.seed,
+        preset=cfg.preset,
+        metric=Metric("", None, True),
+        device=device_name(cfg),
+        output_dir=str(output_dir),
+    )
+
+
+def device_name(cfg: DictConfig) -> str:
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def describe(cfg: DictConfig, output_dir: Path, result: RunResult) -> RunPlan:
+    """Resolve the command line into a :class:`RunPlan`, labelling ``result`` on the way.
+
+    Each label goes into ``result`` as soon as it is known, so that a run stopped by a bad
+    setting still records how far it was understood.
+    """
+    result.fingerprint = result_fingerprint(cfg)
+    check_composed_task_preset()
+    task_cls: type[Task] = get_class(cfg.task._target_)
+    trains = issubclass(task_cls, LightningTask) and not cfg.dry_run
+    if warning := paper_on_cpu_warning(cfg.preset, result.device, trains):
+        log.warning(warning)
+    result.metric = Metric(task_cls.metric, None, task_cls.higher_is_better)
+    result.task_config = OmegaConf.to_container(cfg.task, resolve=True)
+    task: Task = instantiate(cfg.task, _recursive_=False, _convert_="all")
+    # The instance names the task and its metric: glue's ``task.name`` is its data set
+    # (rte, cola, ...), and its headline metric depends on which.
+    result.task = task.name
+    result.metric = Metric(task.metric, None, task.higher_is_better)
+    if cfg.get("adapter") is not None and not task.fine_tunes:
+        raise ValueError(
+            f"adapter={cfg.adapter}: task {task.name} trains its network from scratch and "
+            "adapters need a pretrained one; drop adapter= (rank=K alone gives the "
+            "factorised sin(ω·UV)/g layers)"
+        )
+    if task.factorises:
+        lowrank = lowrank_config(cfg, task.name)
+        result.method = lowrank.variant if lowrank else "dense"
+        result.omega = lowrank.omega if lowrank else None
+    else:  # the task reads rank and omega itself
+        lowrank = None
+        result.method = task.method or "dense"
+        result.omega = resolve_number(cfg.omega)
+    command_line = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    plan = RunPlan(
+        cfg=cfg,
+        output_dir=output_dir,
+        task=task,
+        lowrank=lowrank,
+        fingerprint=fingerprint(cfg),
+        checkpoint_every=checkpoint_intervals(cfg.checkpoint, command_line),
+    )
+    if task.resumable and not cfg.dry_run:
+        plan.resume_from = resume_point(cfg, output_dir, plan.fingerprint)
+    return plan
+
+
+def resume_point(cfg: DictConfig, output_dir: Path, run_fingerprint: dict) -> Path | None:
+    """The checkpoint this run continues from (checked against its fingerprint), if any."""
+    ckpt_path = cfg.get("ckpt_path")
+    if cfg.get("resume") or ckpt_path == "last":
+        runs_root = Path(cfg.paths.runs_dir).expanduser()
+        return find_resume_checkpoint(output_dir, runs_root, run_fingerprint)
+    if ckpt_path:
+        path = Path(ckpt_path).expanduser()
+        check_checkpoint(path, run_fingerprint)
+        return path
+    return None

@@ -1,0 +1,68 @@
+"""From the command line's keys to what a run is built from: ω as a number, the layer config.
+
+Kept apart from the driver so that whatever rebuilds a run's network from its saved settings
+(export, benchmarks, tests) builds it exactly as the run did, without running anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sinelr.layers import LowRankConfig, variant_name
+from sinelr.paper import paper_omega
+
+log = logging.getLogger(__name__)
+
+
+def _mul(*factors: float | None) -> float | None:
+    """``${mul:2,${rank}}``: a setting that scales with another (LoRA's ``alpha = 2·rank``);
+    null if any factor is (``rank=null``)."""
+    return None if any(f is None for f in factors) else math.prod(factors)
+
+
+def register_resolvers() -> None:
+    """The interpolations sinelr's configs use (``${mul:...}``), for whoever resolves one.
+
+    Called, not run on import: the driver registers them before it reads a config, and a tool
+    that resolves a composed config itself calls this first.
+    """
+    if not OmegaConf.has_resolver("mul"):
+        OmegaConf.register_new_resolver("mul", _mul)
+
+
+def resolve_number(omega: Any) -> float | None:
+    """``omega`` if it is a number, None for null and ``paper``; an error for anything else."""
+    if omega is None or omega == "paper":
+        return None
+    if isinstance(omega, bool) or not isinstance(omega, int | float):
+        raise ValueError(f"omega must be a number, null or 'paper', got {omega!r}")
+    return float(omega)
+
+
+def resolve_omega(omega: Any, rank: int | None, task: str, adapter: str | None) -> float | None:
+    """``omega`` as a number: ``paper`` looks up the paper's ω (docs/method.md); null stays null."""
+    if omega == "paper" and rank is not None:
+        return paper_omega(task, rank, adapter)
+    return resolve_number(omega) if rank is not None else None
+
+
+def lowrank_config(cfg: DictConfig, task_name: str) -> LowRankConfig | None:
+    """The factorised layers the command line asks for; None for the dense baseline."""
+    rank, adapter = cfg.rank, cfg.get("adapter")
+    if rank is None:
+        if cfg.omega is not None:
+            log.warning("omega=%s ignored: rank=null is the full-rank baseline", cfg.omega)
+        return None
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise ValueError(f"rank must be a positive integer or null, got {rank!r}")
+    omega = resolve_omega(cfg.omega, rank, task_name, adapter)
+    return LowRankConfig(
+        variant=variant_name(rank, omega, adapter),
+        rank=rank,
+        omega=omega,
+        **OmegaConf.to_container(cfg.lowrank, resolve=True),
+    )
