@@ -2,7 +2,8 @@
 
 Reads every completed results.json below the given paths and prints one row per
 (task, data, rank) with one column per method, seeds pooled as ``mean ± std (n)``: one table per
-task and preset, and per setting that differs between runs that would share a cell.
+task and preset, and per setting that differs between runs that would share a cell; the same
+grouping as the dashboard's (a commonsense run gives a row per set).
 ``--out DIR`` also writes the dashboard: ``DIR/index.html`` (self-contained), ``DIR/report.md``
 and ``DIR/plots/*.png``, our numbers beside the paper's, failed runs listed with their errors.
 ``--wandb`` logs the summary table (and those plots) as a W&B run: offline, without a key or a
@@ -24,11 +25,15 @@ from sinelr.report import (
     load_results,
     markdown,
     print_table,
+    scored,
     summarise,
     table_groups,
     upload_wandb,
     write_dashboard,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tasks/ is importable: the report asks each run's Task class
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.wandb:
         run_dir = upload_wandb(args.paths, args.out or args.paths[0], args.wandb_project)
         print(f"wandb run: {run_dir}")
-    results = load_results(args.paths)
+    results = scored(load_results(args.paths))
     if not results:
         print(f"no completed results.json under {', '.join(args.paths)}", file=sys.stderr)
         return 0 if args.out or args.wandb else 1

@@ -292,7 +292,8 @@ def nerf_result(method, rank, psnr, flat=12.4, seed=0, omega=None):
         "task": "nerf", "method": method, "rank": rank, "omega": omega, "seed": seed,
         "preset": "mini", "status": "completed", "params": {"total": 1000 * (rank or 100)},
         "metric": {"name": "test/psnr", "value": psnr, "higher_is_better": True},
-        "metrics": {"test/psnr": psnr, "test/psnr_flat": flat}, "task_config": {"scene": "fern"},
+        "metrics": {"test/psnr": psnr, "test/psnr_flat": flat},
+        "task_config": {"_target_": "tasks.nerf.NerfTask", "scene": "fern"},
     }  # fmt: skip
 
 

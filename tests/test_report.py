@@ -1,13 +1,18 @@
-"""Tables from results.json: grouping, seed pooling, the sine − plain column."""
+"""Tables from results.json: grouping, seed pooling, the sine − plain column, and the data
+item asked of each run's Task class."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
 
 from sinelr.report import bd_deltas, layout, load_results, markdown, summarise, table_groups
+from sinelr.report.load import task_class
+from sinelr.report.model import lines, sine_pair
+from sinelr.task import Task
 
 
 def result(method, rank, value, seed=0, omega=None, shape="lucy", status="completed"):
@@ -15,7 +20,7 @@ def result(method, rank, value, seed=0, omega=None, shape="lucy", status="comple
         "task": "bof", "method": method, "rank": rank, "omega": omega, "seed": seed,
         "status": status, "params": {"total": 100 * (rank or 10)},
         "metric": {"name": "test/iou", "value": value, "higher_is_better": True},
-        "task_config": {"shape": shape},
+        "task_config": {"_target_": "tasks.bof.BofTask", "shape": shape},
     }  # fmt: skip
 
 
@@ -29,8 +34,14 @@ def test_seeds_pool_and_sine_minus_plain_is_the_difference_of_means():
             result("dense", None, 0.97),
         ]
     )
-    assert [(r.data, r.rank) for r in rows] == [("lucy", None), ("lucy", 1)]
-    plain, sine = rows[1].sine_pair()
+    assert [(r.method, r.rank, list(r.cells)) for r in rows] == [
+        ("dense", None, ["lucy"]),
+        ("lowrank", 1, ["lucy"]),
+        ("sine_lowrank", 1, ["lucy"]),
+    ]
+    turned = list(lines(rows))
+    assert [(data, rank) for _, data, rank, _ in turned] == [("lucy", None), ("lucy", 1)]
+    plain, sine = sine_pair(turned[1][3])
     assert plain.mean == pytest.approx(0.72) and sine.mean == pytest.approx(0.82)
     table = markdown(rows, scale=100).splitlines()
     assert table[0].split(" | ")[5:] == ["dense", "lowrank", "sine_lowrank", "ω", "sine − plain |"]
@@ -47,9 +58,10 @@ def test_an_omega_sweep_gets_one_row_per_omega_beside_the_same_plain_cell():
             result("sine_lowrank", 1, 0.90, omega=800.0),
         ]
     )
-    assert [r.sine_pair()[1].omega for r in rows] == [50.0, 200.0, 800.0]
-    assert [r.sine_pair()[1].mean for r in rows] == [0.60, 0.80, 0.90]
-    assert all(r.sine_pair()[0].values == [0.70] for r in rows)
+    pairs = [sine_pair(cells) for *_, cells in lines(rows)]
+    assert [sine.omega for _, sine in pairs] == [50.0, 200.0, 800.0]
+    assert [sine.mean for _, sine in pairs] == [0.60, 0.80, 0.90]
+    assert all(plain.values == [0.70] for plain, _ in pairs)
 
 
 def with_settings(r, lr, epochs=10):
@@ -105,7 +117,11 @@ def test_fine_tuning_rows_count_the_adapter_factors_as_the_paper_does():
         }
         for method, omega in [("lora", None), ("sine_lora", 200.0)]
     ] + [{**result("dense", None, 0.8), "task": "glue", "params": {"total": total, "lowrank": 0}}]
-    assert [(row.rank, row.params) for row in summarise(runs)] == [(None, total), (1, 4_608)]
+    assert [(row.method, row.params) for row in summarise(runs)] == [
+        ("dense", total),
+        ("lora", 4_608),
+        ("sine_lora", 4_608),
+    ]
 
 
 def test_only_completed_runs_are_loaded(tmp_path):
@@ -139,3 +155,44 @@ def test_bd_deltas_need_two_ranks_of_both_curves():
     runs = [result("lowrank", 1, 0.5), result("sine_lowrank", 1, 0.6, omega=30.0)]
     runs.append(result("lowrank", 5, 0.7))
     assert bd_deltas(summarise(runs)) == []
+
+
+class ProbeTask(Task):
+    """A task the report has never seen (never run: only named by results.json files); its
+    data item is ``task.probe``."""
+
+    data_key = "probe"
+
+
+def probe_result(target: str, item: str, value: float, seed: int = 0) -> dict:
+    return {**result("lowrank", 1, value, seed=seed), "task": "probe", "preset": "mini",
+            "task_config": {"_target_": target, "probe": item, "lr": 0.1}}  # fmt: skip
+
+
+def test_a_new_task_gets_a_column_per_data_item_from_its_data_key():
+    target = f"{__name__}.ProbeTask"
+    runs = [probe_result(target, item, v, seed) for item, v, seed in
+            [("a", 0.5, 0), ("a", 0.7, 1), ("b", 0.9, 0)]]  # fmt: skip
+    ((key, grouped),) = table_groups(runs)  # task.probe is the column, not a setting
+    assert key == ("probe", "mini", "") and len(grouped) == 3
+    (row,) = summarise(runs)
+    assert {item: cell.values for item, cell in row.cells.items()} == {"a": [0.5, 0.7], "b": [0.9]}
+
+
+def test_a_run_of_a_task_that_cannot_be_imported_is_one_column_and_never_pooled(caplog):
+    target = "tasks.no_such_task.NoSuchTask"
+    task_class.cache_clear()
+    runs = [probe_result(target, item, v) for item, v in [("a", 0.5), ("b", 0.9)]]
+    with caplog.at_level(logging.WARNING, logger="sinelr.report.load"):
+        groups = table_groups(runs)
+    assert f"cannot import {target}" in caplog.text
+    # Without the class, task.probe is a setting like any other: a and b in tables of their own.
+    assert [(key, len(runs)) for key, runs in groups] == [
+        (("probe", "mini", "task.probe=a"), 1),
+        (("probe", "mini", "task.probe=b"), 1),
+    ]
+    cells = [summarise(runs)[0].cells for _, runs in groups]
+    assert [{item: c.values for item, c in found.items()} for found in cells] == [
+        {"probe": [0.5]},
+        {"probe": [0.9]},
+    ]

@@ -34,8 +34,9 @@ TABLE13 = [("dense", None, None)] + [
 SHAPES = ("lucy", "dragon")
 
 
-def write_run(directory: Path, **fields) -> dict:
-    """A results.json written by the project's own writer, so it follows docs/contract.md."""
+def write_run(directory: Path, shape: str = "lucy", **fields) -> dict:
+    """A bof results.json on ``shape``, written by the project's own writer, so it follows
+    docs/contract.md."""
     metric = fields.pop("value", None)
     result = RunResult(
         task="bof",
@@ -44,6 +45,7 @@ def write_run(directory: Path, **fields) -> dict:
         metric=Metric("test/iou", metric, True),
         params=ParamCounts(1000 * (fields["rank"] or 100), 0, 0, 132_865),
         output_dir=str(directory),
+        task_config={"_target_": "tasks.bof.BofTask", "shape": shape},
         **fields,
     )
     result.write(directory)
@@ -61,12 +63,12 @@ def synthetic_sweep(root: Path) -> dict[tuple, list[float]]:
                 values.setdefault((method, rank, shape), []).append(value)
                 write_run(
                     root / str(job), method=method, rank=rank, omega=omega, seed=seed,
-                    value=value, status="completed", task_config={"shape": shape},
+                    value=value, status="completed", shape=shape,
                 )  # fmt: skip
                 job += 1
     write_run(
         root / "failed", method="sine_lowrank", rank=5, omega=50.0, seed=2, status="failed",
-        error="RuntimeError: CUDA out of memory (deliberate)", task_config={"shape": "lucy"},
+        error="RuntimeError: CUDA out of memory (deliberate)",
     )  # fmt: skip
     return values
 
@@ -169,7 +171,7 @@ def test_presets_get_separate_tables_and_only_paper_is_called_a_reproduction(tmp
     for preset in ("paper", "smoke"):
         write_run(
             tmp_path / preset, method="lowrank", rank=1, omega=None, seed=0, value=0.8,
-            preset=preset, status="completed", task_config={"shape": "lucy"},
+            preset=preset, status="completed",
         )  # fmt: skip
     report_main([str(tmp_path), "--out", str(tmp_path / "out")])
     page = html.unescape((tmp_path / "out" / "index.html").read_text())
@@ -183,13 +185,14 @@ def test_glue_gets_table1_columns_and_theory_one_column_without_paper_numbers(tm
     runs = [
         ("glue", "sine_lora", 2, 200.0, {"name": "rte"}, "test/acc", 0.79),
         ("glue", "lora", 2, None, {"name": "cola"}, "test/matthews", 0.60),
-        ("theory", "sine_lowrank", None, None, {"name": "theory"}, "theory/rank_fraction", 0.5),
+        ("theory", "sine_lowrank", None, None, {}, "theory/rank_fraction", 0.5),
     ]
+    target = {"glue": "tasks.glue.GlueTask", "theory": "tasks.theory.TheoryTask"}
     for i, (task, method, rank, omega, config, metric, value) in enumerate(runs):
         RunResult(
             task=task, method=method, rank=rank, omega=omega, adapter=None, seed=0,
             preset="paper", metric=Metric(metric, value, True), status="completed",
-            task_config=config,
+            task_config={"_target_": target[task], **config},
         ).write(tmp_path / str(i))  # fmt: skip
     report_main([str(tmp_path), "--out", str(tmp_path / "out")])
     cells = parse(tmp_path / "out" / "index.html")
@@ -206,7 +209,9 @@ def test_glue_gets_table1_columns_and_theory_one_column_without_paper_numbers(tm
     assert "The paper prints no numbers for this task" in page
 
 
-def test_a_commonsense_run_fills_one_column_per_set(tmp_path):
+def test_a_commonsense_run_fills_one_column_per_set_on_the_page_and_in_the_terminal(
+    tmp_path, capsys, monkeypatch
+):
     sets = ["boolq", "piqa", "social_i_qa", "hellaswag", "winogrande", "ARC-Easy",
             "ARC-Challenge", "openbookqa"]  # fmt: skip
     per_set = {f"test/acc/{name}": 0.5 + i / 100 for i, name in enumerate(sets)}
@@ -214,7 +219,8 @@ def test_a_commonsense_run_fills_one_column_per_set(tmp_path):
     RunResult(
         task="commonsense", method="sine_lora", rank=8, omega=600.0, adapter="lora", seed=0,
         preset="paper", metric=Metric("test/acc", mean, True), status="completed",
-        task_config={"name": "commonsense"}, metrics={"test/acc": mean, **per_set},
+        task_config={"_target_": "tasks.commonsense.CommonsenseTask", "name": "commonsense"},
+        metrics={"test/acc": mean, **per_set},
     ).write(tmp_path / "run")  # fmt: skip
     report_main([str(tmp_path), "--out", str(tmp_path / "out")])
     cells = parse(tmp_path / "out" / "index.html")
@@ -225,6 +231,16 @@ def test_a_commonsense_run_fills_one_column_per_set(tmp_path):
     )
     assert cells.cells[("commonsense", "sine_lora", "8", "social_i_qa", "paper")] == 80.3
     assert ("commonsense", "sine_lora", "8", "commonsense", "ours") not in cells.cells
+    # The comparison table comes from the same grouping: a line per set, the page's numbers.
+    capsys.readouterr()
+    assert report_main([str(tmp_path), "--markdown", "--scale", "100"]) == 0
+    found = [line.split(" | ") for line in capsys.readouterr().out.splitlines()]
+    table = {parts[1]: parts[5] for parts in found if parts[0] == "| commonsense"}
+    assert table == {name: f"{50 + i:.2f}" for i, name in enumerate(sets)}
+    monkeypatch.setenv("COLUMNS", "40")  # narrower than the table: it wraps between words
+    assert report_main([str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "…" not in text and "sine_lora" in text and "ARC-Challenge" in text
 
 
 def test_paper_numbers_are_printed_in_the_paper(tmp_path):

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from hydra_plugins.sinelr_sweeper.table_sweeper import TableSweeper, available_jobs
 from sinelr.checkpoint import result_fingerprint
 from sinelr.driver import completed_result
-from sinelr.loggers import results_table
+from sinelr.report.publish import results_table
 from sinelr.results import RESULTS_FILE, Metric, RunResult
 
 ROOT = Path(__file__).resolve().parents[1]

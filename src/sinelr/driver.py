@@ -27,8 +27,8 @@ from torch import nn
 
 from sinelr.accounting import count_parameters
 from sinelr.checkpoint import fingerprint_diff, result_fingerprint
-from sinelr.loggers import publish_to_wandb
 from sinelr.plan import RunPlan, describe, new_result
+from sinelr.report.publish import publish_to_wandb
 from sinelr.results import RESULTS_FILE, RunResult
 from sinelr.run_config import register_resolvers
 from sinelr.sharding import gathered_rank_diagnostics

@@ -1,8 +1,11 @@
-"""Experiment loggers that never cost a run: wandb goes offline instead of waiting for a network."""
+"""Experiment loggers that never cost a run: wandb goes offline instead of waiting for a network.
+
+Publishing a finished run to W&B lives with the report's W&B upload, in
+``sinelr.report.publish``.
+"""
 
 from __future__ import annotations
 
-import csv
 import logging
 import netrc
 import os
@@ -10,15 +13,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydra.utils import instantiate
 from lightning.pytorch.loggers.logger import Logger
-from omegaconf import DictConfig, OmegaConf
-
-if TYPE_CHECKING:
-    from sinelr.results import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -153,85 +151,3 @@ def make_loggers(configs: Mapping[str, Any] | None, labels: Mapping[str, Any]) -
             extra = {k: v for k, v in labels.items() if k in config and config[k] is None}
             loggers.append(GuardedLogger(instantiate(config, **extra)))
     return loggers
-
-
-def results_table(metrics: Mapping[str, float]) -> tuple[list[str], list[list[Any]]]:
-    """The run's metrics as a table: one row per item, one column per metric.
-
-    A metric named ``<split>/<metric>/<item>`` (NeRF's ``test/psnr/view_003``) is the item's;
-    the others (``test/psnr``) form the row ``all``.
-    """
-    rows: dict[str, dict[str, float]] = {"all": {}}
-    for name, value in metrics.items():
-        parts = name.split("/")
-        item, metric = (parts[-1], "/".join(parts[:-1])) if len(parts) > 2 else ("all", name)
-        rows.setdefault(item, {})[metric] = value
-    columns = sorted({metric for row in rows.values() for metric in row})
-    table = [[item, *(row.get(c) for c in columns)] for item, row in rows.items()]
-    return ["item", *columns], table
-
-
-def _csv_table(path: Path) -> tuple[list[str], list[list[Any]]]:
-    with path.open(newline="") as handle:
-        header, *rows = list(csv.reader(handle))
-    return header, [[_number(cell) for cell in row] for row in rows]
-
-
-def _number(cell: str) -> Any:
-    try:
-        return float(cell)
-    except ValueError:
-        return cell
-
-
-def publish_to_wandb(
-    cfg: DictConfig, labels: Mapping[str, Any], result: RunResult, output_dir: Path
-) -> None:
-    """Log a finished run to W&B: one place for every task, from results.json and the run dir.
-
-    ``cfg.logger.wandb`` configures the run (nothing happens without it). Config, the
-    result's scalars (metrics, parameter counts, compression rate, status) as the
-    run's summary, a ``results`` table (:func:`results_table`), one table per CSV and one image
-    per PNG the task wrote in ``output_dir`` (NeRF's renders, theory's figures, bof's slices).
-    Uses the run that training logged to, or starts one (``theory`` trains nothing). Failures
-    cost a warning, never the run; the W&B run is finished either way, so that the next job of
-    a multirun in this process gets its own.
-    """
-    config = (cfg.get("logger") or {}).get("wandb")
-    if not config:
-        return
-    import wandb
-
-    try:
-        run = wandb.run or instantiate(config, **labels).experiment
-    except Exception:
-        log.exception("wandb: could not start a run; nothing logged")
-        return
-    try:
-        run.config.update(OmegaConf.to_container(cfg, resolve=True), allow_val_change=True)
-        data = result.to_json()
-        run.summary.update(
-            {
-                **data["metrics"],
-                **{f"params/{k}": v for k, v in data["params"].items()},
-                "compression_rate": data["compression_rate"],
-                "status": data["status"],
-                **({"error": data["error"]} if "error" in data else {}),
-            }
-        )
-        media: dict[str, Any] = {}
-        if data["metrics"]:
-            columns, rows = results_table(data["metrics"])
-            media["results"] = wandb.Table(columns=columns, data=rows)
-        for path in sorted(output_dir.glob("*.csv")):
-            columns, rows = _csv_table(path)
-            media[f"tables/{path.stem}"] = wandb.Table(columns=columns, data=rows)
-        for path in sorted(output_dir.glob("*.png")):
-            media[f"images/{path.stem}"] = wandb.Image(str(path), caption=path.name)
-        if media:
-            run.log(media)
-        log.info("wandb: %d tables and images logged to %s", len(media), run.dir)
-    except Exception:
-        log.exception("wandb: logging the run's results failed")
-    finally:
-        run.finish()

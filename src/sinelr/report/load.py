@@ -1,0 +1,131 @@
+"""results.json files, and what the report reads off one run: its data item, its settings, the
+parameters it counts.
+
+A run names its data item (a mesh, a scene, a data set) in ``task.<key>``, and the key is its
+Task class's ``data_key``: the report asks the class named by the run's ``task_config._target_``
+and so needs no edit for a new task.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_class
+
+from sinelr.io import flatten
+
+log = logging.getLogger(__name__)
+
+ITEM = "report_item"  # set by grouping.per_item on the copies of a run it makes, one per column
+
+#: Fingerprint entries a table lays out itself: its rows (method, rank, ω) and the seeds a cell
+#: pools. The data item (``task.<data_key>``) is its columns.
+LAID_OUT = ("rank", "omega", "adapter", "seed", "preset")
+
+
+def load_results(paths: Iterable[str | Path], completed_only: bool = True) -> list[dict]:
+    """Every results.json under ``paths`` (files or directories, searched recursively)."""
+    found: list[dict] = []
+    for path in map(Path, paths):
+        files = [path] if path.is_file() else sorted(path.rglob("results.json"))
+        for file in files:
+            result = json.loads(file.read_text())
+            if not completed_only or result.get("status") == "completed":
+                found.append(result)
+    return found
+
+
+@functools.cache
+def task_class(target: str) -> type | None:
+    """The Task class a run's ``task_config._target_`` names, or None (with one warning per
+    class) where it cannot be imported: a task since renamed or removed, or a report run
+    where ``tasks/`` is not importable."""
+    try:
+        return get_class(target)
+    except (ImportError, ValueError) as error:
+        log.warning(
+            "report: cannot import %s (%s); its runs get one column, named after their task",
+            target,
+            str(error).splitlines()[0],
+        )
+        return None
+
+
+def data_key(result: dict) -> str | None:
+    """The ``task.<key>`` that names the run's data item: its Task class's ``data_key``.
+
+    None for a task with one fixed data set (commonsense, theory), and also where the class is
+    unknown: a results.json that names none (``task_config`` without ``_target_``, as one
+    written by hand) or names one that cannot be imported (:func:`task_class`). Such a run is
+    one column named after its task, and a ``task.<key>`` that differs between runs then sets
+    them apart as a setting (:func:`settings`), in tables of their own, rather than pooling
+    them in one cell.
+    """
+    target = (result.get("task_config") or {}).get("_target_")
+    cls = task_class(target) if target else None
+    return getattr(cls, "data_key", None)
+
+
+def data_name(result: dict) -> str:
+    """The run's data item: the column its metric goes in (the task's name for a task without
+    a data key); none for a run that failed before it recorded its settings (an empty
+    ``task_config``, docs/contract.md)."""
+    if ITEM in result:  # one column of a run that scores several (see grouping.per_item)
+        return result[ITEM]
+    config = result.get("task_config") or {}
+    key = data_key(result)
+    if key is None:
+        return str(result.get("task", "")) if config else ""
+    return str(config.get(key, ""))
+
+
+def settings(result: dict) -> dict[str, Any]:
+    """A run's settings other than those its table lays out, flat (``task.lr``, ``trainer.
+    max_epochs``, ...). A results.json from before the ``fingerprint`` key offers its task's
+    settings only."""
+    nested = result.get("fingerprint") or {"task": result.get("task_config", {})}
+    key = data_key(result)
+    column = None if key is None else f"task.{key}"
+    return {
+        name: value
+        for name, value in flatten(nested).items()
+        if name.split(".")[0] not in LAID_OUT and name != column
+    }
+
+
+def shown_params(result: dict) -> int:
+    """The parameters a table prints for a run: an adapter's factors for a fine-tuning run, as
+    the paper counts them (Table 1's 36.9K·k), the whole network otherwise."""
+    params = result["params"]
+    adapted = result.get("adapter") is not None and result["rank"] is not None
+    return params["lowrank"] if adapted else params["total"]
+
+
+def scored(results: list[dict]) -> list[dict]:
+    """The completed runs that have a metric value: the runs a table shows."""
+    return [
+        r for r in results if r.get("status") == "completed" and r["metric"]["value"] is not None
+    ]
+
+
+def run_label(result: dict) -> list[str]:
+    """A run's identity as table cells (:data:`RUN_HEADER`), for lists of runs (failed ones)."""
+    omega = result.get("omega")
+    rank = result.get("rank")
+    return [
+        str(result.get("task", "")),
+        data_name(result),
+        str(result.get("method", "")),
+        "full" if rank is None else str(rank),
+        "" if omega is None else f"{omega:g}",
+        str(result.get("seed", "")),
+        str(result.get("preset", "")),
+    ]
+
+
+RUN_HEADER = ["task", "data", "method", "k", "ω", "seed", "preset"]
