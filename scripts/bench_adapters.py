@@ -4,10 +4,11 @@ The model is a randomly initialised Llama, hidden 2048 and 4 layers by default, 
 proportions (heads of 128, 4 query heads per key/value head, MLP 8/3 of the hidden size rounded
 up to 256: 5632), with rank-8 adapters on q, k, v, up and down projections of every layer and a
 batch of 4 × 256 tokens. One step is a forward and backward pass of the next-token loss and an
-Adam step of the adapters. Eight variants, side by side: PEFT's LoRA, our LoRA, our sine LoRA,
-PEFT's DoRA, our DoRA, our sine DoRA (ω: the paper's commonsense value at the rank, or 200), and
+Adam step of the adapters. Ten variants, side by side: PEFT's LoRA, our LoRA, our sine LoRA,
+PEFT's DoRA, our DoRA, our sine DoRA (ω: the paper's commonsense value at the rank, or 200),
 our two DoRAs with ``lowrank.detach_norm=true`` (``*_detached``: the weight norm a constant in
-the backward pass, as PEFT's DoRA and ``preset=paper``; the others differentiate through it).
+the backward pass, as PEFT's DoRA and ``preset=paper``; the others differentiate through it),
+and PEFT with sinelr.peft's sine LoRA and sine DoRA (``peft_sine_*``: PEFT's layers, our sine).
 
 Each variant runs in fresh processes, as in bench_layers.py: one times it (median of ``--reps``
 steps after ``--warmup``), another measures its peak memory above a baseline taken after the
@@ -16,12 +17,18 @@ variant, reported as ``weights_bytes``), the adapters, their gradients and Adam 
 activations kept for backward: on CUDA ``torch.cuda.max_memory_allocated``, on CPU the peak
 resident set (VmHWM) with glibc's malloc returning freed tensors at once (``peak_bytes``).
 
-The last line printed is one JSON object with the ratios the issue sets targets for: our LoRA's
+``--memory-only`` skips the timing processes (peak memory does not depend on the machine being
+quiet; times do).
+
+The last line printed is one JSON object with the ratios the issues set targets for: our LoRA's
 time over PEFT LoRA's (≤ 1.05), sine LoRA's peak over PEFT LoRA's (≤ 1.05), sine DoRA's peak over
-PEFT DoRA's (≤ 1).
+PEFT DoRA's (≤ 1), PEFT + sinelr.peft's sine LoRA / sine DoRA peaks over PEFT LoRA's / DoRA's
+(≤ 1.05).
 
     python scripts/bench_adapters.py [--device cuda] [--bf16] [--json out.json]
     python scripts/bench_adapters.py --hidden 256 --layers 1 --reps 1   # a check, seconds
+    python scripts/bench_adapters.py --memory-only --variants peft_lora peft_sine_lora \
+        peft_dora peft_sine_dora                                       # sinelr.peft's peaks
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from bench_layers import PeakMemory, adam_step, json_child, median_time  # noqa:
 VARIANTS = [
     "peft_lora", "lora", "sine_lora",
     "peft_dora", "dora", "sine_dora", "dora_detached", "sine_dora_detached",
+    "peft_sine_lora", "peft_sine_dora",
 ]  # fmt: skip
 DETACHED = "_detached"
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
@@ -63,7 +71,7 @@ def omega_for(variant: str, rank: int) -> float | None:
     """The paper's commonsense ω for a sine variant at ``rank`` (200 where it gives none)."""
     from sinelr.paper import PAPER, paper_key
 
-    variant = variant.removesuffix(DETACHED)
+    variant = variant.removesuffix(DETACHED).removeprefix("peft_")
     if not variant.startswith("sine_"):
         return None
     table = PAPER[paper_key("commonsense", variant.removeprefix("sine_"))].omega
@@ -85,13 +93,19 @@ def build(variant: str, args: argparse.Namespace):
     if variant.startswith("peft_"):
         import peft
 
-        config = peft.LoraConfig(
-            r=args.rank,
-            lora_alpha=args.rank,
-            target_modules=TARGETS,
-            lora_dropout=0.0,
-            use_dora=variant == "peft_dora",
-        )
+        options = {
+            "r": args.rank,
+            "lora_alpha": args.rank,
+            "target_modules": TARGETS,
+            "lora_dropout": 0.0,
+            "use_dora": variant.endswith("dora"),
+        }
+        if variant.startswith("peft_sine_"):
+            import sinelr.peft
+
+            config = sinelr.peft.SineLoraConfig(**options, omega=omega_for(variant, args.rank))
+        else:
+            config = peft.LoraConfig(**options)
         model = peft.get_peft_model(model, config)
     else:
         config = LowRankConfig(
@@ -116,7 +130,10 @@ def measure_one(variant: str, args: argparse.Namespace) -> dict:
     import peft  # noqa: F401
     from transformers import LlamaForCausalLM  # noqa: F401
 
-    import sinelr.apply  # noqa: F401
+    import sinelr.apply
+
+    if variant.startswith("peft_sine_"):
+        import sinelr.peft  # noqa: F401
 
     memory = PeakMemory(args.device)
     model, trainable = build(variant, args)
@@ -148,6 +165,9 @@ def run_isolated(variant: str, args: argparse.Namespace) -> dict:
         "--rank", str(args.rank), "--vocab", str(args.vocab),
         *(["--bf16"] if args.bf16 else []),
     ]  # fmt: skip
+    if args.memory_only:
+        one_step = ["--warmup", "1", "--reps", "1"]
+        return {**json_child(__file__, [*shared, *one_step], args.device == "cpu"), "time_s": None}
     timing = ["--warmup", str(args.warmup), "--reps", str(args.reps)]
     row = json_child(__file__, [*shared, *timing], pin=False)
     if args.device == "cpu":
@@ -161,9 +181,11 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> dict:
     by = {row["variant"]: row for row in rows}
 
     def ratio(a: str, b: str, key: str) -> float | None:
-        return round(by[a][key] / by[b][key], 4) if a in by and b in by else None
+        if a not in by or b not in by or by[a][key] is None or by[b][key] is None:
+            return None
+        return round(by[a][key] / by[b][key], 4)
 
-    pairs = [("lora", "peft_lora"), ("sine_lora", "peft_lora")]
+    pairs = [("lora", "peft_lora"), ("sine_lora", "peft_lora"), ("peft_sine_lora", "peft_lora")]
     pairs += [(dora, "peft_dora") for dora in VARIANTS if "dora" in dora and dora != "peft_dora"]
     summary: dict = {}
     for ours, theirs in pairs:
@@ -191,6 +213,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    parser.add_argument("--memory-only", action="store_true", help="peak memory, no timing")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,8 +224,9 @@ def main() -> int:
     for variant in args.variants:
         row = run_isolated(variant, args)
         rows.append(row)
+        time_ms = "untimed" if row["time_s"] is None else f"{row['time_s'] * 1e3:.1f} ms"
         print(
-            f"{variant:18s} {row['time_s'] * 1e3:10.1f} ms  peak {row['peak_bytes'] / 2**20:9.1f} "
+            f"{variant:18s} {time_ms:>13s}  peak {row['peak_bytes'] / 2**20:9.1f} "
             f"MiB  (weights {row['weights_bytes'] / 2**20:.1f} MiB, {row['trainable']} trained, "
             f"{row['threads']} threads)",
             flush=True,

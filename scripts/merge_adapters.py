@@ -5,8 +5,9 @@
 
 The run (a directory with ``checkpoints/last.ckpt``, or the checkpoint itself) is rebuilt from
 the configuration its checkpoint carries, which needs its base model (``task.model``) at hand.
-The merged checkpoint loads with ``AutoModelFor...from_pretrained(out)``; ``--peft`` (plain LoRA
-and DoRA only) with ``PeftModel.from_pretrained(base, out)``.
+The merged checkpoint loads with ``AutoModelFor...from_pretrained(out)``; ``--peft`` (adapter runs)
+with ``PeftModel.from_pretrained(base, out)``: plain LoRA and DoRA in PEFT's own format, sine LoRA
+and sine DoRA in sinelr.peft's, which loads after ``import sinelr.peft`` (docs/peft.md).
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run directory or a .ckpt file")
     parser.add_argument("--out", type=Path, required=True, help="directory to write")
-    parser.add_argument("--peft", action="store_true", help="PEFT adapters instead of merged")
+    parser.add_argument(
+        "--peft", action="store_true", help="PEFT adapters (sine: sinelr.peft's) instead of merged"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         _, model, lowrank = load_run(args.run)
         if args.peft:
             names = save_peft(model, lowrank, args.out)
-            print(f"{len(names)} {lowrank.variant} adapters in PEFT's format: {args.out}")
+            sine = lowrank.variant.startswith("sine_")
+            how = " (load after `import sinelr.peft`)" if sine else ""
+            print(f"{len(names)} {lowrank.variant} adapters in PEFT's format{how}: {args.out}")
         else:
             names = save_merged(model, args.out)
             print(f"{len(names)} layers merged; a plain transformers checkpoint: {args.out}")

@@ -13,6 +13,7 @@ adapters' whole effect, which each test checks is far larger.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -123,8 +124,10 @@ def test_merged_llama_checkpoint_gives_the_adapted_logits(tiny_llama, tmp_path, 
     assert (tmp_path / "merged" / "tokenizer.json").is_file()
 
 
-@pytest.mark.parametrize("variant", ["lora", "dora"])
+@pytest.mark.parametrize("variant", ["lora", "dora", "sine_lora", "sine_dora"])
 def test_peft_adapters_load_with_peft_and_give_the_same_logits(tiny_llama, tmp_path, variant):
+    """Plain adapters in PEFT's own format; sine ones as sinelr.peft's method, which loads after
+    ``import sinelr.peft`` (save_peft imported it here, as a user's process would)."""
     from transformers import AutoModelForCausalLM
 
     adapted = write_run(["task=commonsense", f"task.model={tiny_llama}"], variant, tmp_path / "run")
@@ -136,7 +139,11 @@ def test_peft_adapters_load_with_peft_and_give_the_same_logits(tiny_llama, tmp_p
     }
     base = AutoModelForCausalLM.from_pretrained(tiny_llama)
     loaded = peft.PeftModel.from_pretrained(base, tmp_path / "peft").eval()
-    assert loaded.peft_config["default"].use_dora == (variant == "dora")
+    config = loaded.peft_config["default"]
+    assert config.use_dora == variant.endswith("dora")
+    assert (config.peft_type, getattr(config, "omega", None)) == (
+        ("SINELORA", 100.0) if variant.startswith("sine") else ("LORA", None)
+    )
     assert_close_to_scale(llama_logits(loaded), expected, tolerance(base.config))
 
 
@@ -157,12 +164,16 @@ def test_peft_export_carries_a_trained_classification_head(tiny_bert, tmp_path):
     assert_close_to_scale(logits, expected, tolerance(base.config))
 
 
-@pytest.mark.parametrize("variant", ["sine_lora", "sine_dora"])
-def test_sine_adapters_cannot_be_peft_adapters(tiny_llama, tmp_path, variant):
-    write_run(["task=commonsense", f"task.model={tiny_llama}"], variant, tmp_path / "run")
-    _, model, lowrank = load_run(tmp_path / "run")
-    with pytest.raises(ValueError, match=rf"{variant} cannot be saved as PEFT.*merged checkpoint"):
-        save_peft(model, lowrank, tmp_path / "peft")
+@pytest.mark.parametrize(
+    ("lowrank", "name"),
+    [(None, "the full fine-tuning baseline"), (LowRankConfig("sine_lowrank", 2, omega=30.0), "")],
+    ids=["full", "sine_lowrank"],
+)
+def test_only_adapter_runs_can_be_peft_adapters(tmp_path, lowrank, name):
+    """Full fine-tuning and from-scratch low rank have no adapters: merged checkpoints only."""
+    name = name or lowrank.variant
+    with pytest.raises(ValueError, match=rf"{name} cannot be saved as PEFT.*merged checkpoint"):
+        save_peft(nn.Linear(4, 4), lowrank, tmp_path)
 
 
 def test_a_run_without_checkpoint_says_what_to_pass(tmp_path):
@@ -172,7 +183,7 @@ def test_a_run_without_checkpoint_says_what_to_pass(tmp_path):
 
 @pytest.mark.slow
 def test_merge_script_exports_a_run(tiny_llama, tmp_path):
-    """The command line, on a run directory, both ways; a sine run refuses --peft."""
+    """The command line, on a run directory, both ways; --peft writes a sine run for sinelr.peft."""
     write_run(["task=commonsense", f"task.model={tiny_llama}"], "sine_lora", tmp_path / "run")
 
     def script(*args: str) -> subprocess.CompletedProcess:
@@ -183,5 +194,10 @@ def test_merge_script_exports_a_run(tiny_llama, tmp_path):
     assert merged.returncode == 0, merged.stderr
     assert "10 layers merged" in merged.stdout
     assert (tmp_path / "merged" / "config.json").is_file()
-    refused = script(tmp_path / "run", "--out", tmp_path / "peft", "--peft")
-    assert refused.returncode == 1 and "sine_lora cannot be saved as PEFT" in refused.stderr
+    exported = script(tmp_path / "run", "--out", tmp_path / "peft", "--peft")
+    assert exported.returncode == 0, exported.stderr
+    assert "10 sine_lora adapters in PEFT's format (load after `import sinelr.peft`)" in (
+        exported.stdout
+    )
+    saved = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert (saved["peft_type"], saved["omega"]) == ("SINELORA", 100.0)

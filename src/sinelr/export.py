@@ -6,9 +6,10 @@ trained weights are loaded into it. Then either
 
 * :func:`save_merged`: every adapter folded into its layer (:func:`sinelr.apply.densify`), saved
   with ``save_pretrained``: a plain checkpoint of the base architecture, for any tool; or
-* :func:`save_peft`: plain LoRA/DoRA adapters in PEFT's format (``adapter_config.json`` and
+* :func:`save_peft`: the adapters in PEFT's format (``adapter_config.json`` and
   ``adapter_model.safetensors``), which ``PeftModel.from_pretrained`` loads onto the base
-  model. Sine adapters have no PEFT counterpart: they can only be merged.
+  model: plain LoRA/DoRA as PEFT's own, sine LoRA/DoRA as sinelr.peft's method (loaded after
+  ``import sinelr.peft``; docs/peft.md).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sinelr.task import Task
 
 log = logging.getLogger(__name__)
 
-PEFT_VARIANTS = ("lora", "dora")
+PEFT_VARIANTS = ("lora", "dora", "sine_lora", "sine_dora")
 
 
 def checkpoint_file(path: Path) -> Path:
@@ -77,21 +78,25 @@ def save_merged(model: nn.Module, out: Path) -> list[str]:
 
 
 def save_peft(model: nn.Module, lowrank: LowRankConfig | None, out: Path) -> list[str]:
-    """Write ``model``'s LoRA or DoRA adapters (and any other trained module, e.g. a
-    classification head) in PEFT's format; ``model`` is left without its adapters.
+    """Write ``model``'s adapters (and any other trained module, e.g. a classification head) in
+    PEFT's format; ``model`` is left without its adapters.
 
-    PEFT computes the same function (tests/test_peft_parity.py), so the adapter it loads gives
-    the logits the run's model gives.
+    Plain LoRA and DoRA are PEFT's own; sine LoRA and sine DoRA are written with
+    ``sinelr.peft.SineLoraConfig`` (``peft_type`` ``SINELORA``), so this imports sinelr.peft,
+    registering its method with PEFT, for a sine run only: the format asked for is that method's.
+    PEFT, and PEFT with sinelr.peft, compute the same function as the run's layers
+    (tests/test_peft_parity.py, tests/test_sinelr_peft.py), so the adapter loaded gives the
+    logits the run's model gives.
     """
     import peft
 
     if lowrank is None or lowrank.variant not in PEFT_VARIANTS:
         variant = "the full fine-tuning baseline" if lowrank is None else lowrank.variant
         raise ValueError(
-            f"{variant} cannot be saved as PEFT adapters: PEFT has plain LoRA and DoRA "
-            f"({', '.join(PEFT_VARIANTS)}), not the sine's ΔW = sin(ω·BA)/g. Write a merged "
-            "checkpoint instead (scripts/merge_adapters.py without --peft): the adapters folded "
-            "into the weights, loadable by transformers alone"
+            f"{variant} cannot be saved as PEFT adapters: only adapters can "
+            f"({', '.join(PEFT_VARIANTS)}). Write a merged checkpoint instead "
+            "(scripts/merge_adapters.py without --peft): the trained weights, loadable by "
+            "transformers alone"
         )
     adapters = {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
     # Other trained modules (a classification head) travel as PEFT's modules_to_save.
@@ -99,14 +104,20 @@ def save_peft(model: nn.Module, lowrank: LowRankConfig | None, out: Path) -> lis
     heads = sorted(trained - set(adapters))
     for name, layer in adapters.items():
         model.set_submodule(name, layer.base_layer)
-    config = peft.LoraConfig(
-        r=lowrank.rank,
-        lora_alpha=next(iter(adapters.values())).alpha,
-        lora_dropout=lowrank.dropout,
-        target_modules=list(adapters),
-        modules_to_save=heads or None,
-        use_dora=lowrank.variant == "dora",
-    )
+    options = {
+        "r": lowrank.rank,
+        "lora_alpha": next(iter(adapters.values())).alpha,
+        "lora_dropout": lowrank.dropout,
+        "target_modules": list(adapters),
+        "modules_to_save": heads or None,
+        "use_dora": lowrank.variant.removeprefix("sine_") == "dora",
+    }
+    if lowrank.variant.startswith("sine_"):
+        import sinelr.peft
+
+        config = sinelr.peft.SineLoraConfig(**options, omega=lowrank.omega, gain=lowrank.gain)
+    else:
+        config = peft.LoraConfig(**options)
     peft_model = peft.get_peft_model(model, config)
     for name, layer in adapters.items():
         target = peft_model.base_model.model.get_submodule(name)

@@ -167,10 +167,18 @@ class LoRALinear(LowRankLayer):
                 return F.linear(x, self.effective_weight(), bias)
             return self._blockwise(x, self.weight_rows, self.weight_rows_vjp, bias)
         # Dropout feeds the adapter only; the frozen layer sees the clean input (as PEFT).
+        return self.base_layer(x) + self.update_output(x_drop)
+
+    def update_output(self, x: Tensor) -> Tensor:
+        """``(W' - W0) x``: the adapter's own term, row-blocked unless ``fused=False``.
+
+        Public for a host that applies the frozen layer itself and adds each adapter's term to
+        its output: PEFT's LoRA layer, through sinelr.peft.
+        """
         if not self.fused:
             update = self.update_rows(slice(None), *self.weight_params())
-            return self.base_layer(x) + F.linear(x_drop, update.to(matmul_dtype(x)))
-        return self.base_layer(x) + self._blockwise(x_drop, self.update_rows, self.update_rows_vjp)
+            return F.linear(x, update.to(matmul_dtype(x)))
+        return self._blockwise(x, self.update_rows, self.update_rows_vjp)
 
     def _blockwise(
         self, x: Tensor, rows_fn: WeightFn, rows_vjp: WeightVJPFn, bias: Tensor | None = None

@@ -1,0 +1,202 @@
+"""Every PEFT internal that sinelr.peft relies on, in one module (docs/peft.md lists them).
+
+PEFT has no finished API for a LoRA variant that lives outside its tree. This module uses the
+least of it that makes sine LoRA a method of its own (tests/test_sinelr_peft.py pins each item):
+
+1. ``peft.mapping``'s ``PEFT_TYPE_TO_CONFIG_MAPPING``, ``PEFT_TYPE_TO_TUNER_MAPPING`` and
+   ``PEFT_TYPE_TO_PREFIX_MAPPING``: the three dicts ``register_peft_method`` fills. That function
+   refuses a name outside PEFT's own ``PeftType`` enum, so the entries are written here, under a
+   ``peft_type`` of our own: an adapter saved with it can never load as plain LoRA.
+2. ``LoraConfig.__post_init__`` sets ``peft_type`` to LoRA's; :func:`claim` sets ours after it.
+3. ``LoraConfig._register_custom_module`` (experimental): ``LoraModel`` builds every targeted
+   layer with the class the config maps its type to, before its own dispatch. The mapping is not
+   saved with the config, so :func:`claim` runs whenever a config is built, loading included.
+4. ``lora.Linear`` and the ``LoraVariant`` protocol: ``resolve_lora_variant(config=...)`` picks a
+   variant when a layer gets an adapter, and the layer calls the variant's ``init``,
+   ``forward(module, active_adapter, x, result)``, ``merge_safe``, ``merge_unsafe`` and
+   ``unmerge``; ``DoraLinearVariant`` is what it picks for ``use_dora=True``.
+5. A layer's per-adapter state: ``lora_A[name].weight``, ``lora_B[name].weight``,
+   ``scaling[name]``, ``lora_dropout[name]``, ``lora_alpha``, ``r``, ``get_base_layer()``, and
+   DoRA's magnitude as the ``weight`` of a ``DoraLinearLayer`` in ``lora_magnitude_vector[name]``,
+   whose file format ``LoraModel`` keeps for ``use_dora=True``.
+
+Nothing here changes what PEFT does for any other ``peft_type``. PEFT 0.21.0 is the oldest
+version it was tried with (0.20 cannot save an adapter of an outside ``peft_type``).
+"""
+
+# ruff: noqa: E402  (PEFT's internals are imported after the check of its version)
+from __future__ import annotations
+
+from typing import Any
+
+import peft
+import torch
+
+MIN_PEFT = (0, 21)
+"""PEFT 0.20 and older save an adapter only for a ``peft_type`` of their own enum."""
+if tuple(int(part) for part in peft.__version__.split(".")[:2]) < MIN_PEFT:
+    raise ImportError(
+        f"sinelr.peft needs peft >= {'.'.join(map(str, MIN_PEFT))}, found {peft.__version__}: "
+        "pip install -U 'peft>=0.21'"
+    )
+
+from peft.mapping import (
+    PEFT_TYPE_TO_CONFIG_MAPPING,
+    PEFT_TYPE_TO_PREFIX_MAPPING,
+    PEFT_TYPE_TO_TUNER_MAPPING,
+)
+from peft.tuners.lora import LoraConfig, LoraModel
+from peft.tuners.lora.dora import DoraLinearLayer
+from peft.tuners.lora.layer import Linear, LoraVariant
+from peft.tuners.lora.variants import DoraLinearVariant
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import Tensor, nn
+
+from sinelr.layers import LoRALinear, SineDoRALinear, SineLoRALinear
+
+PEFT_TYPE = "SINELORA"
+"""The ``peft_type`` in ``adapter_config.json``; unknown to a PEFT that has not imported us."""
+
+
+def register(config_cls: type[LoraConfig]) -> None:
+    """Make :data:`PEFT_TYPE` a PEFT method: ``config_cls`` its config, ``LoraModel`` its tuner."""
+    PEFT_TYPE_TO_CONFIG_MAPPING[PEFT_TYPE] = config_cls
+    PEFT_TYPE_TO_TUNER_MAPPING[PEFT_TYPE] = LoraModel
+    PEFT_TYPE_TO_PREFIX_MAPPING[PEFT_TYPE] = LoraModel.prefix
+
+
+def claim(config: LoraConfig) -> None:
+    """Make ``config`` ours: our ``peft_type``, and every target built as a :class:`SineLinear`.
+
+    Every module type maps to :class:`SineLinear`, which refuses what it cannot adapt, so that no
+    target falls through to PEFT's plain LoRA layers.
+    """
+    config.peft_type = PEFT_TYPE
+    config._register_custom_module({nn.Module: SineLinear})
+
+
+class SineLinear(Linear):
+    """PEFT's LoRA layer whose adapters are sine LoRA (sine DoRA with ``use_dora``)."""
+
+    def __init__(
+        self, base_layer: nn.Module, adapter_name: str, config: LoraConfig, **kwargs: Any
+    ) -> None:
+        base = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
+        weight = getattr(base, "weight", None)
+        if not isinstance(base, nn.Linear) or weight is None or not weight.is_floating_point():
+            what = type(base).__name__ + (f" ({weight.dtype})" if weight is not None else "")
+            raise TypeError(
+                f"sine LoRA adapts nn.Linear layers with floating-point weights; "
+                f"{kwargs.get('target_name') or 'a target'} is a {what}: "
+                "leave it out of target_modules"
+            )
+        super().__init__(base_layer, adapter_name, config=config, **kwargs)
+
+    def resolve_lora_variant(self, *, config: LoraConfig, **kwargs: Any) -> LoraVariant:
+        plain = super().resolve_lora_variant(config=config, **kwargs)
+        if plain is not None and not isinstance(plain, DoraLinearVariant):
+            raise ValueError(
+                f"sine LoRA does not combine with PEFT's {type(plain).__name__}; "
+                "of LoRA's variants it has DoRA only (use_dora=True)"
+            )
+        return SineVariant(dora=plain is not None, omega=config.omega, gain=config.gain)
+
+    def get_delta_weight(self, adapter: str) -> Tensor:
+        """``W' - W0`` of ``adapter``, not LoRA's ``B A``, for PEFT's tools that ask for it."""
+        variant = self.lora_variant[adapter]
+        assert isinstance(variant, SineVariant)
+        core = variant.bind(self, adapter)
+        return core.update_rows(slice(None), *core.weight_params())
+
+    def __repr__(self) -> str:
+        return "sinelr.peft." + super().__repr__()
+
+
+class SineVariant(LoraVariant):
+    """One adapter of one layer, computed by sinelr's own layer (``core``) on PEFT's tensors.
+
+    ``core`` is a :class:`~sinelr.layers.SineLoRALinear` or :class:`~sinelr.layers.SineDoRALinear`
+    built on the meta device (it allocates nothing), holding ω, g and DoRA's ``detach_norm``;
+    :meth:`bind` points it at the adapter's tensors before each use, so it always computes with
+    the tensors PEFT holds now (after ``.to()``, a load with ``assign=True``, ``set_scale``).
+    """
+
+    def __init__(self, *, dora: bool, omega: float, gain: float | None) -> None:
+        self.dora = dora
+        self.omega = omega
+        self.gain = gain
+        self.core: LoRALinear | None = None
+
+    def supports_lora_conversion(self) -> bool:
+        return False  # sin(ω·BA)/g is no rank-r product
+
+    def init(self, module: Linear, adapter_name: str, **kwargs: Any) -> None:
+        shape = nn.Linear(module.in_features, module.out_features, bias=False, device="meta")
+        options = {"alpha": module.lora_alpha[adapter_name], "omega": self.omega, "gain": self.gain}
+        rank = module.r[adapter_name]
+        # Held constant in DoRA's backward pass, as PEFT's DoRA does.
+        self.core = (
+            SineDoRALinear(shape, rank, detach_norm=True, **options)
+            if self.dora
+            else SineLoRALinear(shape, rank, **options)
+        )
+        if self.dora:
+            self._add_magnitude(module, adapter_name)
+
+    def _add_magnitude(self, module: Linear, adapter: str) -> None:
+        """DoRA's magnitude, ``||W0 + ΔW||`` per output row, where PEFT's DoRA keeps its own."""
+        if "lora_magnitude_vector" not in module.adapter_layer_names:
+            module.adapter_layer_names = (*module.adapter_layer_names, "lora_magnitude_vector")
+        A, B = module.lora_A[adapter].weight, module.lora_B[adapter].weight
+        if A.is_meta:  # low_cpu_mem_usage: the weights are loaded in later
+            magnitude = torch.empty(module.out_features, dtype=A.dtype, device="meta")
+        else:
+            assert self.core is not None
+            self.core.scaling = module.scaling[adapter]
+            with torch.no_grad():
+                W0 = module.get_base_layer().weight
+                magnitude = (W0 + self.core.delta_rows(slice(None), B, A)).norm(dim=1)
+        holder = DoraLinearLayer(fan_in_fan_out=False)
+        holder.weight = nn.Parameter(magnitude.to(A.dtype), requires_grad=A.requires_grad)
+        module.lora_magnitude_vector[adapter] = holder
+
+    def bind(self, module: Linear, adapter: str) -> LoRALinear:
+        """``core``, computing with ``adapter``'s tensors in ``module`` as they are now."""
+        core = self.core
+        assert core is not None, "SineVariant.init was not called"
+        core.base_layer = module.get_base_layer()
+        core.lora_A = module.lora_A[adapter].weight
+        core.lora_B = module.lora_B[adapter].weight
+        if self.dora:
+            core.magnitude = module.lora_magnitude_vector[adapter].weight
+        core.scaling = module.scaling[adapter]
+        return core
+
+    def forward(
+        self, module: Linear, active_adapter: str, x: Tensor, result: Tensor, **kwargs: Any
+    ) -> Tensor:
+        """The base output plus ``(W' - W0)·dropout(x)``, row-blocked by sinelr."""
+        core = self.bind(module, active_adapter)
+        return result + core.update_output(module.lora_dropout[active_adapter](x))
+
+    @torch.no_grad()
+    def merge_safe(self, module: Linear, active_adapter: str, orig_weight: Tensor) -> Tensor:
+        return self._merged(module, active_adapter).to(orig_weight.dtype)
+
+    @torch.no_grad()
+    def merge_unsafe(self, module: Linear, active_adapter: str, orig_weight: Tensor) -> None:
+        orig_weight.data.copy_(self._merged(module, active_adapter))
+
+    @torch.no_grad()
+    def unmerge(self, module: Linear, active_adapter: str, orig_weight: Tensor) -> Tensor:
+        return self.bind(module, active_adapter)._unmerged_weight().to(orig_weight.dtype)
+
+    def _merged(self, module: Linear, adapter: str) -> Tensor:
+        """``W'`` by sinelr's merge, on the weight the layer holds now."""
+        if self.dora and module.merged_adapters:
+            # DoRA normalises W0 + ΔW; with another adapter merged in, the weight is not W0.
+            raise ValueError(
+                f"cannot merge sine DoRA adapter {adapter!r} into a layer that already holds "
+                f"{module.merged_adapters}: merge it first, or unmerge the others"
+            )
+        return self.bind(module, adapter)._merged_weight()
