@@ -554,3 +554,23 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(run_cli, tiny_bert, tm
         metrics=("test/acc", "train/loss", "val/best_epoch", "val/acc_best"),
         data_dir=data, env=env,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "protocol", "examples"), [
+    ("cola", "sora", 8551), ("sst2", "dev", 67349), ("sst2", "sora", 67349 - 1000),
+])  # fmt: skip
+def test_a_whole_training_set_is_counted_before_it_is_read(name, protocol, examples):
+    """``omega=auto`` plans from the step count; SoRA's held-out examples do not train."""
+    task = make_task(
+        f"task.name={name}", f"task.protocol={protocol}", "task.max_train_examples=null",
+        "task.batch_size=32",
+    )  # fmt: skip
+    assert task.learning_schedule().steps_per_epoch == math.ceil(examples / 32)
+    capped = make_task(f"task.name={name}", "task.max_train_examples=100", "task.batch_size=32")
+    assert capped.learning_schedule().steps_per_epoch == 4
+
+
+@pytest.mark.parametrize("name", ["cola", "sst2", "mrpc", "stsb", "rte"])
+def test_the_training_set_sizes_are_those_of_the_data(name, shared_data):
+    spec = glue_spec(name)
+    assert len(load_examples(spec, "train", shared_data).texts) == spec.train_size

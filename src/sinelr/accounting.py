@@ -8,19 +8,26 @@ import torch
 from torch import Tensor, nn
 
 from sinelr.layers import LowRankLayer
+from sinelr.layers.sine import SineActivated
 
 
 @dataclass(frozen=True)
 class ParamCounts:
-    """results.json's ``params``: ``lowrank`` counts the factors (U,V or A,B) only."""
+    """results.json's ``params``: ``lowrank`` counts the factors (U,V or A,B) only;
+    ``omega`` the learnt frequencies (one per sine layer with ``lowrank.learn_omega=true``),
+    which ``total`` and ``trainable`` include and results.json lists only where there are any."""
 
     total: int
     trainable: int
     lowrank: int
     full_rank_total: int
+    omega: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        counts = asdict(self)
+        if not self.omega:
+            del counts["omega"]
+        return counts
 
     def compression_rate(self, adapter: bool) -> float:
         """Size relative to the full-rank network; for adapters, what is trained."""
@@ -37,11 +44,13 @@ def count_parameters(model: nn.Module | None, full_rank_total: int) -> ParamCoun
     factors = {
         id(p) for m in model.modules() if isinstance(m, LowRankLayer) for p in m.factor_parameters()
     }
+    omegas = [m.log_omega for m in model.modules() if isinstance(m, SineActivated)]
     return ParamCounts(
         total=sum(p.numel() for p in params),
         trainable=sum(p.numel() for p in params if p.requires_grad),
         lowrank=sum(p.numel() for p in params if id(p) in factors),
         full_rank_total=full_rank_total,
+        omega=sum(p.numel() for p in omegas if p is not None),
     )
 
 

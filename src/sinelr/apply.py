@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from sinelr.layers import LowRankConfig, LowRankLayer, get_lowrank_class
+from sinelr.omega import config_for_layer
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ def apply_lowrank(model: nn.Module, targets: Targets, config: LowRankConfig) -> 
     A layer whose ``min(d_in, d_out)`` is at most the rank stays dense: a rank-k factorisation
     of it would have at least as many parameters as the layer (the paper's counts assume this).
     A rank that leaves every selected layer dense is an error, raised before any change: the
-    run would be the dense network labelled as a factorised one.
+    run would be the dense network labelled as a factorised one. ``omega=auto`` is resolved
+    here, per layer, from its shape (:func:`sinelr.omega.config_for_layer`).
     """
     cls = get_lowrank_class(config.variant)
     selected = {
@@ -143,7 +145,8 @@ def apply_lowrank(model: nn.Module, targets: Targets, config: LowRankConfig) -> 
             report.kept_dense[name] = reason
             log.info("%s stays dense: %s", name, reason)
             continue
-        layer = cls.from_linear(linear, config)
+        layer_config = config_for_layer(config, name, linear.out_features, linear.in_features)
+        layer = cls.from_linear(linear, layer_config)
         module = model.get_submodule(name)
         model.set_submodule(name, layer if linear is module else Conv1x1(layer))
         report.replaced[name] = config.variant

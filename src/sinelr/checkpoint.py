@@ -97,7 +97,11 @@ def checkpoint_intervals(
 #: computes what those runs computed. A saved fingerprint without the key reads as having that
 #: value, so ``skip_done`` and ``resume`` still recognise the earlier runs (a sweep resumed
 #: after an upgrade does not start again).
-ADDED_SETTINGS: dict[str, Any] = {"lowrank.detach_norm": False}
+ADDED_SETTINGS: dict[str, Any] = {
+    "lowrank.detach_norm": False,
+    "lowrank.learn_omega": False,
+    "lowrank.omega_lr": 0.01,
+}
 
 
 def fingerprint_diff(

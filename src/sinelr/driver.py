@@ -27,6 +27,7 @@ from torch import nn
 
 from sinelr.accounting import count_parameters
 from sinelr.checkpoint import fingerprint_diff, result_fingerprint
+from sinelr.omega import record_omegas
 from sinelr.plan import RunPlan, describe, new_result
 from sinelr.report.publish import publish_to_wandb
 from sinelr.results import RESULTS_FILE, RunResult
@@ -126,6 +127,7 @@ def build(plan: RunPlan, result: RunResult) -> nn.Module | None:
     with torch.device("meta") if plan.cfg.dry_run else contextlib.nullcontext():
         model = plan.task.build_model(plan.lowrank)
     result.params = count_parameters(model, dense_total)
+    record_omegas(result, model)
     log.info(
         "%s %s rank=%s omega=%s: %d parameters (%d trainable, %.2f%% of full rank)",
         plan.cfg.task.name,
@@ -182,6 +184,7 @@ def finalise(
     if model is not None and result.status == "completed":
         result.diagnostics = {"rank": gathered_rank_diagnostics(model)}
         _log_diagnostics(result.diagnostics["rank"])
+    record_omegas(result, model)  # a learnt ω as it ended
     result.wall_time_s = time.perf_counter() - start
     if rank_zero_only.rank == 0:
         path = result.write(output_dir)

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sinelr.layers.sine import SineActivated
+
 
 def exponential_decay(
     optimizer: torch.optim.Optimizer, total_steps: int, final_factor: float
@@ -40,6 +42,7 @@ class ExponentialDecay:
 
     def configure(self, model: nn.Module, total_steps: int) -> dict[str, Any]:
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        separate_learnt_omega(optimizer, model)
         decay = exponential_decay(optimizer, self.decay_steps or total_steps, self.final_factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
@@ -68,6 +71,32 @@ class LinearWarmup:
             {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr)
+        separate_learnt_omega(optimizer, model)
         warmup = max(self.warmup_steps, math.ceil(self.warmup_ratio * total_steps))
         schedule = get_linear_schedule_with_warmup(optimizer, min(warmup, total_steps), total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def separate_learnt_omega(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """Move each learnt log ω (``lowrank.learn_omega=true``) out of whatever group the
+    optimiser put it in, into a group of its own at its layer's ``omega_lr`` with no weight
+    decay (decay would pull log ω to 0, that is ω to 1; docs/omega.md). Nothing changes in a
+    model without learnt ω.
+
+    Done on the built optimiser, so it serves every recipe alike (timm's optimiser factory
+    included) and must come before the schedule, which reads each group's rate: the schedule
+    then scales ω's rate with the run's warm-up and decay.
+    """
+    by_lr: dict[float, list[nn.Parameter]] = {}
+    for module in model.modules():
+        learns = isinstance(module, SineActivated) and module.log_omega is not None
+        if learns and module.log_omega.requires_grad:
+            by_lr.setdefault(module.omega_lr, []).append(module.log_omega)
+    if not by_lr:
+        return
+    learnt = {id(p) for params in by_lr.values() for p in params}
+    for group in optimizer.param_groups:
+        group["params"] = [p for p in group["params"] if id(p) not in learnt]
+    optimizer.param_groups = [group for group in optimizer.param_groups if group["params"]]
+    for lr, params in by_lr.items():
+        optimizer.add_param_group({"params": params, "lr": lr, "weight_decay": 0.0})

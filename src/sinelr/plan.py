@@ -21,6 +21,7 @@ from sinelr.checkpoint import (
     result_fingerprint,
 )
 from sinelr.layers import LowRankConfig
+from sinelr.layers.config import AutoOmega
 from sinelr.presets import check_composed_task_preset, paper_on_cpu_warning
 from sinelr.results import Metric, RunResult
 from sinelr.run_config import lowrank_config, resolve_number
@@ -95,9 +96,11 @@ def describe(cfg: DictConfig, output_dir: Path, result: RunResult) -> RunPlan:
             "factorised sin(ω·UV)/g layers)"
         )
     if task.factorises:
-        lowrank = lowrank_config(cfg, task.name)
+        lowrank = lowrank_config(cfg, task.name, task.learning_schedule())
         result.method = lowrank.variant if lowrank else "dense"
-        result.omega = lowrank.omega if lowrank else None
+        # omega=auto is a number only once the layers are built (sinelr.omega.record_omegas).
+        known = lowrank is not None and not isinstance(lowrank.omega, AutoOmega)
+        result.omega = lowrank.omega if known else None
     else:  # the task reads rank and omega itself
         lowrank = None
         result.method = task.method or "dense"

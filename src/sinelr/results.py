@@ -28,7 +28,8 @@ class RunResult:
     Extensions: ``error`` (failed runs), ``diagnostics`` (rank of each factorised layer),
     ``task_config`` (the task's resolved settings), ``output_dir``, ``resumed_from`` (the
     checkpoint a resumed run continued from), ``fingerprint`` (the settings the result depends
-    on: ``skip_done=true`` reuses a completed result only when they match).
+    on: ``skip_done=true`` reuses a completed result only when they match), ``omega_per_layer``
+    and ``omega_start_per_layer`` (each sine layer's ω; :func:`sinelr.omega.record_omegas`).
     """
 
     task: str
@@ -51,6 +52,8 @@ class RunResult:
     output_dir: str = ""
     resumed_from: str | None = None
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    omega_per_layer: dict[str, float] = field(default_factory=dict)
+    omega_start_per_layer: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         if self.status not in STATUSES:
@@ -85,6 +88,10 @@ class RunResult:
             data["resumed_from"] = self.resumed_from
         if self.fingerprint:
             data["fingerprint"] = self.fingerprint
+        if self.omega_per_layer:
+            data["omega_per_layer"] = self.omega_per_layer
+        if self.omega_start_per_layer:
+            data["omega_start_per_layer"] = self.omega_start_per_layer
         return data
 
     @classmethod

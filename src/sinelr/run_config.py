@@ -13,6 +13,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sinelr.layers import LowRankConfig, variant_name
+from sinelr.layers.config import AutoOmega
+from sinelr.omega import LearningSchedule, auto_request
 from sinelr.paper import paper_omega
 
 log = logging.getLogger(__name__)
@@ -35,11 +37,15 @@ def register_resolvers() -> None:
 
 
 def resolve_number(omega: Any) -> float | None:
-    """``omega`` if it is a number, None for null and ``paper``; an error for anything else."""
-    if omega is None or omega == "paper":
+    """``omega`` if it is a number, None for null, ``paper`` and ``auto`` (numbers only once
+    the task, or each layer, is known); an error for anything else."""
+    if omega is None or omega in ("paper", "auto"):
         return None
     if isinstance(omega, bool) or not isinstance(omega, int | float):
-        raise ValueError(f"omega must be a number, null or 'paper', got {omega!r}")
+        raise ValueError(
+            f"omega must be a number, null or 'paper' (the paper's ω), or 'auto' (chosen per "
+            f"layer, docs/omega.md), got {omega!r}"
+        )
     return float(omega)
 
 
@@ -50,8 +56,15 @@ def resolve_omega(omega: Any, rank: int | None, task: str, adapter: str | None) 
     return resolve_number(omega) if rank is not None else None
 
 
-def lowrank_config(cfg: DictConfig, task_name: str) -> LowRankConfig | None:
-    """The factorised layers the command line asks for; None for the dense baseline."""
+def lowrank_config(
+    cfg: DictConfig, task_name: str, schedule: LearningSchedule | None = None
+) -> LowRankConfig | None:
+    """The factorised layers the command line asks for; None for the dense baseline.
+
+    ``omega=auto`` becomes an :class:`~sinelr.layers.config.AutoOmega` holding ``schedule``'s
+    learning rate and the run's planned steps (``Task.learning_schedule``; without it the rule
+    knows neither), which ``apply_lowrank`` turns into each layer's ω.
+    """
     rank, adapter = cfg.rank, cfg.get("adapter")
     if rank is None:
         if cfg.omega is not None:
@@ -59,7 +72,9 @@ def lowrank_config(cfg: DictConfig, task_name: str) -> LowRankConfig | None:
         return None
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise ValueError(f"rank must be a positive integer or null, got {rank!r}")
-    omega = resolve_omega(cfg.omega, rank, task_name, adapter)
+    omega: float | AutoOmega | None = resolve_omega(cfg.omega, rank, task_name, adapter)
+    if cfg.omega == "auto":
+        omega = auto_request(schedule, cfg.get("trainer") or {}, task_name)
     return LowRankConfig(
         variant=variant_name(rank, omega, adapter),
         rank=rank,

@@ -13,6 +13,7 @@ from torch import nn
 
 from sinelr.data import require_one_step_per_batch
 from sinelr.layers import LowRankConfig
+from sinelr.omega import LearningSchedule
 
 
 @dataclass
@@ -61,6 +62,11 @@ class Task(abc.ABC):
 
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module | None:
         """The network, factorised as ``lowrank`` says (dense for None); None if there is none."""
+        return None
+
+    def learning_schedule(self) -> LearningSchedule | None:
+        """The optimiser's peak learning rate and steps per epoch, as far as known before
+        training (``omega=auto`` reads them, docs/omega.md); None if the task cannot say."""
         return None
 
     @abc.abstractmethod

@@ -7,12 +7,14 @@ saved as ``surface.ply`` beside results.json.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from torch import nn
 
 from sinelr.apply import apply_lowrank
 from sinelr.layers import LowRankConfig
+from sinelr.omega import LearningSchedule
 from sinelr.optim import ExponentialDecay
 from sinelr.task import LightningTask, RunContext
 from tasks.bof.data import OccupancyDataModule
@@ -58,6 +60,10 @@ class BofTask(LightningTask):
         if lowrank is not None:
             apply_lowrank(model, self.targets, lowrank)
         return model
+
+    def learning_schedule(self) -> LearningSchedule:
+        # One step per batch of grid points, the last batch short.
+        return LearningSchedule(self.schedule.lr, math.ceil(self.resolution**3 / self.batch_size))
 
     def datamodule(self, ctx: RunContext) -> OccupancyDataModule:
         return OccupancyDataModule(

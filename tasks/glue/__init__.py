@@ -10,17 +10,19 @@ split (GLUE's test labels are not public): the whole of it after the last epoch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
 from torch import nn
 
 from sinelr.layers import LowRankConfig
+from sinelr.omega import LearningSchedule
 from sinelr.optim import LinearWarmup
 from sinelr.pretrained import attach_adapters
 from sinelr.task import LightningTask, RunContext, TaskOutput, check_epochs
 from sinelr.text import TextBatching
-from tasks.glue.data import PROTOCOLS, GlueDataModule
+from tasks.glue.data import PROTOCOLS, SORA_TRAIN_VALIDATION, GlueDataModule
 from tasks.glue.model import load_classifier, model_path, resolve_layout
 from tasks.glue.module import GlueModule
 from tasks.glue.selection import KeepBest
@@ -81,6 +83,15 @@ class GlueTask(LightningTask):
             targets, head = resolve_layout(model, self.targets, self.head)
             attach_adapters(model, targets, lowrank, "glue", trainable=head)
         return model
+
+    def learning_schedule(self) -> LearningSchedule:
+        # GLUE's training-set size, less SoRA's held-out validation, capped by the subsample.
+        available = self.spec.train_size
+        if available is not None and self.protocol == "sora" and self.spec.validation_from_train:
+            available -= SORA_TRAIN_VALIDATION
+        limits = [n for n in (available, self.batching.max_train_examples) if n is not None]
+        per_epoch = math.ceil(min(limits) / self.batching.batch_size) if limits else None
+        return LearningSchedule(self.schedule.lr, per_epoch, self.epochs)
 
     def datamodule(self, ctx: RunContext) -> GlueDataModule:
         return GlueDataModule(

@@ -36,6 +36,9 @@ class GlueSpec:
     hf_dev_split: str = "validation"
     selection_metric: str | None = None
     validation_from_train: bool = False
+    #: Examples in GLUE's training set: a run's steps are counted from it before the data is
+    #: read (``omega=auto``, docs/omega.md).
+    train_size: int | None = None
 
     @property
     def is_regression(self) -> bool:
@@ -54,7 +57,17 @@ PAIR = ("sentence1", "sentence2")
 GLUE: dict[str, GlueSpec] = {
     spec.name: spec
     for spec in [
-        GlueSpec("cola", "CoLA", ("sentence",), 2, ("matthews", "acc"), "matthews", 8e-5, 20),
+        GlueSpec(
+            "cola",
+            "CoLA",
+            ("sentence",),
+            2,
+            ("matthews", "acc"),
+            "matthews",
+            8e-5,
+            20,
+            train_size=8551,
+        ),
         GlueSpec(
             "sst2",
             "SST-2",
@@ -65,8 +78,20 @@ GLUE: dict[str, GlueSpec] = {
             1e-4,
             10,
             validation_from_train=True,
+            train_size=67349,
         ),
-        GlueSpec("mrpc", "MRPC", PAIR, 2, ("acc", "f1"), "acc", 1e-4, 20, selection_metric="f1"),
+        GlueSpec(
+            "mrpc",
+            "MRPC",
+            PAIR,
+            2,
+            ("acc", "f1"),
+            "acc",
+            1e-4,
+            20,
+            selection_metric="f1",
+            train_size=3668,
+        ),
         GlueSpec(
             "qqp",
             "QQP",
@@ -77,8 +102,11 @@ GLUE: dict[str, GlueSpec] = {
             3e-4,
             10,
             validation_from_train=True,
+            train_size=363846,
         ),
-        GlueSpec("stsb", "STS-B", PAIR, 1, ("pearson", "spearman"), "pearson", 1e-4, 20),
+        GlueSpec(
+            "stsb", "STS-B", PAIR, 1, ("pearson", "spearman"), "pearson", 1e-4, 20, train_size=5749
+        ),
         GlueSpec(
             "mnli",
             "MNLI",
@@ -90,6 +118,7 @@ GLUE: dict[str, GlueSpec] = {
             10,
             dev_tsv="dev_matched.tsv",
             hf_dev_split="validation_matched",
+            train_size=392702,
         ),
         GlueSpec(
             "qnli",
@@ -101,8 +130,9 @@ GLUE: dict[str, GlueSpec] = {
             3e-4,
             10,
             validation_from_train=True,
+            train_size=104743,
         ),
-        GlueSpec("rte", "RTE", PAIR, 2, ("acc",), "acc", 1.2e-3, 50),
+        GlueSpec("rte", "RTE", PAIR, 2, ("acc",), "acc", 1.2e-3, 50, train_size=2490),
     ]
 }
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from sinelr.apply import apply_lowrank
 from sinelr.layers import LowRankConfig
+from sinelr.omega import LearningSchedule
 from sinelr.optim import ExponentialDecay
 from sinelr.task import LightningTask, RunContext
 from tasks.nerf.data import LLFFDataModule
@@ -78,6 +79,10 @@ class NerfTask(LightningTask):
         if lowrank is not None:
             apply_lowrank(model, self.targets, lowrank)
         return model
+
+    def learning_schedule(self) -> LearningSchedule:
+        # The rays per epoch are known only once the scene is read; runs are set in steps.
+        return LearningSchedule(self.schedule.lr)
 
     def datamodule(self, ctx: RunContext) -> LLFFDataModule:
         return LLFFDataModule(

@@ -18,6 +18,7 @@ from torch import nn
 
 from sinelr.apply import apply_lowrank
 from sinelr.layers import LowRankConfig
+from sinelr.omega import LearningSchedule
 from sinelr.task import LightningTask, RunContext
 from tasks.vision.data import Augment, VisionDataModule
 from tasks.vision.datasets import count_class_folders, dataset_spec
@@ -98,6 +99,11 @@ class VisionTask(LightningTask):
         if lowrank is not None:
             apply_lowrank(model, self.targets, lowrank)
         return model
+
+    def learning_schedule(self) -> LearningSchedule:
+        # Steps per epoch follow from the data set's size, read only at setup; the rule needs
+        # them only for adapters, which vision tasks do not take.
+        return LearningSchedule(self.schedule.lr)
 
     def datamodule(self, ctx: RunContext) -> VisionDataModule:
         return VisionDataModule(

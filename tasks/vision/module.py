@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from sinelr.optim import separate_learnt_omega
 from tasks.vision.data import Augment
 
 
@@ -108,6 +109,7 @@ class VisionModule(L.LightningModule):
         optimizer = create_optimizer_v2(
             self.model, s.optimizer, lr=s.lr, weight_decay=s.weight_decay
         )
+        separate_learnt_omega(optimizer, self.model)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, min(total, int(self.trainer.num_training_batches)))
         schedule, _ = create_scheduler_v2(

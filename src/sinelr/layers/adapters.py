@@ -132,7 +132,7 @@ class LoRALinear(LowRankLayer):
         return (self.lora_A, self.lora_B)
 
     def factorised_weight(self) -> Tensor:
-        return self.delta_rows(slice(None), self.lora_B, self.lora_A)
+        return self.delta_rows(slice(None), *self.weight_params()[-2:])
 
     def dense_bias(self) -> Tensor | None:
         return self.base_layer.bias
@@ -313,9 +313,8 @@ class DoRALinear(LoRALinear):
 
     def _merged_weight(self) -> Tensor:
         # Unmerging needs the row norms of W0 + ΔW, which the merged weight no longer holds.
-        direction = self._direction_rows(
-            slice(None), self.base_layer.weight, self.lora_B, self.lora_A
-        )
+        W0, _, B, A = self.weight_params()
+        direction = self._direction_rows(slice(None), W0, B, A)
         self._merge_norm = direction.norm(dim=1)
         return (self.magnitude / self._merge_norm).unsqueeze(1) * direction
 

@@ -10,6 +10,19 @@ from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
 ADAPTERS = ("lora", "dora")
 
 
+@dataclass(frozen=True)
+class AutoOmega:
+    """``omega=auto``: ω is chosen per layer when the layer is built (:mod:`sinelr.omega`).
+
+    Carries what the rule knows of the training: the optimiser's peak learning rate and the
+    planned number of optimiser steps, each None where the task cannot say before training.
+    Layers never see this: :func:`sinelr.apply.apply_lowrank` turns it into each layer's number.
+    """
+
+    lr: float | None = None
+    steps: int | None = None
+
+
 def variant_name(rank: int | None, omega: float | None, adapter: str | None = None) -> str:
     """The registry name that the command line's ``rank``/``omega``/``adapter`` select.
 
@@ -34,17 +47,24 @@ class LowRankConfig:
     norms ``||W0 + ΔW||`` as a constant in the backward pass, as DoRA's paper (§4.3), PEFT and
     the sine paper's own code do; ``False`` differentiates through them (the exact gradient).
     The forward pass, and so ``merge``, is the same either way.
+
+    ``omega`` is a number, None (plain variant) or :class:`AutoOmega` (resolved per layer by
+    ``apply_lowrank``). ``learn_omega`` makes each sine layer's ω a parameter ``log_omega``
+    (trained on a log scale from ``omega``); ``omega_lr`` is its learning rate, which
+    :func:`sinelr.optim.separate_learnt_omega` gives it (docs/omega.md).
     """
 
     variant: str
     rank: int
-    omega: float | None = None
+    omega: float | AutoOmega | None = None
     gain: float | None = None
     alpha: float | None = None
     dropout: float = 0.0
     fused: bool = True
     block_elems: int = DEFAULT_BLOCK_ELEMS
     detach_norm: bool = False
+    learn_omega: bool = False
+    omega_lr: float = 1e-2
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
@@ -52,7 +72,9 @@ class LowRankConfig:
                 f"rank must be a positive integer, got {self.rank!r}; "
                 "use rank=null for the full-rank (dense) baseline"
             )
-        if self.omega is not None and not (math.isfinite(self.omega) and self.omega > 0):
+        if not isinstance(self.omega, AutoOmega | None) and not (
+            math.isfinite(self.omega) and self.omega > 0
+        ):
             raise ValueError(
                 f"omega must be a positive number, got {self.omega!r}; "
                 "use omega=null for the plain low-rank variant"
@@ -66,5 +88,14 @@ class LowRankConfig:
                 f"detach_norm must be true or false, got {self.detach_norm!r} "
                 "(true: DoRA's norm as a constant in the backward pass, false: exact gradient)"
             )
+        if not isinstance(self.learn_omega, bool):
+            raise ValueError(f"learn_omega must be true or false, got {self.learn_omega!r}")
+        if self.learn_omega and self.omega is None:
+            raise ValueError(
+                "learn_omega=true needs an omega to start from (a number, paper or auto); "
+                "omega=null is the plain variant, which has no ω"
+            )
+        if not (math.isfinite(self.omega_lr) and self.omega_lr > 0):
+            raise ValueError(f"omega_lr must be a positive number, got {self.omega_lr!r}")
         if self.block_elems < 1:
             raise ValueError(f"block_elems must be positive, got {self.block_elems!r}")

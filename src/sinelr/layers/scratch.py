@@ -93,8 +93,12 @@ class LowRankLinear(LowRankLayer):
     def factor_parameters(self) -> tuple[nn.Parameter, ...]:
         return (self.U, self.V)
 
+    def weight_params(self) -> tuple[Tensor, ...]:
+        """The tensors the weight is built from, as :meth:`weight_rows` takes them."""
+        return (self.U, self.V)
+
     def factorised_weight(self) -> Tensor:
-        return self.weight_rows(slice(None), self.U, self.V)
+        return self.weight_rows(slice(None), *self.weight_params())
 
     def effective_weight(self) -> Tensor:
         return self.factorised_weight()
@@ -110,7 +114,7 @@ class LowRankLinear(LowRankLayer):
         return blockwise_linear(
             x,
             self.weight_rows,
-            (self.U, self.V),
+            self.weight_params(),
             self.out_features,
             self.bias,
             self.block_elems,
