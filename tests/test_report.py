@@ -13,6 +13,7 @@ from sinelr.report import bd_deltas, layout, load_results, markdown, summarise, 
 from sinelr.report.load import task_class
 from sinelr.report.model import lines, sine_pair
 from sinelr.task import Task
+from tests.helpers import dry_run
 
 
 def result(method, rank, value, seed=0, omega=None, shape="lucy", status="completed"):
@@ -196,3 +197,18 @@ def test_a_run_of_a_task_that_cannot_be_imported_is_one_column_and_never_pooled(
         {"probe": [0.5]},
         {"probe": [0.9]},
     ]
+
+
+def test_a_recorded_data_key_needs_no_task_class():
+    """Runs record their task's data_key; the report reads it without importing the task."""
+    target = "tasks.no_such_task.NoSuchTask"  # would warn and pool nothing if it were asked
+    runs = [{**probe_result(target, item, v), "data_key": "probe"} for item, v in [("a", 0.5),
+            ("b", 0.9)]]  # fmt: skip
+    ((_, grouped),) = table_groups(runs)
+    (row,) = summarise(grouped)
+    assert {item: cell.values for item, cell in row.cells.items()} == {"a": [0.5], "b": [0.9]}
+
+
+def test_a_run_records_its_tasks_data_key(tmp_path):
+    assert dry_run(tmp_path / "bof", "task=bof", "rank=1")["data_key"] == "shape"
+    assert "data_key" not in dry_run(tmp_path / "theory", "task=theory", "rank=1", "omega=10")

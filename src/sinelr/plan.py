@@ -88,6 +88,7 @@ def describe(cfg: DictConfig, output_dir: Path, result: RunResult) -> RunPlan:
     # The instance names the task and its metric: glue's ``task.name`` is its data set
     # (rte, cola, ...), and its headline metric depends on which.
     result.task = task.name
+    result.data_key = task.data_key
     result.metric = Metric(task.metric, None, task.higher_is_better)
     if cfg.get("adapter") is not None and not task.fine_tunes:
         raise ValueError(

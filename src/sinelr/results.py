@@ -29,7 +29,8 @@ class RunResult:
     ``task_config`` (the task's resolved settings), ``output_dir``, ``resumed_from`` (the
     checkpoint a resumed run continued from), ``fingerprint`` (the settings the result depends
     on: ``skip_done=true`` reuses a completed result only when they match), ``omega_per_layer``
-    and ``omega_start_per_layer`` (each sine layer's ω; :func:`sinelr.omega.record_omegas`).
+    and ``omega_start_per_layer`` (each sine layer's ω; :func:`sinelr.omega.record_omegas`),
+    ``data_key`` (the ``task_config`` key naming the run's data: the report's columns).
     """
 
     task: str
@@ -54,6 +55,7 @@ class RunResult:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     omega_per_layer: dict[str, float] = field(default_factory=dict)
     omega_start_per_layer: dict[str, float] = field(default_factory=dict)
+    data_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         if self.status not in STATUSES:
@@ -83,6 +85,8 @@ class RunResult:
             data["error"] = self.error
         data["diagnostics"] = self.diagnostics
         data["task_config"] = self.task_config
+        if self.data_key is not None:
+            data["data_key"] = self.data_key
         data["output_dir"] = self.output_dir
         if self.resumed_from is not None:
             data["resumed_from"] = self.resumed_from

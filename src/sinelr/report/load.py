@@ -57,7 +57,8 @@ def task_class(target: str) -> type | None:
 
 
 def data_key(result: dict) -> str | None:
-    """The ``task.<key>`` that names the run's data item: its Task class's ``data_key``.
+    """The ``task.<key>`` that names the run's data item: its Task class's ``data_key``, as the
+    run recorded it, or as the class says for a results.json written before runs recorded it.
 
     None for a task with one fixed data set (commonsense, theory), and also where the class is
     unknown: a results.json that names none (``task_config`` without ``_target_``, as one
@@ -66,6 +67,8 @@ def data_key(result: dict) -> str | None:
     them apart as a setting (:func:`settings`), in tables of their own, rather than pooling
     them in one cell.
     """
+    if "data_key" in result:  # recorded by the run (results.json from after it was added)
+        return result["data_key"]
     target = (result.get("task_config") or {}).get("_target_")
     cls = task_class(target) if target else None
     return getattr(cls, "data_key", None)
