@@ -103,6 +103,11 @@ class TheoryTask(Task):
             raise ValueError(f"rank must be a positive integer or null, got {rank}")
         self.shapes = [(int(a), int(b)) for a, b in shapes]
         self.ranks = [rank] if rank is not None else list(ranks)
+        if omega == "auto":
+            raise ValueError(
+                "omega=auto chooses ω for the layers of a network it trains; task=theory has "
+                "none and sweeps ω itself: pass omega=<number>, paper or null"
+            )
         self.fixed_omega = None if omega in (None, "paper") else float(omega)
         self.omegas = sorted(
             {*map(float, omegas), *([self.fixed_omega] if self.fixed_omega else [])}

@@ -309,7 +309,7 @@ def test_the_dense_baseline_drops_the_default_adapter(tmp_path):
     from sinelr.driver import run
 
     cfg = commonsense_config("rank=null", "dry_run=true")
-    with pytest.raises(InstantiationException, match="needs adapter=lora or adapter=dora"):
+    with pytest.raises(ValueError, match="needs adapter=lora or adapter=dora"):
         run(cfg, tmp_path)
     assert json.loads((tmp_path / "results.json").read_text())["adapter"] is None
 

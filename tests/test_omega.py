@@ -288,3 +288,9 @@ def test_a_learnt_omega_moves_in_training(tmp_path):
 def test_learn_omega_needs_a_sine():
     with pytest.raises(ValueError, match="learn_omega=true needs an omega"):
         LowRankConfig("lowrank", 2, learn_omega=True)
+
+
+def test_theory_refuses_auto_with_what_to_pass(tmp_path):
+    """task=theory sweeps ω over random matrices: there are no trained layers to choose for."""
+    with pytest.raises(ValueError, match=r"omega=auto .* task=theory .* omega=<number>"):
+        run_in_process(tmp_path, "task=theory", "preset=smoke", "omega=auto")

@@ -25,6 +25,7 @@ from sinelr.checkpoint import checkpoint_intervals
 from sinelr.layers import LowRankConfig
 from sinelr.report import print_table, summarise
 from sinelr.run_config import resolve_number
+from tests.helpers import run_in_process
 from tests.test_report import result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,3 +194,11 @@ def test_layers_no_rank_can_factorise_say_so():
     model = nn.Sequential(nn.Linear(8, 1))
     with pytest.raises(ValueError, match="no rank factorises a layer of width 1"):
         apply_lowrank(model, ["0"], LowRankConfig("lowrank", rank=1))
+
+
+def test_a_task_refusing_its_settings_is_one_line_not_hydras_wrapper(tmp_path):
+    """A Task's own check (here GLUE's protocol) reaches run.py as the task raised it, not as
+    Hydra's instantiation error, so run.py prints its one line."""
+    with pytest.raises(ValueError, match=r"task.protocol='bad': choose one of") as raised:
+        run_in_process(tmp_path, "task=glue", "task.protocol=bad", "rank=1", "dry_run=true")
+    assert is_input_error(raised.value)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -84,7 +85,7 @@ def describe(cfg: DictConfig, output_dir: Path, result: RunResult) -> RunPlan:
         log.warning(warning)
     result.metric = Metric(task_cls.metric, None, task_cls.higher_is_better)
     result.task_config = OmegaConf.to_container(cfg.task, resolve=True)
-    task: Task = instantiate(cfg.task, _recursive_=False, _convert_="all")
+    task = build_task(cfg)
     # The instance names the task and its metric: glue's ``task.name`` is its data set
     # (rte, cola, ...), and its headline metric depends on which.
     result.task = task.name
@@ -118,6 +119,17 @@ def describe(cfg: DictConfig, output_dir: Path, result: RunResult) -> RunPlan:
     if task.resumable and not cfg.dry_run:
         plan.resume_from = resume_point(cfg, output_dir, plan.fingerprint)
     return plan
+
+
+def build_task(cfg: DictConfig) -> Task:
+    """The task ``cfg.task`` configures. A task that refuses its settings raises its own error,
+    not Hydra's wrapper around it: that is the one line the user needs (run.py prints it)."""
+    try:
+        return instantiate(cfg.task, _recursive_=False, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ValueError | FileNotFoundError):
+            raise error.__cause__ from None
+        raise
 
 
 def resume_point(cfg: DictConfig, output_dir: Path, run_fingerprint: dict) -> Path | None:
