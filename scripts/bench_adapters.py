@@ -4,11 +4,16 @@ The model is a randomly initialised Llama, hidden 2048 and 4 layers by default, 
 proportions (heads of 128, 4 query heads per key/value head, MLP 8/3 of the hidden size rounded
 up to 256: 5632), with rank-8 adapters on q, k, v, up and down projections of every layer and a
 batch of 4 × 256 tokens. One step is a forward and backward pass of the next-token loss and an
-Adam step of the adapters. Ten variants, side by side: PEFT's LoRA, our LoRA, our sine LoRA,
+Adam step of the adapters. Side by side: PEFT's LoRA, our LoRA, our sine LoRA,
 PEFT's DoRA, our DoRA, our sine DoRA (ω: the paper's commonsense value at the rank, or 200),
 our two DoRAs with ``lowrank.detach_norm=true`` (``*_detached``: the weight norm a constant in
 the backward pass, as PEFT's DoRA and ``preset=paper``; the others differentiate through it),
 and PEFT with sinelr.peft's sine LoRA and sine DoRA (``peft_sine_*``: PEFT's layers, our sine).
+Then the other low-rank methods, each plain and sine (docs/method.md), beside PEFT's own where
+PEFT has it: PiSSA (``peft_pissa``: ``init_lora_weights="pissa"``), VeRA, LoRA-XS (no PEFT
+implementation) and HiRA. PiSSA and LoRA-XS take an SVD of every targeted weight when the
+model is built; their peak memory counts it wherever it exceeds the training step's (as it does
+for PEFT's PiSSA).
 
 Each variant runs in fresh processes, as in bench_layers.py: one times it (median of ``--reps``
 steps after ``--warmup``), another measures its peak memory above a baseline taken after the
@@ -47,7 +52,15 @@ VARIANTS = [
     "peft_lora", "lora", "sine_lora",
     "peft_dora", "dora", "sine_dora", "dora_detached", "sine_dora_detached",
     "peft_sine_lora", "peft_sine_dora",
+    "peft_pissa", "pissa", "sine_pissa",
+    "peft_vera", "vera", "sine_vera",
+    "loraxs", "sine_loraxs",
+    "peft_hira", "hira", "sine_hira",
 ]  # fmt: skip
+#: PEFT's implementation of each plain variant that has one, and how to configure it.
+PEFT_METHODS = {"peft_pissa": "pissa", "peft_vera": "vera", "peft_hira": "hira"}
+#: Parameters that start at zero (so that ΔW = 0) and are set to a trained state before timing.
+ZERO_STARTS = ("lora_B", "lambda_b", "hira_B")
 DETACHED = "_detached"
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 
@@ -68,13 +81,17 @@ def llama_config(hidden: int, layers: int, vocab: int, seq: int):
 
 
 def omega_for(variant: str, rank: int) -> float | None:
-    """The paper's commonsense ω for a sine variant at ``rank`` (200 where it gives none)."""
+    """The paper's commonsense ω for a sine variant at ``rank`` (200 where it gives none,
+    as for every method but LoRA and DoRA)."""
     from sinelr.paper import PAPER, paper_key
 
     variant = variant.removesuffix(DETACHED).removeprefix("peft_")
     if not variant.startswith("sine_"):
         return None
-    table = PAPER[paper_key("commonsense", variant.removeprefix("sine_"))].omega
+    family = variant.removeprefix("sine_")
+    if family not in ("lora", "dora"):
+        return 200.0
+    table = PAPER[paper_key("commonsense", family)].omega
     return float(table.get(rank, 200.0))
 
 
@@ -90,7 +107,9 @@ def build(variant: str, args: argparse.Namespace):
     with torch.device(args.device):
         model = LlamaForCausalLM(llama_config(args.hidden, args.layers, args.vocab, args.seq))
     model.requires_grad_(False)
-    if variant.startswith("peft_"):
+    if variant in PEFT_METHODS:
+        model = peft_model(model, PEFT_METHODS[variant], args)
+    elif variant.startswith("peft_"):
         import peft
 
         options = {
@@ -117,9 +136,23 @@ def build(variant: str, args: argparse.Namespace):
         apply_lowrank(model, TARGETS, config)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if "lora_B" in name:  # a trained adapter, not the B = 0 start
+            if any(zero in name for zero in ZERO_STARTS):  # a trained adapter, not ΔW = 0
                 param.normal_(0.0, 0.02)
     return model, [p for p in model.parameters() if p.requires_grad]
+
+
+def peft_model(model, method: str, args: argparse.Namespace):
+    """PEFT's PiSSA, VeRA or HiRA on ``model``, at ``args.rank`` on the benchmark's targets."""
+    import peft
+
+    if method == "pissa":
+        config = peft.LoraConfig(r=args.rank, lora_alpha=args.rank, target_modules=TARGETS,
+                                 lora_dropout=0.0, init_lora_weights="pissa")  # fmt: skip
+    elif method == "vera":
+        config = peft.VeraConfig(r=args.rank, target_modules=TARGETS, vera_dropout=0.0)
+    else:
+        config = peft.HiraConfig(r=args.rank, target_modules=TARGETS, hira_dropout=0.0)
+    return peft.get_peft_model(model, config)
 
 
 def measure_one(variant: str, args: argparse.Namespace) -> dict:
@@ -187,6 +220,8 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> dict:
 
     pairs = [("lora", "peft_lora"), ("sine_lora", "peft_lora"), ("peft_sine_lora", "peft_lora")]
     pairs += [(dora, "peft_dora") for dora in VARIANTS if "dora" in dora and dora != "peft_dora"]
+    for peft_variant, method in PEFT_METHODS.items():
+        pairs += [(method, peft_variant), (f"sine_{method}", peft_variant)]
     summary: dict = {}
     for ours, theirs in pairs:
         summary[f"{ours}_vs_{theirs}_time"] = ratio(ours, theirs, "time_s")

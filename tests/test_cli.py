@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hydra_plugins.sinelr_sweeper.table_sweeper import unique_jobs
+from sinelr.layers import method_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +19,7 @@ CONTRACT_KEYS = [
     "task", "method", "rank", "omega", "adapter", "params", "compression_rate", "metric",
     "metrics", "seed", "preset", "steps", "wall_time_s", "device", "status",
 ]  # fmt: skip
-METHODS = {"dense", "lowrank", "sine_lowrank", "lora", "sine_lora", "dora", "sine_dora"}
+METHODS = set(method_names())  # the registry's, with the dense baseline
 
 pytestmark = pytest.mark.slow
 

@@ -23,13 +23,29 @@ from torch import nn
 
 from sinelr.apply import densify
 from sinelr.checkpoint import CHECKPOINT_DIR, LAST, STATE_KEY, read_checkpoint
-from sinelr.layers import DoRALinear, LoRALinear, LowRankConfig
+from sinelr.layers import LOWRANK_LAYERS, DoRALinear, LoRALinear, LowRankConfig, get_lowrank_class
 from sinelr.run_config import lowrank_config
 from sinelr.task import Task
 
 log = logging.getLogger(__name__)
 
-PEFT_VARIANTS = ("lora", "dora", "sine_lora", "sine_dora")
+#: The PEFT methods :func:`save_peft` writes, each with its ``LoraConfig.use_dora``: LoRA and
+#: DoRA are one PEFT method, and sinelr.peft's sine LoRA covers the sine twin of either.
+LORA_METHODS = {"lora": False, "dora": True}
+
+
+def peft_format(variant: str) -> str | None:
+    """The PEFT method whose format :func:`save_peft` writes ``variant``'s adapters in: the one
+    its class declares it equals (``peft_method``), or for the sine twin of such a variant, that
+    one through sinelr.peft; None where it writes none."""
+    cls = get_lowrank_class(variant)
+    plain = get_lowrank_class(cls.sine_of) if cls.sine_of else cls
+    return plain.peft_method if plain.peft_method in LORA_METHODS else None
+
+
+def peft_variants() -> list[str]:
+    """The registered variants :func:`save_peft` writes, in registration order."""
+    return [name for name in LOWRANK_LAYERS if peft_format(name)]
 
 
 def checkpoint_file(path: Path) -> Path:
@@ -81,7 +97,8 @@ def save_peft(model: nn.Module, lowrank: LowRankConfig | None, out: Path) -> lis
     """Write ``model``'s adapters (and any other trained module, e.g. a classification head) in
     PEFT's format; ``model`` is left without its adapters.
 
-    Plain LoRA and DoRA are PEFT's own; sine LoRA and sine DoRA are written with
+    Which variants it writes comes from the registry (:func:`peft_format`). Plain LoRA and
+    DoRA are PEFT's own; sine LoRA and sine DoRA are written with
     ``sinelr.peft.SineLoraConfig`` (``peft_type`` ``SINELORA``), so this imports sinelr.peft,
     registering its method with PEFT, for a sine run only: the format asked for is that method's.
     PEFT, and PEFT with sinelr.peft, compute the same function as the run's layers
@@ -90,14 +107,23 @@ def save_peft(model: nn.Module, lowrank: LowRankConfig | None, out: Path) -> lis
     """
     import peft
 
-    if lowrank is None or lowrank.variant not in PEFT_VARIANTS:
-        variant = "the full fine-tuning baseline" if lowrank is None else lowrank.variant
+    method = None if lowrank is None else peft_format(lowrank.variant)
+    if lowrank is None or method is None:
+        if lowrank is None:
+            why = "the full fine-tuning baseline cannot be saved as PEFT adapters: it has none"
+        else:
+            equal = get_lowrank_class(lowrank.variant).peft_method
+            why = f"{lowrank.variant} cannot be saved as PEFT adapters: " + (
+                f"it equals PEFT's {equal}, which --peft does not write yet"
+                if equal
+                else "PEFT has no method it equals"
+            )
         raise ValueError(
-            f"{variant} cannot be saved as PEFT adapters: only adapters can "
-            f"({', '.join(PEFT_VARIANTS)}). Write a merged checkpoint instead "
-            "(scripts/merge_adapters.py without --peft): the trained weights, loadable by "
-            "transformers alone"
+            f"{why}; --peft writes {', '.join(peft_variants())}. Write a merged checkpoint "
+            "instead (scripts/merge_adapters.py without --peft): the trained weights, loadable "
+            "by transformers alone"
         )
+    # Every variant of LORA_METHODS is a LoRALinear, with LoRA's factors.
     adapters = {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
     # Other trained modules (a classification head) travel as PEFT's modules_to_save.
     trained = {n.rsplit(".", 1)[0] for n, p in model.named_parameters() if p.requires_grad}
@@ -110,9 +136,9 @@ def save_peft(model: nn.Module, lowrank: LowRankConfig | None, out: Path) -> lis
         "lora_dropout": lowrank.dropout,
         "target_modules": list(adapters),
         "modules_to_save": heads or None,
-        "use_dora": lowrank.variant.removeprefix("sine_") == "dora",
+        "use_dora": LORA_METHODS[method],
     }
-    if lowrank.variant.startswith("sine_"):
+    if get_lowrank_class(lowrank.variant).sine_of is not None:
         import sinelr.peft
 
         config = sinelr.peft.SineLoraConfig(**options, omega=lowrank.omega, gain=lowrank.gain)

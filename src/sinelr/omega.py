@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from sinelr.layers import ADAPTERS, LowRankConfig
+from sinelr.layers import LowRankConfig, get_lowrank_class
 from sinelr.layers.config import AutoOmega
 from sinelr.layers.sine import SineActivated
 
@@ -137,7 +137,7 @@ def config_for_layer(config: LowRankConfig, name: str, d_out: int, d_in: int) ->
     request = config.omega
     if not isinstance(request, AutoOmega):
         return config
-    adapter = config.variant.removeprefix("sine_") in ADAPTERS
+    adapter = get_lowrank_class(config.variant).kind == "adapter"
     choice = auto_omega(d_in, config.rank, adapter, request.lr, request.steps)
     log.info(
         "omega=auto: %s (%d x %d, rank %d) gets omega %g (spread bound %s, step bound %s)",

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sinelr.apply import Targets, apply_lowrank
-from sinelr.layers import ADAPTERS, LowRankConfig
+from sinelr.layers import LowRankConfig, get_lowrank_class, plain_variants
 
 SHIPPED_CONFIGS = Path(__file__).parent / "hf_configs"
 
@@ -96,11 +96,13 @@ def attach_adapters(
 ) -> None:
     """Freeze ``model``, put ``lowrank``'s adapters on ``targets``, and unfreeze ``trainable``
     modules (a classification head, trained with the adapters)."""
-    if lowrank.variant.removeprefix("sine_") not in ADAPTERS:
+    if get_lowrank_class(lowrank.variant).kind != "adapter":
+        others = [a for a in plain_variants("adapter") if a not in ("lora", "dora")]
         raise ValueError(
             f"task {task} fine-tunes a pretrained network with adapters, not {lowrank.variant!r} "
-            f"layers trained from scratch: pass adapter=lora or adapter=dora (or rank=null for "
-            "full fine-tuning)"
+            f"layers trained from scratch: pass the paper's adapter=lora or adapter=dora, "
+            f"another registered adapter ({', '.join(others) or 'none'}), or rank=null for "
+            "full fine-tuning"
         )
     model.requires_grad_(False)
     apply_lowrank(model, targets, lowrank)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from torch import nn
 
-from sinelr.layers import ADAPTERS, LowRankConfig
+from sinelr.layers import LowRankConfig
 from sinelr.optim import LinearWarmup
 from sinelr.pretrained import attach_adapters, load_pretrained, weights_dtype
 from sinelr.task import LightningTask, RunContext, check_epochs
@@ -134,10 +134,11 @@ class CommonsenseTask(LightningTask):
 def _learning_rate(lr: float | str, adapter: str | None) -> float:
     """``paper``: the paper's rate for the adapter; a positive number otherwise."""
     if lr == PAPER:
-        if adapter not in ADAPTERS:
+        if adapter not in PAPER_LR:
             raise ValueError(
                 f"task.lr={PAPER} is the paper's adapter rate (LoRA 1e-4, DoRA 6e-5) and needs "
-                "adapter=lora or adapter=dora; pass task.lr=<number> for full fine-tuning"
+                f"adapter=lora or adapter=dora, got adapter={adapter}; pass task.lr=<number> "
+                "for another adapter or for full fine-tuning"
             )
         return PAPER_LR[adapter]
     if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:

@@ -32,7 +32,7 @@ from sinelr.layers.functional import (
     matmul_dtype,
     sine_rows_vjp,
 )
-from sinelr.layers.sine import SineActivated
+from sinelr.layers.sine import SINE_SETTINGS, SineActivated
 
 
 @register_lowrank("lora")
@@ -43,6 +43,11 @@ class LoRALinear(LowRankLayer):
     ``materialises_weight = True`` and overrides :meth:`delta_rows` (or :meth:`weight_rows`);
     it then gets the row-blocked training path, the inference cache and exact merging.
     """
+
+    kind = "adapter"
+    sine_of = None
+    peft_method = "lora"
+    hyperparameters = frozenset({"alpha", "dropout"})
 
     def __init__(
         self,
@@ -234,6 +239,10 @@ class SineDelta(SineActivated):
 class SineLoRALinear(SineDelta, LoRALinear):
     """LoRA's parameters with a high-rank update; its blocks' backward is written out."""
 
+    sine_of = "lora"
+    peft_method = None
+    hyperparameters = LoRALinear.hyperparameters | SINE_SETTINGS
+
     def weight_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
         weight, vjp = self.delta_rows_vjp(rows, B, A, W0[rows])
         return weight, lambda grad: (None, *vjp(grad))
@@ -257,6 +266,8 @@ class DoRALinear(LoRALinear):
     """
 
     materialises_weight = True
+    peft_method = "dora"
+    hyperparameters = LoRALinear.hyperparameters | {"detach_norm"}
 
     def __init__(
         self, base_layer: nn.Linear, rank: int, *, detach_norm: bool = False, **kwargs: Any
@@ -331,3 +342,7 @@ class DoRALinear(LoRALinear):
 @register_lowrank("sine_dora")
 class SineDoRALinear(SineDelta, DoRALinear):
     """DoRA with the sine update inside the normalisation (docs/method.md's consistent reading)."""
+
+    sine_of = "dora"
+    peft_method = None
+    hyperparameters = DoRALinear.hyperparameters | SINE_SETTINGS

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
-
-ADAPTERS = ("lora", "dora")
 
 
 @dataclass(frozen=True)
@@ -21,20 +19,6 @@ class AutoOmega:
 
     lr: float | None = None
     steps: int | None = None
-
-
-def variant_name(rank: int | None, omega: float | None, adapter: str | None = None) -> str:
-    """The registry name that the command line's ``rank``/``omega``/``adapter`` select.
-
-    ``rank=None`` is the dense baseline; ``omega=None`` the plain variant; a sine variant is the
-    plain one's name with a ``sine_`` prefix, so results.json's ``method`` is this name.
-    """
-    if adapter is not None and adapter not in ADAPTERS:
-        raise ValueError(f"adapter must be one of {ADAPTERS} or null, got {adapter!r}")
-    if rank is None:
-        return "dense"
-    base = adapter or "lowrank"
-    return f"sine_{base}" if omega is not None else base
 
 
 @dataclass(frozen=True)
@@ -52,6 +36,10 @@ class LowRankConfig:
     ``apply_lowrank``). ``learn_omega`` makes each sine layer's ω a parameter ``log_omega``
     (trained on a log scale from ``omega``); ``omega_lr`` is its learning rate, which
     :func:`sinelr.optim.separate_learnt_omega` gives it (docs/omega.md).
+
+    ``variant`` must be registered, and every setting away from its default must be one the
+    variant reads (its class's ``hyperparameters``): ``lowrank.dropout=0.1`` on a from-scratch
+    run would change nothing but split the report's tables, so it is an error.
     """
 
     variant: str
@@ -99,3 +87,40 @@ class LowRankConfig:
             raise ValueError(f"omega_lr must be a positive number, got {self.omega_lr!r}")
         if self.block_elems < 1:
             raise ValueError(f"block_elems must be positive, got {self.block_elems!r}")
+        self._check_variant_reads_settings()
+
+    def _check_variant_reads_settings(self) -> None:
+        """Raise if a setting differs from its default but the variant does not read it."""
+        # Imported here: the registry's module imports this one for LowRankConfig itself.
+        from sinelr.layers.base import LOWRANK_LAYERS
+
+        cls = LOWRANK_LAYERS.get(self.variant)
+        if cls is None:
+            raise ValueError(
+                f"unknown low-rank variant {self.variant!r}; registered: "
+                f"{', '.join(LOWRANK_LAYERS)}"
+            )
+        ignored = {
+            field.name: getattr(self, field.name)
+            for field in fields(self)
+            if field.name not in ("variant", "rank", *cls.hyperparameters)
+            and getattr(self, field.name) != field.default
+        }
+        if ignored:
+            given = ", ".join(f"{_key(name)}={value!r}" for name, value in ignored.items())
+            reads = ", ".join(_key(name) for name in sorted(cls.hyperparameters)) or "none"
+            readers = [
+                name
+                for name, other in LOWRANK_LAYERS.items()
+                if other.sine_of is None and set(ignored) <= other.hyperparameters
+            ]
+            choose = f" ({', '.join(readers)})" if readers else ""
+            raise ValueError(
+                f"variant {self.variant} does not read {given} (it reads {reads}): leave it at "
+                f"its default, or choose a variant that reads it{choose}"
+            )
+
+
+def _key(setting: str) -> str:
+    """A :class:`LowRankConfig` field as the command line names it (``lowrank.dropout``)."""
+    return setting if setting == "omega" else f"lowrank.{setting}"

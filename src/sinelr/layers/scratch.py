@@ -23,7 +23,7 @@ from sinelr.layers.functional import (
     blockwise_linear,
     sine_rows_vjp,
 )
-from sinelr.layers.sine import SineActivated
+from sinelr.layers.sine import SINE_SETTINGS, SineActivated
 
 
 @register_lowrank("lowrank")
@@ -34,6 +34,11 @@ class LowRankLinear(LowRankLayer):
     ``materialises_weight = True``, implements :meth:`weight_rows` and registers itself; the
     row-blocked training path and the inference cache come with it.
     """
+
+    kind = "scratch"
+    sine_of = None
+    peft_method = None
+    hyperparameters = frozenset()  # and fused, block_elems, which registration adds to all
 
     def __init__(
         self,
@@ -82,6 +87,10 @@ class LowRankLinear(LowRankLayer):
             **cls._kwargs_from_config(config),
         )
 
+    def weight_params(self) -> tuple[Tensor, ...]:
+        """The tensors the weight is built from, as :meth:`weight_rows` takes them."""
+        return (self.U, self.V)
+
     def weight_rows(self, rows: slice, U: Tensor, V: Tensor) -> Tensor:
         """Rows ``rows`` of the weight, from factors passed in so backward can rebuild them."""
         return U[rows] @ V
@@ -91,10 +100,6 @@ class LowRankLinear(LowRankLayer):
         return autograd_vjp(self.weight_rows)(rows, U, V)
 
     def factor_parameters(self) -> tuple[nn.Parameter, ...]:
-        return (self.U, self.V)
-
-    def weight_params(self) -> tuple[Tensor, ...]:
-        """The tensors the weight is built from, as :meth:`weight_rows` takes them."""
         return (self.U, self.V)
 
     def factorised_weight(self) -> Tensor:
@@ -127,6 +132,8 @@ class SineLowRankLinear(SineActivated, LowRankLinear):
     """``W = sin(ω·U V) / g``: the parameters of ``U V``, a much higher rank."""
 
     materialises_weight = True
+    sine_of = "lowrank"
+    hyperparameters = LowRankLinear.hyperparameters | SINE_SETTINGS
 
     def weight_rows(self, rows: slice, U: Tensor, V: Tensor) -> Tensor:
         return self.sine(U[rows], V)

@@ -12,6 +12,10 @@ from torch import Tensor, nn
 from sinelr.layers.config import LowRankConfig
 from sinelr.layers.functional import sine_weight
 
+#: The settings :meth:`SineActivated._kwargs_from_config` reads: every sine twin declares them
+#: in its ``hyperparameters`` beside its plain variant's.
+SINE_SETTINGS = frozenset({"omega", "gain", "learn_omega", "omega_lr"})
+
 
 class SineActivated:
     """Mixin for a layer whose factor product ``P`` enters as ``sin(ω·P) / g``.

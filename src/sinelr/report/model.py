@@ -9,14 +9,39 @@ makes, so they never disagree on what was pooled.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
+
+from sinelr.layers import method_names
 
 if TYPE_CHECKING:
     from sinelr.report.numbers import PaperRow
 
-METHOD_ORDER = ["dense", "lowrank", "sine_lowrank", "lora", "sine_lora", "dora", "sine_dora"]
+
+class MethodOrder(Sequence[str]):
+    """results.json's methods in the order tables list them: :func:`sinelr.layers.method_names`,
+    read from the registry at each use, so that a variant registered after this module was
+    imported (a user's, a test's) has its place too."""
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return method_names()[index]
+
+    def __len__(self) -> int:
+        return len(method_names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(method_names())
+
+    def __repr__(self) -> str:
+        return repr(method_names())
+
+
+METHOD_ORDER = MethodOrder()
 AVG = "avg"  # the column a paper table keeps for the mean over its other columns
 
 

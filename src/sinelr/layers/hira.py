@@ -1,0 +1,104 @@
+"""HiRA and sine HiRA: a low-rank matrix multiplied entry by entry into ``W0``.
+
+Q. Huang, T. Ko, Z. Zhuang, L. Tang, Y. Zhang, *HiRA: Parameter-Efficient Hadamard High-Rank
+Adaptation for Large Language Models*, ICLR 2025. The update is the Hadamard product
+
+    ΔW = W0 ⊙ (B A),   A ∈ R^{r×d_in} Kaiming-uniform,   B ∈ R^{d_out×r} = 0,
+
+high-rank wherever ``W0`` is (``rank(W0 ⊙ BA) ≤ rank(W0)·r``), with LoRA's parameters and no
+scaling ``α``. This is PEFT's ``HiraConfig`` (its default ``init_weights=True``).
+
+``sine_hira`` applies ``ΔW = W0 ⊙ sin(ω·B A)/g``; ``B = 0`` gives ``sin(0) = 0``, unchanged at
+step 0. Both materialise ``ΔW`` (it is no low-rank product), so both train on LoRA's row-blocked
+path: a block of rows of ``W0 + ΔW`` is built in the forward pass and again in the backward
+pass, never the whole matrix. The sine twin's block backward is written out (sine LoRA's, its
+incoming gradient multiplied by ``W0``'s block).
+
+Merging folds ``W0 ⊙ (1 + BA)`` into the base layer; unmerging restores a copy of ``W0`` kept
+(on the CPU, as PEFT does) while merged, exactly: dividing by ``1 + BA`` would not be exact,
+and not defined where ``BA = −1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from sinelr.layers.adapters import VJP, LoRALinear, SineDelta
+from sinelr.layers.base import register_lowrank
+from sinelr.layers.config import LowRankConfig
+from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
+from sinelr.layers.sine import SINE_SETTINGS
+
+
+@register_lowrank("hira")
+class HiRALinear(LoRALinear):
+    """``h = W0 x + (W0 ⊙ B A) dropout(x)`` (module docstring)."""
+
+    kind = "adapter"
+    sine_of = None
+    peft_method = "hira"
+    hyperparameters = frozenset({"dropout"})  # and fused, block_elems, added to all
+    materialises_weight = True
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        rank: int,
+        *,
+        dropout: float = 0.0,
+        fused: bool = True,
+        block_elems: int = DEFAULT_BLOCK_ELEMS,
+    ) -> None:
+        super().__init__(base_layer, rank, dropout=dropout, fused=fused, block_elems=block_elems)
+        self._merge_base: Tensor | None = None
+
+    @classmethod
+    def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
+        kwargs = super()._kwargs_from_config(config)
+        del kwargs["alpha"]  # HiRA has no scaling: W0 sets ΔW's size
+        return kwargs
+
+    def update_rows(self, rows: slice, W0: Tensor, *factors: Tensor) -> Tensor:
+        return W0[rows] * self.delta_rows(rows, *factors)
+
+    def weight_rows(self, rows: slice, W0: Tensor, *factors: Tensor) -> Tensor:
+        return W0[rows] + self.update_rows(rows, W0, *factors)
+
+    def factorised_weight(self) -> Tensor:
+        """``W0 ⊙ BA`` (or its sine): the high-rank update, the frozen ``W0`` also when merged."""
+        W0, *factors = self.weight_params()
+        if self._merge_base is not None:
+            W0 = self._merge_base.to(W0.device)
+        return self.update_rows(slice(None), W0, *factors)
+
+    def _merged_weight(self) -> Tensor:
+        merged = super()._merged_weight()
+        self._merge_base = self.base_layer.weight.detach().to("cpu", copy=True)
+        return merged
+
+    def _unmerged_weight(self) -> Tensor:
+        assert self._merge_base is not None
+        W0, self._merge_base = self._merge_base, None
+        return W0
+
+
+@register_lowrank("sine_hira")
+class SineHiRALinear(SineDelta, HiRALinear):
+    """``ΔW = W0 ⊙ sin(ω·B A)/g``; its blocks' backward is written out."""
+
+    kind = "adapter"
+    sine_of = "hira"
+    peft_method = None
+    hyperparameters = HiRALinear.hyperparameters | SINE_SETTINGS
+
+    def update_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
+        """``dL/dsin = dL/dΔW ⊙ W0``, then sine LoRA's closed form: three block-sized tensors."""
+        sine, sine_vjp = self.delta_rows_vjp(rows, B, A)
+        base = W0[rows]
+        return sine.mul_(base), lambda grad: (None, *sine_vjp(grad.mul_(base)))
+
+    def weight_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
+        update, vjp = self.update_rows_vjp(rows, W0, B, A)
+        return update.add_(W0[rows]), vjp

@@ -1,0 +1,56 @@
+"""What PiSSA, VeRA and LoRA-XS share: the truncated SVD of ``W0``, and adapters whose factors
+are frozen projections around a few trained numbers.
+
+VeRA (``ΔW = Λb B Λd A``) and LoRA-XS (``ΔW = (α/r)·B R A``) are LoRA with the factors
+reparametrised: ``ΔW = (α/r)·L Rt`` where ``L`` and ``Rt`` are products of frozen matrices and
+small trained ones. :class:`ProjectedAdapter` builds ``L`` and ``Rt`` in :meth:`weight_params`
+(a matrix of ``r`` columns or rows: cheap, and autograd carries the gradient back to the
+trained parts), so everything :class:`~sinelr.layers.LoRALinear` does with ``(B, A)`` (the thin
+forward pass, the row-blocked sine, merging, the learnt ω) works unchanged with ``(L, Rt)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sinelr.layers.adapters import LoRALinear
+from sinelr.layers.functional import matmul_dtype
+
+
+@torch.no_grad()
+def truncated_svd(weight: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``U_r, S_r, Vh_r`` with ``W ≈ U_r diag(S_r) Vh_r``: the ``rank`` largest singular triplets.
+
+    Computed in float32 at least, whatever the weight's dtype, as PEFT's PiSSA does: a bf16 SVD
+    would put rounding of 2^-9 into the directions the adapter starts from.
+    """
+    dtype = torch.promote_types(weight.dtype, torch.float32)
+    U, S, Vh = torch.linalg.svd(weight.detach().to(dtype), full_matrices=False)
+    return U[:, :rank], S[:rank], Vh[:rank]
+
+
+class ProjectedAdapter(LoRALinear):
+    """LoRA whose ``(B, A)`` are computed from frozen projections and trained pieces.
+
+    A subclass replaces LoRA's trained ``lora_A``/``lora_B`` (:meth:`_drop_lora_factors`),
+    registers its own tensors, returns ``(W0, L, Rt)`` from :meth:`weight_params` and its
+    trained pieces from :meth:`factor_parameters`. Frozen projections are persistent buffers:
+    saved with the model, so a checkpoint reloads exactly (an SVD's signs, or a random draw,
+    need not come out the same on another machine), and not counted as parameters.
+    """
+
+    def _drop_lora_factors(self) -> dict[str, torch.dtype | torch.device]:
+        """Remove LoRA's trained factors; return the device and dtype new ones should have."""
+        factory = {"device": self.lora_A.device, "dtype": self.lora_A.dtype}
+        del self.lora_A, self.lora_B
+        return factory
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.merged or self.materialises_weight:
+            return super().forward(x)
+        # The plain variant: LoRA's two thin matmuls with the computed factors.
+        left, right = (f.to(matmul_dtype(x)) for f in self.weight_params()[-2:])
+        update = F.linear(F.linear(self.lora_dropout(x), right), left)
+        return self.base_layer(x) + self.scaling * update
