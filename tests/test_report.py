@@ -7,11 +7,22 @@ import json
 import logging
 import math
 
+import matplotlib.pyplot as plt
 import pytest
 
-from sinelr.report import bd_deltas, layout, load_results, markdown, summarise, table_groups
-from sinelr.report.load import task_class
+from sinelr.report import (
+    bd_deltas,
+    layout,
+    load_results,
+    markdown,
+    render_markdown,
+    summarise,
+    table_groups,
+)
+from sinelr.report.load import omega_mode, task_class
 from sinelr.report.model import lines, sine_pair
+from sinelr.report.plots import AUTO_LABEL, END_LABEL, START_LABEL, omega_figure
+from sinelr.report.publish import SUMMARY_COLUMNS, summary_rows
 from sinelr.task import Task
 from tests.helpers import dry_run
 
@@ -212,3 +223,145 @@ def test_a_recorded_data_key_needs_no_task_class():
 def test_a_run_records_its_tasks_data_key(tmp_path):
     assert dry_run(tmp_path / "bof", "task=bof", "rank=1")["data_key"] == "shape"
     assert "data_key" not in dry_run(tmp_path / "theory", "task=theory", "rank=1", "omega=10")
+
+
+def moded(r: dict, given: str | float, learnt_to: list[float] | None = None) -> dict:
+    """``r`` as a run of ``omega=<given>`` (``"auto"`` or a number), its ω learnt to
+    ``learnt_to`` (one value per sine layer) where given: the keys docs/contract.md names."""
+    layers = learnt_to or [r["omega"], r["omega"]]
+    found = {
+        **r,
+        "fingerprint": {"omega": given, "lowrank": {"learn_omega": learnt_to is not None}},
+        "omega_per_layer": {f"hidden.{i}": w for i, w in enumerate(layers)},
+    }
+    if learnt_to is not None:
+        found["omega_start_per_layer"] = {f"hidden.{i}": r["omega"] for i in range(len(layers))}
+    return found
+
+
+def omega_runs() -> list[dict]:
+    """Plain k=1, and sine k=1 started at ω = 70.8 four ways: given, auto, and each learnt
+    (two seeds each, the learnt ones ending apart), so that only the mode tells them apart."""
+    runs = [result("lowrank", 1, 0.70)]
+    for seed in (0, 1):
+        sine = result("sine_lowrank", 1, 0.80 + seed / 100, seed=seed, omega=70.8)
+        runs += [
+            moded(sine, 70.8),
+            moded({**sine, "metric": {**sine["metric"], "value": 0.76}}, "auto"),
+            moded(
+                {**sine, "metric": {**sine["metric"], "value": 0.84}}, 70.8, [90.0, 100.0 + seed]
+            ),
+            moded(
+                {**sine, "metric": {**sine["metric"], "value": 0.74}}, "auto", [60.0 + seed, 62.0]
+            ),
+        ]
+    return runs
+
+
+def test_auto_and_learnt_omega_runs_are_rows_of_their_own_not_pooled_with_a_given_omega():
+    runs = omega_runs()
+    ((key, grouped),) = table_groups(runs)  # learn_omega differs only across rows: one table
+    assert key == ("bof", "unknown", "") and len(grouped) == len(runs)
+    sine = [row for row in summarise(runs) if row.method == "sine_lowrank"]
+    assert [(row.omega, row.omega_mode) for row in sine] == [
+        (70.8, ""),
+        (None, "auto"),  # the rule's ω is each cell's, not the row's
+        (70.8, "learnt"),
+        (None, "learnt from auto"),
+    ]
+    cells = [row.cells["lucy"] for row in sine]
+    assert [cell.values for cell in cells] == [[0.80, 0.81], [0.76] * 2, [0.84] * 2, [0.74] * 2]
+    assert [cell.omega for cell in cells] == [70.8] * 4
+    # Where a learnt ω ended: the median of each run's layers (95.0, 95.5; 61.0, 61.5), then of
+    # the seeds.
+    assert [cell.omega_end for cell in cells] == [None, None, 95.25, 61.25]
+    table = markdown(summarise(runs), scale=100).splitlines()[2:]
+    assert [line.split(" | ")[-2:] for line in table] == [
+        ["70.8", "+10.50 |"],
+        ["auto 70.8", "+6.00 |"],
+        ["learnt 70.8 → 95.2", "+14.00 |"],
+        ["learnt from auto 70.8 → 61.2", "+4.00 |"],
+    ]
+    summary = summary_rows(layout(runs))
+    found = {(r[SUMMARY_COLUMNS.index("omega_mode")], r[SUMMARY_COLUMNS.index("omega_end")])
+             for r in summary if r[SUMMARY_COLUMNS.index("method")] == "sine_lowrank"}  # fmt: skip
+    assert found == {("", None), ("auto", None), ("learnt", 95.25), ("learnt from auto", 61.25)}
+
+
+def test_a_run_from_before_omega_modes_is_a_given_omega():
+    assert [omega_mode(r) for r in omega_runs()[:5]] == [
+        "",
+        "",
+        "auto",
+        "learnt",
+        "learnt from auto",
+    ]
+    assert omega_mode(result("sine_lowrank", 1, 0.8, omega=200.0)) == ""  # no fingerprint
+
+
+def test_an_auto_row_names_each_cells_omega_where_the_rule_gave_the_items_different_ones():
+    runs = [moded(result("sine_lowrank", 1, 0.8, omega=70.8), "auto"),
+            moded(result("sine_lowrank", 1, 0.9, omega=45.1, shape="dragon"), "auto")]  # fmt: skip
+    (table,) = layout(runs)
+    (row,) = [row for row in table.rows if row.cells]
+    assert (row.omega, row.omega_mode) == (None, "auto")
+    page = render_markdown([table], [], {}, "")
+    assert "| sine_lowrank | 1 | auto (paper 200) | 100 |" in page
+    assert "| 80.00 · ω 70.8 | 90.70 |" in page and "| 90.00 · ω 45.1 | 94.60 |" in page
+
+
+def test_bd_deltas_give_auto_a_curve_of_its_own():
+    # As in test_bd_deltas_of_sine_over_plain_across_ranks: each sine curve a constant height
+    # above plain on a straight line in log-rate, so the BD-metric is that height.
+    runs = []
+    for k in (1, 10, 100):
+        plain = 10 + 4 * math.log10(k)
+        runs += [result("lowrank", k, plain), result("sine_lowrank", k, plain + 1.5, omega=30.0)]
+        runs.append(moded(result("sine_lowrank", k, plain + 0.5, omega=30.0 / k), "auto"))
+    given, auto = bd_deltas(summarise(runs))
+    assert (given.omega_mode, auto.omega_mode) == ("", "auto")
+    assert given.bd_metric == pytest.approx(1.5) and auto.bd_metric == pytest.approx(0.5)
+    assert given.text().startswith("sine over plain at ranks [1, 10, 100]")
+    assert auto.text().startswith("sine (auto) over plain at ranks [1, 10, 100]")
+
+
+def test_the_omega_plot_marks_where_auto_and_learnt_omega_fell_beside_the_sweep():
+    runs = omega_runs() + [
+        result("sine_lowrank", 1, v, omega=w) for w, v in [(20.0, 0.7), (300.0, 0.75)]
+    ]
+    (table,) = layout(runs)
+    fig = omega_figure(table)
+    (ax,) = fig.axes
+    drawn = [(line.get_label(), line.get_marker(), line.get_markerfacecolor(),
+              list(line.get_xdata()), [round(y, 6) for y in line.get_ydata()])
+             for line in ax.lines]  # fmt: skip
+    sweep = next(d for d in drawn if d[0] == "lucy sine_lowrank k=1")
+    assert sweep[3] == [20.0, 70.8, 300.0]  # the given ω only
+    # The markers (not in the legend, which has one grey entry per kind), at the means ×100
+    # (Table 13's scale): auto a star at its ω; a learnt ω a hollow diamond where it started,
+    # a filled one where it ended.
+    marks = [
+        (marker, face == "none", x, y) for label, marker, face, x, y in drawn if label[0] == "_"
+    ]
+    assert marks == [
+        ("*", False, [70.8], [76.0]),
+        ("D", True, [70.8], [84.0]),
+        ("D", False, [95.25], [84.0]),
+        ("D", True, [70.8], [74.0]),
+        ("D", False, [61.25], [74.0]),
+    ]
+    arrows = sorted((a.xyann, a.xy) for a in ax.texts)
+    assert arrows == [((70.8, 74.0), (61.25, 74.0)), ((70.8, 84.0), (95.25, 84.0))]
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert legend == ["lucy sine_lowrank k=1", AUTO_LABEL, START_LABEL, END_LABEL]
+    plt.close(fig)
+
+
+def test_learnt_runs_alone_still_get_an_omega_plot_and_given_omegas_alone_none():
+    only_given = [result("sine_lowrank", 1, 0.8, omega=200.0)]
+    assert omega_figure(layout(only_given)[0]) is None  # one ω is no sweep, as before
+    (table,) = layout([moded(result("sine_lowrank", 1, 0.8, omega=200.0), 200.0, [250.0, 250.0])])
+    fig = omega_figure(table)
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert legend == ["lucy sine_lowrank k=1", START_LABEL, END_LABEL]
+    plt.close(fig)

@@ -362,3 +362,35 @@ def test_table13_smoke_sweep_then_the_dashboard(tmp_path, shared_data):
     assert {shape for _, _, shape in ours} == set(SHAPES)
     assert report_main([str(sweep), "--out", str(tmp_path / "report")]) == 0
     check_table13(parse(tmp_path / "report" / "index.html"), ours)
+
+
+def test_auto_and_learnt_omega_runs_get_rows_and_markers_of_their_own(tmp_path, capsys):
+    """Runs of ``omega=auto`` and a learnt ω, as the project's writer records them, beside an
+    ω sweep: rows of their own on the page and in the comparison table, and an ω plot."""
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "plain", method="lowrank", rank=1, omega=None, seed=0, value=0.7,
+              status="completed")  # fmt: skip
+    for omega, value in ((100.0, 0.78), (200.0, 0.8), (400.0, 0.75)):
+        write_run(sweep / f"w{omega:g}", method="sine_lowrank", rank=1, omega=omega, seed=0,
+                  value=value, status="completed", omega_per_layer={"hidden.0": omega})  # fmt: skip
+    for learnt, value in ((False, 0.79), (True, 0.81)):
+        write_run(
+            sweep / f"auto_{learnt}", method="sine_lowrank", rank=1, omega=70.8, seed=0,
+            value=value, status="completed",
+            fingerprint={"omega": "auto", "lowrank": {"learn_omega": learnt}},
+            omega_per_layer={"hidden.0": 66.04 if learnt else 70.8},
+            omega_start_per_layer={"hidden.0": 70.8} if learnt else {},
+        )  # fmt: skip
+    out = tmp_path / "report"
+    assert report_main([str(sweep), "--out", str(out), "--markdown", "--scale", "100"]) == 0
+    table = capsys.readouterr().out
+    assert "| 79.00 | auto 70.8 | +9.00 |" in table
+    assert "| 81.00 | learnt from auto 70.8 → 66 | +11.00 |" in table
+    report = (out / "report.md").read_text()
+    assert "| sine_lowrank | 1 | auto 70.8 (paper 200) | 1,000 |" in report
+    assert "| sine_lowrank | 1 | learnt from auto 70.8 → 66 (paper 200) | 1,000 |" in report
+    page = (out / "index.html").read_text()
+    assert page.count('data-omega-mode="auto"') == 1
+    assert page.count('data-omega-mode="learnt from auto"') == 1
+    with Image.open(out / "plots" / "bof_mini_omega.png") as image:
+        assert image.width > 400 and image.height > 200

@@ -11,14 +11,15 @@ comparison; across ranks, :func:`bd_deltas` gives the Bjøntegaard deltas.
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sinelr.bjontegaard import bd_psnr, bd_rate
-from sinelr.report.load import ITEM, data_name, settings, shown_params
-from sinelr.report.model import AVG, Cell, Row, lines, row_order, sine_pair
+from sinelr.report.load import ITEM, data_name, omega_end, row_omega, settings, shown_params
+from sinelr.report.model import AVG, FIXED, Cell, Row, lines, row_order, sine_pair
 from sinelr.report.numbers import paper_tables
 
 
@@ -54,7 +55,7 @@ def table_groups(results: list[dict]) -> list[tuple[tuple[str, str, str], list[d
         found = [settings(r) for r in runs]
         cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
         for r, setting in zip(runs, found, strict=True):
-            cells[(data_name(r), r["method"], r["rank"], r["omega"])].append(setting)
+            cells[(data_name(r), r["method"], r["rank"], *row_omega(r))].append(setting)
         differ = sorted(
             {
                 key
@@ -79,21 +80,33 @@ def paper_columns(task: str) -> list[str]:
     return [c for t in paper_tables().get(task, []) for c in t.columns if c != AVG]
 
 
+def _median(values: Iterable[float | None]) -> float | None:
+    found = [v for v in values if v is not None]
+    return statistics.median(found) if found else None
+
+
 def summarise(results: list[dict]) -> list[Row]:
-    """The runs as rows, one per (task, method, rank, ω), seeds pooled in a cell per data item
-    (a run scoring several paper columns first split by :func:`per_item`)."""
+    """The runs as rows, one per (task, method, rank, ω, ω mode), seeds pooled in a cell per
+    data item (a run scoring several paper columns first split by :func:`per_item`): runs of
+    ``omega=auto`` or a learnt ω are rows of their own, never pooled with a given ω."""
     pooled: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for task in dict.fromkeys(r["task"] for r in results):
         runs = [r for r in results if r["task"] == task]
         for r in per_item(runs, paper_columns(task)):
-            pooled[(task, r["method"], r["rank"], r["omega"])][data_name(r)].append(r)
+            pooled[(task, r["method"], r["rank"], *row_omega(r))][data_name(r)].append(r)
     rows = []
     for key in sorted(pooled, key=lambda k: (k[0], *row_order(k[1:]))):
         cells = {}
         for item in sorted(pooled[key]):
             runs = pooled[key][item]
-            values = [r["metric"]["value"] for r in runs]
-            cells[item] = Cell(values, key[3], shown_params(runs[-1]), runs[-1]["metric"]["name"])
+            cells[item] = Cell(
+                [r["metric"]["value"] for r in runs],
+                key[3] if key[4] == FIXED else _median(r["omega"] for r in runs),
+                shown_params(runs[-1]),
+                runs[-1]["metric"]["name"],
+                key[4],
+                _median(map(omega_end, runs)),
+            )
         rows.append(Row(*key, cells=cells))
     return rows
 
@@ -108,28 +121,31 @@ class Delta:
     ranks: list[int]
     bd_metric: float
     bd_rate: float
+    omega_mode: str = FIXED  # the sine curve's: its ω given, auto or learnt
 
     def text(self, scale: float = 1.0) -> str:
         """The deltas in words, BD-metric on the scale of the table beside it (the metric's
         unit × ``scale``); BD-rate is a change in parameters, which no metric scale touches."""
         scaled = f" ×{scale:g}" if scale != 1 else ""
+        sine = f"sine ({self.omega_mode})" if self.omega_mode else "sine"
         return (
-            f"sine over plain at ranks {self.ranks} (Akima, parameters as rate): "
+            f"{sine} over plain at ranks {self.ranks} (Akima, parameters as rate): "
             f"BD-{self.metric}{scaled} {self.bd_metric * scale:+.3g}, BD-rate {self.bd_rate:+.1f} %"
         )
 
 
 def bd_deltas(rows: list[Row]) -> list[Delta]:
-    """Per (task, data): BD-metric and BD-rate of sine over plain across the ranks where both
-    ran (at least two, each with a single ω). The delta is in the metric's own unit: dB for
-    NeRF's PSNR, as the paper's 2.72 dB."""
-    by_data: dict[tuple[str, str], list[tuple[int, Cell, Cell]]] = defaultdict(list)
+    """Per (task, data) and ω mode: BD-metric and BD-rate of sine over plain across the ranks
+    where both ran (at least two, each with a single ω), so that ``omega=auto`` and a learnt ω
+    get curves of their own beside the given ω's. The delta is in the metric's own unit: dB
+    for NeRF's PSNR, as the paper's 2.72 dB."""
+    by_data: dict[tuple[str, str, str], list[tuple[int, Cell, Cell]]] = defaultdict(list)
     for task, data, rank, cells in lines(rows):
         pair = sine_pair(cells)
         if rank is not None and pair:
-            by_data[(task, data)].append((rank, *pair))
+            by_data[(task, data, pair[1].omega_mode)].append((rank, *pair))
     deltas = []
-    for (task, data), curve in by_data.items():
+    for (task, data, mode), curve in by_data.items():
         ranks = [rank for rank, _, _ in curve]
         if len(curve) < 2 or len(set(ranks)) != len(ranks):
             continue
@@ -141,5 +157,5 @@ def bd_deltas(rows: list[Row]) -> list[Delta]:
             rate = bd_rate(params, plain, params, sine)
         except ValueError:  # e.g. a curve that is not monotonic in the metric
             continue
-        deltas.append(Delta(task, data, curve[0][1].metric, ranks, gain, rate))
+        deltas.append(Delta(task, data, curve[0][1].metric, ranks, gain, rate, mode))
     return deltas

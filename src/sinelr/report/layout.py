@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sinelr.report.grouping import Delta, bd_deltas, paper_columns, summarise, table_groups
 from sinelr.report.load import data_name, scored
-from sinelr.report.model import AVG, Row, row_order
+from sinelr.report.model import AVG, FIXED, Row, row_order
 from sinelr.report.numbers import PaperTable, paper_row, paper_tables
 
 
@@ -74,16 +74,17 @@ def near_flat(table: TaskTable, row: Row, column: str) -> bool:
 
 def with_paper_rows(task: str, rows: list[Row], tables: list[PaperTable]) -> list[Row]:
     """``rows`` each beside its paper row (:func:`paper_row`), and the paper rows no run faces
-    as rows without cells, all in the paper's order (rank, method, ω)."""
-    keyed = {(row.method, row.rank, row.omega): row for row in rows}
+    as rows without cells, all in the paper's order (rank, method, ω); a row of ``omega=auto``
+    or a learnt ω faces the paper's row of its method and rank, as a run at another ω does."""
+    keyed = {(row.method, row.rank, row.omega, row.omega_mode): row for row in rows}
     for key, row in keyed.items():
-        match = paper_row(tables, *key)
+        match = paper_row(tables, *key[:3])
         if match:
             row.paper_table, row.paper = match[0].table, match[1]
     matched = {id(row.paper) for row in rows}
     for table in tables:
         for p in table.rows:
-            key = (p.method, p.rank, p.omega)
+            key = (p.method, p.rank, p.omega, FIXED)
             if id(p) not in matched and key not in keyed:
                 keyed[key] = Row(task, *key, paper=p, paper_table=table.table)
     return [keyed[key] for key in sorted(keyed, key=row_order)]

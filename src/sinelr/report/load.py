@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import statistics
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from hydra.utils import get_class
 
 from sinelr.io import flatten
+from sinelr.report.model import AUTO, FIXED, LEARNT, LEARNT_FROM_AUTO
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,35 @@ def settings(result: dict) -> dict[str, Any]:
     }
 
 
+def omega_mode(result: dict) -> str:
+    """How the run's ω was had (:data:`~sinelr.report.model.OMEGA_MODES`): ``omega=auto`` as
+    its fingerprint records the command line, a learnt ω as ``lowrank.learn_omega`` or the
+    ``omega_start_per_layer`` only a learnt run writes (docs/contract.md). A results.json from
+    before either existed is a given ω."""
+    fingerprint = result.get("fingerprint") or {}
+    auto = fingerprint.get("omega") == "auto"
+    learnt = bool((fingerprint.get("lowrank") or {}).get("learn_omega"))
+    if learnt or result.get("omega_start_per_layer"):
+        return LEARNT_FROM_AUTO if auto else LEARNT
+    return AUTO if auto else FIXED
+
+
+def row_omega(result: dict) -> tuple[float | None, str]:
+    """(ω, ω mode) of the row a run goes in. A given ω, learnt or not, is the row's; the ω of
+    ``omega=auto`` is not, as the rule gives each data item (a GLUE task's step count) its own:
+    its runs share one row, each cell with its own ω (``Cell.omega``)."""
+    mode = omega_mode(result)
+    return (None if mode in (AUTO, LEARNT_FROM_AUTO) else result["omega"]), mode
+
+
+def omega_end(result: dict) -> float | None:
+    """Where a learnt ω ended: the median over the run's sine layers, as ``omega`` is of where
+    they started; None where ω is not learnt."""
+    if omega_mode(result) not in (LEARNT, LEARNT_FROM_AUTO) or not result.get("omega_per_layer"):
+        return None
+    return statistics.median(result["omega_per_layer"].values())
+
+
 def shown_params(result: dict) -> int:
     """The parameters a table prints for a run: an adapter's factors for a fine-tuning run, as
     the paper counts them (Table 1's 36.9K·k), the whole network otherwise."""
@@ -125,7 +156,7 @@ def run_label(result: dict) -> list[str]:
         data_name(result),
         str(result.get("method", "")),
         "full" if rank is None else str(rank),
-        "" if omega is None else f"{omega:g}",
+        " ".join(filter(None, [omega_mode(result), "" if omega is None else f"{omega:g}"])),
         str(result.get("seed", "")),
         str(result.get("preset", "")),
     ]

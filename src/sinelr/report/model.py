@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, overload
 
 from sinelr.layers import method_names
+from sinelr.omega import round_significant
 
 if TYPE_CHECKING:
     from sinelr.report.numbers import PaperRow
@@ -44,15 +45,24 @@ class MethodOrder(Sequence[str]):
 METHOD_ORDER = MethodOrder()
 AVG = "avg"  # the column a paper table keeps for the mean over its other columns
 
+#: How a sine run got its ω, in the order rows list them: given (``""``: a number or
+#: ``omega=paper``), chosen by ``omega=auto``, learnt from a given ω, or learnt from the auto ω
+#: (``lowrank.learn_omega=true``). Runs of different modes are never pooled, even at one ω.
+FIXED, AUTO, LEARNT, LEARNT_FROM_AUTO = "", "auto", "learnt", "learnt from auto"
+OMEGA_MODES = (FIXED, AUTO, LEARNT, LEARNT_FROM_AUTO)
+
 
 @dataclass
 class Cell:
-    """The runs of one (task, data item, method, rank, ω) that differ only in their seed."""
+    """The runs of one (task, data item, method, rank, ω, ω mode) that differ only in their
+    seed."""
 
     values: list[float]
-    omega: float | None = None
+    omega: float | None = None  # where ω started (the median of the runs' ``omega``)
     params: int | None = None  # as a table prints them (load.shown_params)
     metric: str = ""
+    omega_mode: str = FIXED  # one of OMEGA_MODES
+    omega_end: float | None = None  # a learnt ω: the median over the seeds of where it ended
 
     @property
     def mean(self) -> float:
@@ -71,12 +81,15 @@ class Cell:
 
 @dataclass
 class Row:
-    """One (method, rank, ω) of a task: our cells per data item and the paper's row, if any."""
+    """One (method, rank, ω, ω mode) of a task: our cells per data item and the paper's row, if
+    any. A row of ``omega=auto`` runs (learnt or not) has no ω of its own: each of its cells has
+    the ω the rule gave for that data item."""
 
     task: str
     method: str
     rank: int | None
     omega: float | None
+    omega_mode: str = FIXED
     cells: dict[str, Cell] = field(default_factory=dict)
     paper: PaperRow | None = None
     paper_table: str | None = None
@@ -102,10 +115,27 @@ def rank_text(rank: int | None) -> str:
     return "full" if rank is None else str(rank)
 
 
-def row_order(key: tuple[str, int | None, float | None]) -> tuple:
-    """Sort key of a (method, rank, ω): by rank (full rank first), then method, then ω."""
-    method, rank, omega = key
-    return (-1 if rank is None else rank, METHOD_ORDER.index(method), omega or 0.0)
+def omega_value_text(cell: Cell) -> str:
+    """Where a cell's ω started, and for a learnt ω where it ended (``70.8 → 69.3``); 3
+    significant figures after a learnt value, which is as precise as ``omega=auto`` is."""
+    start = "" if cell.omega is None else f"{cell.omega:g}"
+    if cell.omega_end is None:
+        return start
+    return f"{start} → {round_significant(cell.omega_end):g}"
+
+
+def omega_text(cell: Cell) -> str:
+    """A cell's ω as a table prints it: the number for a given ω, else led by how it was had
+    (``auto 70.8``, ``learnt from auto 70.8 → 69.3``)."""
+    return " ".join(filter(None, [cell.omega_mode, omega_value_text(cell)]))
+
+
+def row_order(key: tuple) -> tuple:
+    """Sort key of a (method, rank, ω[, ω mode]): by rank (full rank first), then method, then
+    the ω mode (:data:`OMEGA_MODES`: a given ω first), then ω."""
+    method, rank, omega, *mode = key
+    modes = OMEGA_MODES.index(mode[0]) if mode else 0
+    return (-1 if rank is None else rank, METHOD_ORDER.index(method), modes, omega or 0.0)
 
 
 def sine_pair(cells: dict[str, Cell]) -> tuple[Cell, Cell] | None:
@@ -119,21 +149,24 @@ def sine_pair(cells: dict[str, Cell]) -> tuple[Cell, Cell] | None:
 
 def lines(rows: list[Row]) -> Iterator[tuple[str, str, int | None, dict[str, Cell]]]:
     """The rows turned for a comparison table: ``(task, data item, rank, cells by method)``
-    for each data item and rank, and per ω where a sine method ran at several (an ω sweep),
-    each such line repeating the rank's plain and dense cells."""
-    turned: dict[tuple, dict[tuple[str, float | None], Cell]] = {}
+    for each data item and rank, and per ω and ω mode where a sine method ran at several (an ω
+    sweep; ``omega=auto``, a learnt ω), each such line repeating the rank's plain and dense
+    cells."""
+    turned: dict[tuple, dict[tuple[str, float | None, str], Cell]] = {}
     for row in rows:
         for item, cell in row.cells.items():
-            turned.setdefault((row.task, item, row.rank), {})[(row.method, row.omega)] = cell
+            key = (row.method, row.omega, row.omega_mode)
+            turned.setdefault((row.task, item, row.rank), {})[key] = cell
     for key in sorted(turned, key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2])):
         cells = sorted(turned[key].items(), key=lambda kv: METHOD_ORDER.index(kv[0][0]))
-        sine_omegas = sorted({omega for (method, omega), _ in cells if method.startswith("sine_")})
-        for sine_omega in sine_omegas or [None]:
+        sines = {(omega, mode) for (method, omega, mode), _ in cells if method.startswith("sine_")}
+        order = sorted(sines, key=lambda s: (OMEGA_MODES.index(s[1]), s[0] or 0.0))
+        for sine in order or [None]:
             yield (
                 *key,
                 {
                     method: cell
-                    for (method, omega), cell in cells
-                    if not method.startswith("sine_") or omega == sine_omega
+                    for (method, omega, mode), cell in cells
+                    if not method.startswith("sine_") or (omega, mode) == sine
                 },
             )

@@ -117,13 +117,16 @@ def publish_to_wandb(
 
 SUMMARY_COLUMNS = [
     "task", "preset", "settings", "data", "method", "rank", "omega", "params", "metric",
-    "mean", "std", "seeds", "paper", "delta", "paper_table",
+    "mean", "std", "seeds", "paper", "delta", "paper_table", "omega_mode", "omega_end",
 ]  # fmt: skip
 
 
 def summary_rows(tables: list[TaskTable]) -> list[list]:
-    """One row per run cell (task, preset, data item, method, rank, ω), on the paper's scale,
-    with the paper's number and the difference where the paper has one."""
+    """One row per run cell (task, preset, data item, method, rank, ω, ω mode), on the paper's
+    scale, with the paper's number and the difference where the paper has one. ``omega`` is
+    where the cell's ω started (the rule's, for ``omega=auto``), ``omega_mode`` how it was had
+    (``""`` given, ``auto``, ``learnt``, ``learnt from auto``), ``omega_end`` where a learnt ω
+    ended."""
     rows = []
     for table in tables:
         for row in table.rows:
@@ -132,9 +135,10 @@ def summary_rows(tables: list[TaskTable]) -> list[list]:
                 paper = row.paper.values.get(item) if row.paper else None
                 rows.append([
                     table.task, table.preset, table.settings, item, row.method, row.rank,
-                    row.omega, row.params, table.metrics.get(item, ""), mean,
+                    cell.omega, row.params, table.metrics.get(item, ""), mean,
                     cell.std * table.scale, len(cell.values), paper,
                     None if paper is None else mean - paper, row.paper_table,
+                    row.omega_mode, cell.omega_end,
                 ])  # fmt: skip
     return rows
 

@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING
 
 from sinelr.report.layout import FLAT_MARGIN, FLAT_MARK, TaskTable, near_flat
 from sinelr.report.load import RUN_HEADER, run_label
-from sinelr.report.model import METHOD_ORDER, Cell, Row, lines, rank_text, row_order, sine_pair
+from sinelr.report.model import (
+    METHOD_ORDER,
+    Cell,
+    Row,
+    lines,
+    omega_text,
+    omega_value_text,
+    rank_text,
+    row_order,
+    sine_pair,
+)
 from sinelr.report.numbers import paper_bench_tables
 
 if TYPE_CHECKING:
@@ -39,12 +49,16 @@ def _methods(rows: list[Row]) -> list[str]:
 
 def _comparison(rows: list[Row], scale: float) -> tuple[list[str], list[list[str]]]:
     """(header, body) of the comparison table of ``rows`` (:func:`sinelr.report.model.lines`);
-    a line's parameters and metric are those of its first method's cell."""
+    a line's parameters and metric are those of its first method's cell. The ω column is the
+    sine cell's, led by its mode for ``omega=auto`` or a learnt ω (``auto 70.8``), which it
+    names even on a line without a plain run to compare with."""
     methods = _methods(rows)
     header = ["task", "data", "rank", "params", "metric", *methods, "ω", "sine − plain"]
     body = []
     for task, data, rank, cells in lines(rows):
         pair = sine_pair(cells)
+        moded = [c for m, c in cells.items() if m.startswith("sine_") and c.omega_mode]
+        sine = pair[1] if pair else next(iter(moded), None)
         first: Cell = next(iter(cells.values()))
         body.append(
             [
@@ -54,7 +68,7 @@ def _comparison(rows: list[Row], scale: float) -> tuple[list[str], list[list[str
                 f"{first.params:,}",
                 first.metric,
                 *[cells[m].text(scale) if m in cells else "" for m in methods],
-                f"{pair[1].omega:g}" if pair and pair[1].omega else "",
+                omega_text(sine) if sine and (sine.omega or sine.omega_mode) else "",
                 f"{(pair[1].mean - pair[0].mean) * scale:+.2f}" if pair else "",
             ]
         )
@@ -186,8 +200,30 @@ window.addEventListener("load", () => {
 """
 
 
+def _cells_omega(row: Row) -> set[str]:
+    return {omega_text(cell) for cell in row.cells.values()}
+
+
+def _row_omega(row: Row) -> str:
+    """A row's ω: its own, or for a row of ``omega=auto`` or a learnt ω its cells' (``auto
+    70.8``); only the mode where the cells differ (the rule's ω per data item), each cell then
+    naming its own (:func:`_cell_omega`)."""
+    if not row.omega_mode:
+        return "" if row.omega is None else f"{row.omega:g}"
+    found = _cells_omega(row)
+    return found.pop() if len(found) == 1 else row.omega_mode
+
+
+def _cell_omega(row: Row, column: str) -> str:
+    """`` · ω 70.8`` after a cell of a row whose cells' ω differ, else nothing."""
+    cell = row.cells.get(column)
+    if cell is None or not row.omega_mode or len(_cells_omega(row)) == 1:
+        return ""
+    return f" · ω {omega_value_text(cell)}"
+
+
 def _omega(row: Row) -> str:
-    ours = "" if row.omega is None else f"{row.omega:g}"
+    ours = _row_omega(row)
     paper = row.paper.omega if row.paper else None
     if paper is not None and paper != row.omega and row.cells:
         return f"{ours} (paper {paper:g})"
@@ -207,7 +243,7 @@ def _versus(table: TaskTable, row: Row, column: str) -> tuple[str, float | None,
     paper = row.paper.values.get(column) if row.paper else None
     scaled = None if ours is None else ours * table.scale
     if column in row.cells:
-        text = row.cells[column].text(table.scale)
+        text = row.cells[column].text(table.scale) + _cell_omega(row, column)
         text += FLAT_MARK if near_flat(table, row, column) else ""
     else:
         text = "" if scaled is None else f"{scaled:.2f}"
@@ -264,9 +300,10 @@ def _html_table(table: TaskTable) -> str:
         ]
         for column in table.columns:
             cells += _html_cells(table, row, column)
+        mode = f' data-omega-mode="{escape(row.omega_mode)}"' if row.omega_mode else ""
         html.append(
             f'<tr data-method="{escape(row.method)}" data-rank="{rank_text(row.rank)}" '
-            f'data-omega="{"" if row.omega is None else f"{row.omega:g}"}" '
+            f'data-omega="{"" if row.omega is None else f"{row.omega:g}"}"{mode} '
             f'data-ran="{str(bool(row.cells)).lower()}">{"".join(cells)}</tr>'
         )
     body = "\n".join(html)
