@@ -6,8 +6,10 @@
 The run (a directory with ``checkpoints/last.ckpt``, or the checkpoint itself) is rebuilt from
 the configuration its checkpoint carries, which needs its base model (``task.model``) at hand.
 The merged checkpoint loads with ``AutoModelFor...from_pretrained(out)``; ``--peft`` (adapter runs)
-with ``PeftModel.from_pretrained(base, out)``: plain LoRA and DoRA in PEFT's own format, sine LoRA
-and sine DoRA in sinelr.peft's, which loads after ``import sinelr.peft`` (docs/peft.md).
+with ``PeftModel.from_pretrained(base, out)``: plain LoRA, DoRA, HiRA and VeRA in PEFT's own
+format, PiSSA as the rank-2r LoRA PEFT converts it to (for the original base model), sine LoRA
+and sine DoRA in sinelr.peft's, which loads after ``import sinelr.peft`` (docs/peft.md). Other
+variants are refused with the reason; a merged checkpoint works for every variant.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tasks/ is importable from the repository root
-from sinelr.export import load_run, save_merged, save_peft  # noqa: E402
+from sinelr.export import load_run, peft_format, save_merged, save_peft  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,14 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        _, model, lowrank = load_run(args.run)
+        run = load_run(args.run)
         if args.peft:
-            names = save_peft(model, lowrank, args.out)
-            sine = lowrank.variant.startswith("sine_")
-            how = " (load after `import sinelr.peft`)" if sine else ""
-            print(f"{len(names)} {lowrank.variant} adapters in PEFT's format{how}: {args.out}")
+            names = save_peft(run.model, run.lowrank, args.out, run.start)
+            variant = run.lowrank.variant
+            how = " (load after `import sinelr.peft`)" if variant.startswith("sine_") else ""
+            if peft_format(variant) == "pissa":
+                how = f" (PEFT's LoRA of rank {2 * run.lowrank.rank}, for the original base model)"
+            print(f"{len(names)} {variant} adapters in PEFT's format{how}: {args.out}")
         else:
-            names = save_merged(model, args.out)
+            names = save_merged(run.model, args.out)
             print(f"{len(names)} layers merged; a plain transformers checkpoint: {args.out}")
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

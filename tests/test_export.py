@@ -8,7 +8,9 @@ Tolerance: a merged layer applies ``W0 + ΔW`` in one matmul where the adapter s
 applies DoRA's norm differently), another rounding order; the errors are float32 rounding of the
 same sums, bounded as in tests/test_peft_parity.py by ``2·layers·sqrt(widest)·2^-24`` of the
 output's scale. A wrong merge (a missed layer, a wrong scaling) moves the logits by the
-adapters' whole effect, which each test checks is far larger.
+adapters' whole effect, which each test checks is far larger. The same bound holds for PEFT's
+adapters: PEFT applies the same sums (for PiSSA, ``W0 + s·(BA − B0A0)`` where the run applies
+``(W0 − s·B0A0) + s·BA``), only rounded in another order.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 from sinelr.apply import apply_lowrank, densify
 from sinelr.checkpoint import STATE_KEY, fingerprint
 from sinelr.export import load_run, save_merged, save_peft
-from sinelr.layers import LowRankConfig, LowRankLayer
+from sinelr.layers import LowRankConfig, LowRankLayer, get_lowrank_class
 from sinelr.run_config import lowrank_config
 from tests.helpers import make_tiny_llama
 from tests.test_glue import tiny_bert  # noqa: F401  (fixture)
@@ -81,8 +83,9 @@ def write_run(task_overrides: list[str], variant: str, run_dir: Path) -> nn.Modu
     """
     adapter = variant.removeprefix("sine_")
     omega = "100" if variant.startswith("sine") else "null"
-    # alpha != rank: the scaling must survive the export.
-    overrides = [f"adapter={adapter}", "rank=2", f"omega={omega}", "lowrank.alpha=6"]
+    overrides = [f"adapter={adapter}", "rank=2", f"omega={omega}"]
+    if "alpha" in get_lowrank_class(variant).hyperparameters:
+        overrides.append("lowrank.alpha=6")  # alpha != rank: the scaling must survive the export
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[*task_overrides, *overrides])
     task = instantiate(cfg.task, _recursive_=False, _convert_="all")
@@ -112,7 +115,7 @@ def test_merged_llama_checkpoint_gives_the_adapted_logits(tiny_llama, tmp_path, 
 
     adapted = write_run(["task=commonsense", f"task.model={tiny_llama}"], variant, tmp_path / "run")
     expected = llama_logits(adapted)
-    _, model, lowrank = load_run(tmp_path / "run")
+    _, model, lowrank, _ = load_run(tmp_path / "run")
     assert lowrank.variant == variant and lowrank.alpha == 6
     assert len(save_merged(model, tmp_path / "merged")) == 2 * 5  # q, k, v, up, down × 2 layers
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
@@ -124,27 +127,109 @@ def test_merged_llama_checkpoint_gives_the_adapted_logits(tiny_llama, tmp_path, 
     assert (tmp_path / "merged" / "tokenizer.json").is_file()
 
 
-@pytest.mark.parametrize("variant", ["lora", "dora", "sine_lora", "sine_dora"])
+#: What ``adapter_config.json`` says for each variant written: PEFT type, rank, ``use_dora``.
+#: PiSSA is the rank-2r LoRA that PEFT converts it to; its α doubles with r (the same α/r).
+PEFT_CONFIGS = {
+    "lora": ("LORA", 2, False),
+    "dora": ("LORA", 2, True),
+    "sine_lora": ("SINELORA", 2, False),
+    "sine_dora": ("SINELORA", 2, True),
+    "pissa": ("LORA", 4, False),
+    "hira": ("HIRA", 2, None),
+}
+
+
+@pytest.mark.parametrize("variant", list(PEFT_CONFIGS))
 def test_peft_adapters_load_with_peft_and_give_the_same_logits(tiny_llama, tmp_path, variant):
-    """Plain adapters in PEFT's own format; sine ones as sinelr.peft's method, which loads after
+    """Plain adapters in PEFT's own format, loaded onto the original base model (for PiSSA too,
+    whose run froze a residual instead); sine ones as sinelr.peft's method, which loads after
     ``import sinelr.peft`` (save_peft imported it here, as a user's process would)."""
     from transformers import AutoModelForCausalLM
 
-    adapted = write_run(["task=commonsense", f"task.model={tiny_llama}"], variant, tmp_path / "run")
+    # task.lr: the paper's rate (the default) is LoRA's or DoRA's; any number does here.
+    task = ["task=commonsense", f"task.model={tiny_llama}", "task.lr=1e-4"]
+    adapted = write_run(task, variant, tmp_path / "run")
     expected = llama_logits(adapted)
-    _, model, lowrank = load_run(tmp_path / "run")
-    save_peft(model, lowrank, tmp_path / "peft")
+    run = load_run(tmp_path / "run")
+    assert set(run.start) == (set(run_layers(adapted)) if variant == "pissa" else set())
+    save_peft(run.model, run.lowrank, tmp_path / "peft", run.start)
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {
         p.name for p in (tmp_path / "peft").iterdir()
     }
     base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    tol = tolerance(base.config)
+    # The adapters matter: a PiSSA adapter written without -B0 A0, say, would be caught.
+    assert (llama_logits(base) - expected).abs().max() > 100 * tol * expected.abs().max()
     loaded = peft.PeftModel.from_pretrained(base, tmp_path / "peft").eval()
     config = loaded.peft_config["default"]
-    assert config.use_dora == variant.endswith("dora")
-    assert (config.peft_type, getattr(config, "omega", None)) == (
-        ("SINELORA", 100.0) if variant.startswith("sine") else ("LORA", None)
+    peft_type, rank, dora = PEFT_CONFIGS[variant]
+    assert (config.peft_type, config.r) == (peft_type, rank)
+    assert getattr(config, "use_dora", None) == dora
+    assert getattr(config, "omega", None) == (100.0 if variant.startswith("sine") else None)
+    if peft_type != "HIRA":
+        assert config.lora_alpha / config.r == 3.0  # lowrank.alpha=6 at rank 2
+    assert_close_to_scale(llama_logits(loaded), expected, tol)
+
+
+def run_layers(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, LowRankLayer)]
+
+
+def test_vera_adapters_load_with_peft_where_the_layers_share_their_width(
+    tiny_bert,  # noqa: F811
+    tmp_path,
+):
+    """GLUE's query and value layers all read the hidden width: sinelr's projections are the
+    slices of one pair that PEFT's VeRA keeps, saved with the adapters (``save_projection``), and
+    those are PEFT's own draws from ``projection_prng_key`` (to the last bit of the bound, as in
+    tests/test_variants.py). The trained head travels too."""
+    from transformers import AutoModelForSequenceClassification
+
+    adapted = write_run(["task=glue", f"task.model={tiny_bert}"], "vera", tmp_path / "run")
+    ids = torch.tensor([[2, 7, 9, 11, 3], [2, 12, 6, 3, 0]])
+    with torch.no_grad():
+        expected = adapted(input_ids=ids).logits
+    tol = tolerance(adapted.config)
+    with torch.no_grad():  # the adapters matter: Λb = 0 is VeRA's start, ΔW = 0
+        for name in run_layers(adapted):
+            adapted.get_submodule(name).lambda_b.zero_()
+        without = adapted(input_ids=ids).logits
+    assert (without - expected).abs().max() > 100 * tol * expected.abs().max()
+    run = load_run(tmp_path / "run")
+    save_peft(run.model, run.lowrank, tmp_path / "peft", run.start)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    loaded = peft.PeftModel.from_pretrained(base, tmp_path / "peft").eval()
+    config = loaded.peft_config["default"]
+    assert (config.peft_type, config.r, config.save_projection) == ("VERA", 2, True)
+    assert config.modules_to_save == ["classifier"]
+    redrawn = peft.get_peft_model(
+        AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2),
+        peft.VeraConfig(r=2, target_modules=config.target_modules),
     )
-    assert_close_to_scale(llama_logits(loaded), expected, tolerance(base.config))
+    for name in ("vera_A", "vera_B"):
+        torch.testing.assert_close(
+            getattr(loaded.base_model, name)["default"],
+            getattr(redrawn.base_model, name)["default"],
+        )
+    with torch.no_grad():
+        logits = loaded(input_ids=ids).logits
+    assert_close_to_scale(logits, expected, tol)
+
+
+def test_vera_export_is_refused_where_peft_would_slice_other_projections(tmp_path):
+    """Layers of two input widths: PEFT would give the narrower one a slice of the wider one's
+    draw, not the draw sinelr made at its own shape."""
+    model = nn.Sequential(nn.Linear(8, 6), nn.Linear(6, 4))
+    apply_lowrank(model, ["0", "1"], LowRankConfig("vera", 2))
+    with pytest.raises(ValueError, match=r"^vera cannot be saved.*one input width.*6, 8.*merged"):
+        save_peft(model, LowRankConfig("vera", 2), tmp_path)
+
+
+def test_pissa_export_needs_the_step_0_factors(tmp_path):
+    model = nn.Sequential(nn.Linear(8, 6))
+    apply_lowrank(model, ["0"], LowRankConfig("pissa", 2))
+    with pytest.raises(ValueError, match=r"step-0 factors.*start=run\.start"):
+        save_peft(model, LowRankConfig("pissa", 2), tmp_path)
 
 
 def test_peft_export_carries_a_trained_classification_head(tiny_bert, tmp_path):  # noqa: F811
@@ -154,7 +239,7 @@ def test_peft_export_carries_a_trained_classification_head(tiny_bert, tmp_path):
     ids = torch.tensor([[2, 7, 9, 11, 3], [2, 12, 6, 3, 0]])
     with torch.no_grad():
         expected = adapted(input_ids=ids).logits
-    _, model, lowrank = load_run(tmp_path / "run")
+    _, model, lowrank, _ = load_run(tmp_path / "run")
     save_peft(model, lowrank, tmp_path / "peft")
     assert peft.PeftConfig.from_pretrained(tmp_path / "peft").modules_to_save == ["classifier"]
     base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
@@ -164,15 +249,25 @@ def test_peft_export_carries_a_trained_classification_head(tiny_bert, tmp_path):
     assert_close_to_scale(logits, expected, tolerance(base.config))
 
 
-@pytest.mark.parametrize(
-    ("lowrank", "name"),
-    [(None, "the full fine-tuning baseline"), (LowRankConfig("sine_lowrank", 2, omega=30.0), "")],
-    ids=["full", "sine_lowrank"],
-)
-def test_only_adapter_runs_can_be_peft_adapters(tmp_path, lowrank, name):
-    """Full fine-tuning and from-scratch low rank have no adapters: merged checkpoints only."""
-    name = name or lowrank.variant
-    with pytest.raises(ValueError, match=rf"{name} cannot be saved as PEFT.*merged checkpoint"):
+#: A sine twin's reason, as a regular expression.
+SINE_WHY = r"PEFT has no method it equals \(sinelr\.peft adds sine LoRA and sine DoRA only\)"
+REFUSED = {
+    "full": (None, "the full fine-tuning baseline cannot be saved as PEFT adapters: it has none"),
+    "sine_lowrank": (LowRankConfig("sine_lowrank", 2, omega=30.0), SINE_WHY),
+    "loraxs": (LowRankConfig("loraxs", 2), "PEFT has no method it equals"),
+    **{
+        f"sine_{plain}": (LowRankConfig(f"sine_{plain}", 2, omega=30.0), SINE_WHY)
+        for plain in ("pissa", "vera", "hira", "loraxs")
+    },
+}
+
+
+@pytest.mark.parametrize(("lowrank", "why"), REFUSED.values(), ids=REFUSED.keys())
+def test_variants_peft_cannot_load_are_refused_saying_why(tmp_path, lowrank, why):
+    """Full fine-tuning and from-scratch low rank have no adapters, LoRA-XS has no PEFT method,
+    and sinelr.peft has no sine but sine LoRA's and sine DoRA's: merged checkpoints only."""
+    name = "" if lowrank is None else rf"{lowrank.variant} cannot be saved as PEFT adapters: .*"
+    with pytest.raises(ValueError, match=rf"^{name}{why}; --peft writes .*merged checkpoint"):
         save_peft(nn.Linear(4, 4), lowrank, tmp_path)
 
 

@@ -157,6 +157,27 @@ def test_auto_gives_adapters_the_rule_of_their_shape_and_budget():
     assert model[2].omega == auto_omega(32, 2, adapter=True, lr=1e-3, steps=50).omega
 
 
+def test_auto_takes_sine_hira_as_lora_and_refuses_variants_of_another_start():
+    """HiRA starts as LoRA (A drawn like a weight, B = 0) and its phases are LoRA's ``ω·BA``:
+    the adapter rule. PiSSA, VeRA and LoRA-XS start elsewhere: a one-line error, naming the
+    variants that omega=auto supports."""
+    torch.manual_seed(0)
+    auto = AutoOmega(lr=1e-3, steps=50)
+    model = nn.Sequential(nn.Linear(1024, 512))
+    apply_lowrank(model, ["0"], LowRankConfig("sine_hira", 16, omega=auto))
+    left, right = factor_stds(adapter=True, d_in=1024, rank=16)
+    assert left == 0.0 and not model[0].lora_B.detach().any()
+    # 2 %: as in test_factor_stds_are_those_the_layers_draw (16,384 draws: within 0.4 %).
+    assert model[0].lora_A.detach().square().mean().sqrt().item() == pytest.approx(right, rel=0.02)
+    assert model[0].omega == auto_omega(1024, 16, adapter=True, lr=1e-3, steps=50).omega
+    supported = "sine_lowrank, sine_lora, sine_dora, sine_hira"
+    for plain in ("pissa", "vera", "loraxs"):
+        config = LowRankConfig(f"sine_{plain}", 2, omega=auto)
+        why = rf"^omega=auto has no rule for sine_{plain}: .*which {plain} does not use; "
+        with pytest.raises(ValueError, match=rf"{why}omega=auto supports {supported}\."):
+            apply_lowrank(nn.Sequential(nn.Linear(8, 8)), ["0"], config)
+
+
 def test_a_layer_never_sees_auto():
     config = LowRankConfig("sine_lowrank", 2, omega=AutoOmega(lr=1e-3))
     with pytest.raises(ValueError, match="apply_lowrank"):
