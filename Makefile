@@ -24,11 +24,12 @@ demo: install
 report: install
 	$(BIN)/python scripts/report.py outputs --out outputs/report
 
+# One worker per core (pytest-xdist); each test runs single-threaded (tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 import sinelr.driver
 from sinelr.checkpoint import CHECKPOINT_DIR, read_checkpoint
 from sinelr.results import RESULTS_FILE
+from sinelr.run_config import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,7 @@ def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:
     Composition raises what the command line prints (an unknown key, a missing option), so a
     check of the config needs no process, and no process's seconds of imports.
     """
+    register_resolvers()  # as the driver does before it reads a config
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
@@ -32,7 +31,7 @@ from sinelr.checkpoint import STATE_KEY, fingerprint
 from sinelr.export import load_run, save_merged, save_peft
 from sinelr.layers import LowRankConfig, LowRankLayer, get_lowrank_class
 from sinelr.run_config import lowrank_config
-from tests.helpers import make_tiny_llama
+from tests.helpers import compose_config, make_tiny_llama
 from tests.test_glue import tiny_bert  # noqa: F401  (fixture)
 from tests.test_peft_parity import assert_close_to_scale
 
@@ -86,8 +85,7 @@ def write_run(task_overrides: list[str], variant: str, run_dir: Path) -> nn.Modu
     overrides = [f"adapter={adapter}", "rank=2", f"omega={omega}"]
     if "alpha" in get_lowrank_class(variant).hyperparameters:
         overrides.append("lowrank.alpha=6")  # alpha != rank: the scaling must survive the export
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*task_overrides, *overrides])
+    cfg = compose_config(*task_overrides, *overrides)
     task = instantiate(cfg.task, _recursive_=False, _convert_="all")
     torch.manual_seed(0)
     model = task.build_model(lowrank_config(cfg, task.name))

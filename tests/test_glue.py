@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -32,7 +31,7 @@ from tasks.glue.module import glue_metrics, predictions
 from tasks.glue.selection import KeepBest
 from tasks.glue.specs import GLUE, glue_spec
 from tasks.glue.tsv import GlueExamples
-from tests.helpers import assert_resumes_to_the_uninterrupted_result, dry_run
+from tests.helpers import assert_resumes_to_the_uninterrupted_result, compose_config, dry_run
 from tests.test_cli import assert_contract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +77,7 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 def glue_config(*overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["task=glue", *overrides])
+    return compose_config("task=glue", *overrides)
 
 
 def make_task(*overrides: str) -> GlueTask:
@@ -129,8 +127,7 @@ def test_rank_alone_is_a_lora_run_and_adapter_still_chooses():
 
 
 def test_a_task_trained_from_scratch_refuses_adapters(tmp_path):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["task=bof", "rank=2", "adapter=lora", "dry_run=true"])
+    cfg = compose_config("task=bof", "rank=2", "adapter=lora", "dry_run=true")
     with pytest.raises(ValueError, match="task bof trains its network from scratch"):
         run(cfg, tmp_path)
 

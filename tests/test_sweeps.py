@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
@@ -18,15 +17,11 @@ from sinelr.checkpoint import result_fingerprint
 from sinelr.driver import completed_result
 from sinelr.report.publish import results_table
 from sinelr.results import RESULTS_FILE, Metric, RunResult
+from tests.helpers import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 PRESETS = ("smoke", "mini", "paper")
-
-
-def config(*overrides: str, hydra: bool = False):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def multirun(*overrides: str, sweep_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -63,7 +58,7 @@ def test_every_paper_result_has_an_experiment_file():
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_its_sweep_parses(experiment: str, preset: str):
-    cfg = config(f"+experiment={experiment}", f"preset={preset}", hydra=True)
+    cfg = compose_config(f"+experiment={experiment}", f"preset={preset}", hydra=True)
     assert cfg.preset == preset
     OmegaConf.to_container(cfg.task, resolve=True)  # every task setting resolves at this preset
     params = cfg.hydra.sweeper.params
@@ -73,7 +68,7 @@ def test_experiment_composes_and_its_sweep_parses(experiment: str, preset: str):
     (jobs,) = TableSweeper.split_arguments(overrides, None)
     assert len(jobs) >= 2
     # Each job's overrides are legal for the composed config (keys exist, groups have options).
-    config(f"+experiment={experiment}", f"preset={preset}", *jobs[-1])
+    compose_config(f"+experiment={experiment}", f"preset={preset}", *jobs[-1])
     if "omega" in params:  # a factorised table: plain and sine runs side by side
         omegas = str(params.omega).split(",")
         assert "null" in omegas and any(w != "null" for w in omegas), omegas
@@ -81,7 +76,7 @@ def test_experiment_composes_and_its_sweep_parses(experiment: str, preset: str):
 
 def table_jobs(experiment: str, data_dir: Path) -> list[list[str]]:
     """The jobs the experiment's sweep runs with ``paths.data_dir=data_dir`` (none launched)."""
-    cfg = config(f"+experiment={experiment}", f"paths.data_dir={data_dir}", hydra=True)
+    cfg = compose_config(f"+experiment={experiment}", f"paths.data_dir={data_dir}", hydra=True)
     sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     params = [f"{key}={value}" for key, value in sweeper["params"].items()]
     overrides = OverridesParser.create().parse_overrides(params)
@@ -115,7 +110,7 @@ def test_jobs_needing_a_missing_file_are_left_out_with_one_warning(tmp_path: Pat
 
 # -- failure tolerance and skip_done -----------------------------------------------------------
 def test_completed_result_is_reused_only_for_the_same_configuration(tmp_path: Path):
-    cfg = config("task=theory", "preset=smoke", "rank=1")
+    cfg = compose_config("task=theory", "preset=smoke", "rank=1")
     result = RunResult(
         task="theory", method="sine_lowrank", rank=1, omega=None, adapter=None, seed=0,
         preset="smoke", metric=Metric("m", 0.5, True), metrics={"m": 0.5}, status="completed",
@@ -125,12 +120,14 @@ def test_completed_result_is_reused_only_for_the_same_configuration(tmp_path: Pa
     reused = completed_result(tmp_path, result_fingerprint(cfg))
     assert reused is not None and reused.to_json() == result.to_json()
 
-    other = config("task=theory", "preset=smoke", "rank=1", "task.trials=2")
+    other = compose_config("task=theory", "preset=smoke", "rank=1", "task.trials=2")
     assert completed_result(tmp_path, result_fingerprint(other)) is None
-    longer = config("task=theory", "preset=smoke", "rank=1", "trainer.max_epochs=5")
+    longer = compose_config("task=theory", "preset=smoke", "rank=1", "trainer.max_epochs=5")
     assert completed_result(tmp_path, result_fingerprint(longer)) is None
     # Display settings do not change a result: it is still reused.
-    quiet = config("task=theory", "preset=smoke", "rank=1", "trainer.enable_progress_bar=false")
+    quiet = compose_config(
+        "task=theory", "preset=smoke", "rank=1", "trainer.enable_progress_bar=false"
+    )
     assert completed_result(tmp_path, result_fingerprint(quiet)) is not None
 
     result.status, result.error = "failed", "ValueError: boom"
@@ -259,16 +256,16 @@ def test_omega_optuna_search_maximises_the_run_metric(tmp_path: Path):
 
 
 def test_omega_optuna_replaces_the_grid_sweeper():
-    grid = config("task=bof", hydra=True).hydra
+    grid = compose_config("task=bof", hydra=True).hydra
     assert grid.sweeper._target_.endswith("TableSweeper")
-    search = config("task=bof", "hparams_search=omega_optuna", hydra=True).hydra
+    search = compose_config("task=bof", "hparams_search=omega_optuna", hydra=True).hydra
     assert search.sweeper._target_.endswith("OptunaSweeper")
     assert search.sweeper.direction == "maximize"
     assert search.sweeper.params.omega == "tag(log, interval(10, 3000))"
 
 
 def test_submitit_slurm_launcher_config_resolves():
-    cfg = config("task=bof", "hydra/launcher=submitit_slurm", hydra=True)
+    cfg = compose_config("task=bof", "hydra/launcher=submitit_slurm", hydra=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert launcher["submitit_folder"].endswith("/.submitit/%j")

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import sinelr.driver
 from sinelr.vector_math import VM_OPS
 from tasks.bof import BofTask
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import compose_config
 
 
 def test_the_warm_up_covers_every_op_pytorch_sends_to_onemkl():
@@ -38,8 +36,7 @@ def test_every_run_settles_vector_math_before_building_its_model(monkeypatch, tm
     monkeypatch.setattr(
         BofTask, "build_model", lambda self, lowrank: events.append("build") or build(self, lowrank)
     )
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["task=bof", "rank=1", "dry_run=true"])
+    cfg = compose_config("task=bof", "rank=1", "dry_run=true")
     result = sinelr.driver.run(cfg, tmp_path)
     assert result.status == "dry_run"
     assert events[0] == "settle" and events.count("settle") == 1 and "build" in events
