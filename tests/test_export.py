@@ -20,6 +20,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -27,9 +28,10 @@ from hydra.utils import instantiate
 from torch import nn
 
 from sinelr.apply import apply_lowrank, densify
-from sinelr.checkpoint import STATE_KEY, fingerprint
+from sinelr.checkpoint import STATE_KEY, RunState, fingerprint
 from sinelr.export import load_run, save_merged, save_peft
 from sinelr.layers import LowRankConfig, LowRankLayer, get_lowrank_class
+from sinelr.omega import layer_omegas
 from sinelr.run_config import lowrank_config
 from tests.helpers import compose_config, make_tiny_llama
 from tests.test_glue import tiny_bert  # noqa: F401  (fixture)
@@ -294,3 +296,43 @@ def test_merge_script_exports_a_run(tiny_llama, tmp_path):
     )
     saved = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert (saved["peft_type"], saved["omega"]) == ("SINELORA", 100.0)
+
+
+def test_an_auto_omega_run_is_rebuilt_with_the_omegas_its_layers_got(tiny_bert, tmp_path):  # noqa: F811
+    """omega=auto's ω depends on the run's schedule, which the fingerprint does not hold: the
+    checkpoint carries each layer's ω (RunState), and the rebuilt network applies exactly those."""
+    overrides = ["task=glue", f"task.model={tiny_bert}", "adapter=lora", "rank=2", "omega=auto"]
+    cfg = compose_config(*overrides, "task.max_train_examples=64")
+    task = instantiate(cfg.task, _recursive_=False, _convert_="all")
+    torch.manual_seed(0)
+    model = task.build_model(lowrank_config(cfg, task.name, task.learning_schedule()))
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.2 * torch.randn(param.shape))
+    state = RunState(fingerprint(cfg))
+    state.setup(None, SimpleNamespace(model=model), "fit")
+    assert state.omega_start and len(set(state.omega_start.values())) == 1  # one layer shape
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "callbacks": {STATE_KEY: state.state_dict()},
+    }
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save(checkpoint, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    run = load_run(tmp_path / "run")  # rebuilt without the schedule: from the checkpoint's ω
+    assert layer_omegas(run.model) == state.omega_start
+    ids = torch.tensor([[2, 7, 9, 11, 3], [2, 12, 6, 3, 0]])
+    with torch.no_grad():  # the same weights and ω through the same code: exactly equal
+        assert torch.equal(run.model(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
+    save_peft(run.model, run.lowrank, tmp_path / "peft")
+    (omega,) = set(state.omega_start.values())
+    assert peft.PeftConfig.from_pretrained(tmp_path / "peft").omega == omega
+
+
+def test_sine_layers_of_different_omega_are_not_written_for_peft(tmp_path):
+    """sinelr.peft takes one ω per adapter: layers that differ (auto, learnt) are refused."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
+    apply_lowrank(model, ["0"], LowRankConfig("sine_lora", 2, omega=50.0))
+    apply_lowrank(model, ["1"], LowRankConfig("sine_lora", 2, omega=70.0))
+    with pytest.raises(ValueError, match=r"2 different ω \(50 to 70.*merged checkpoint"):
+        save_peft(model, LowRankConfig("sine_lora", 2, omega=50.0), tmp_path / "peft")

@@ -23,6 +23,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from sinelr.io import atomic_write, flatten, override_key
+from sinelr.layers.sine import SineActivated
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +191,23 @@ class RunState(L.Callback):
     """Stores the fingerprint and RNG states in every checkpoint, and restores the RNGs.
 
     Lightning restores model, optimiser, schedulers and loops but not the global generators;
-    without them a resumed run's dropout masks and random draws would differ.
+    without them a resumed run's dropout masks and random draws would differ. Also stores the ω
+    each sine layer was built with (``omega_start``): with ``omega=auto`` it depends on the
+    layer and the run's schedule, which the fingerprint does not hold, and rebuilding the
+    network (export) needs it.
     """
 
     def __init__(self, run_fingerprint: dict[str, Any]) -> None:
         self.run_fingerprint = run_fingerprint
+        self.omega_start: dict[str, float] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        network = getattr(pl_module, "model", pl_module)  # names as apply_lowrank gave them
+        self.omega_start = {
+            name: float(module.omega)
+            for name, module in network.named_modules()
+            if isinstance(module, SineActivated)
+        }
 
     @property
     def state_key(self) -> str:
@@ -207,6 +220,7 @@ class RunState(L.Callback):
             "torch": torch.get_rng_state(),
             "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
             "python": random.getstate(),
+            "omega_start": self.omega_start,
         }
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from sinelr.apply import densify
 from sinelr.checkpoint import CHECKPOINT_DIR, LAST, STATE_KEY, read_checkpoint
 from sinelr.layers import LOWRANK_LAYERS, LoRALinear, LowRankConfig, get_lowrank_class
+from sinelr.layers.config import AutoOmega
 from sinelr.layers.pissa import PrincipalInit
 from sinelr.layers.vera import VeRALinear
 from sinelr.run_config import lowrank_config
@@ -101,6 +103,15 @@ def load_run(path: Path) -> LoadedRun:
     cfg = OmegaConf.create(state["fingerprint"])
     task: Task = instantiate(cfg.task, _recursive_=False, _convert_="all")
     lowrank = lowrank_config(cfg, task.name)
+    if lowrank is not None and isinstance(lowrank.omega, AutoOmega):
+        if not state.get("omega_start"):
+            raise ValueError(
+                f"{file} is an omega=auto run whose checkpoint does not record the ω its layers "
+                "got (written before checkpoints did): export a checkpoint of a run trained "
+                "since, or rerun it"
+            )
+        chosen = AutoOmega(chosen=tuple(sorted(state["omega_start"].items())))
+        lowrank = replace(lowrank, omega=chosen)
     model = task.build_model(lowrank)
     if model is None:
         raise ValueError(f"task {task.name} has no network to export")
@@ -225,13 +236,29 @@ def _lora(
     if get_lowrank_class(lowrank.variant).sine_of is not None:
         import sinelr.peft
 
-        config = sinelr.peft.SineLoraConfig(**options, omega=lowrank.omega, gain=lowrank.gain)
+        omega = _one_omega(adapters)
+        config = sinelr.peft.SineLoraConfig(**options, omega=omega, gain=lowrank.gain)
     else:
         config = peft.LoraConfig(**options)
     names = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B"}
     if dora:
         names["lora_magnitude_vector"] = "magnitude"
     return config, _tensors(adapters, names)
+
+
+def _one_omega(adapters: Mapping[str, LoRALinear]) -> float:
+    """The ω every sine layer applies now (a learnt one included: ``sin(ω·BA)`` with the
+    layer's B and A); sinelr.peft takes one ω per adapter, so layers that differ (``omega=auto``
+    on layers of different shapes, a learnt ω) cannot be written in its format."""
+    omegas = {layer.current_omega() for layer in adapters.values()}
+    if len(omegas) > 1:
+        raise ValueError(
+            f"the sine layers apply {len(omegas)} different ω ({min(omegas):g} to "
+            f"{max(omegas):g}: omega=auto or a learnt ω), and sinelr.peft takes one ω per "
+            "adapter. Write a merged checkpoint instead (scripts/merge_adapters.py without "
+            "--peft)"
+        )
+    return omegas.pop()
 
 
 def _pissa_as_lora(

@@ -151,6 +151,8 @@ def config_for_layer(config: LowRankConfig, name: str, d_out: int, d_in: int) ->
     request = config.omega
     if not isinstance(request, AutoOmega):
         return config
+    if request.chosen is not None:
+        return replace(config, omega=dict(request.chosen)[name])
     cls = get_lowrank_class(config.variant)
     if cls.sine_of not in AUTO_PLAIN:
         raise ValueError(

@@ -15,10 +15,13 @@ class AutoOmega:
     Carries what the rule knows of the training: the optimiser's peak learning rate and the
     planned number of optimiser steps, each None where the task cannot say before training.
     Layers never see this: :func:`sinelr.apply.apply_lowrank` turns it into each layer's number.
+    ``chosen`` holds the numbers a run's layers got, by module name, for rebuilding that run's
+    network (export): they are taken as they are, the rule is not asked again.
     """
 
     lr: float | None = None
     steps: int | None = None
+    chosen: tuple[tuple[str, float], ...] | None = None
 
 
 @dataclass(frozen=True)
