@@ -176,9 +176,10 @@ def test_thai_offline_says_where_to_put_the_mesh(tmp_path):
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        (gzip.compress(b"ply\nformat ascii 1.0\n" * 100)[:40], "not a complete gzip file"),
-        (gzip.compress(b"<html>Not Found</html>"), "does not hold a PLY mesh"),
+        (gzip.compress(b"ply\nformat ascii 1.0\n" * 100, mtime=0)[:40], "not a complete gzip file"),
+        (gzip.compress(b"<html>Not Found</html>", mtime=0), "does not hold a PLY mesh"),
     ],
+    ids=["truncated", "not-a-mesh"],  # stable ids: pytest-xdist's workers must collect alike
 )
 def test_a_bad_thai_download_leaves_the_mesh_there_untouched(tmp_path, payload, message):
     meshes = tmp_path / "meshes"
