@@ -27,7 +27,7 @@ from sinelr.accounting import count_parameters, rank_diagnostics
 from sinelr.driver import full_rank_total
 from sinelr.layers import LowRankConfig, LowRankLayer
 from sinelr.optim import LinearWarmup
-from sinelr.run_config import lowrank_config, register_resolvers
+from sinelr.run_config import lowrank_config
 from sinelr.sharding import gathered_rank_diagnostics
 from sinelr.text import IGNORE_INDEX as IGNORE
 from sinelr.text import TextBatching
@@ -342,7 +342,6 @@ def test_paper_preset_is_doras_recipe():
     assert (task.batching.batch_size, task.batching.max_length) == (16, 256)
     assert (task.schedule.warmup_steps, task.val_size, task.generation.num_beams) == (100, 120, 4)
     assert task.dtype == torch.bfloat16
-    register_resolvers()
     lowrank = OmegaConf.to_container(cfg.lowrank, resolve=True)
     assert (lowrank["alpha"], lowrank["dropout"]) == (32, 0.05)  # alpha = 2·rank
 

@@ -138,7 +138,11 @@ def test_fused_equals_naive_in_fp32(variant):
 
 @pytest.mark.parametrize("variant", ["sine_lora", "dora"])
 def test_dropout_feeds_the_adapter_only(variant):
-    layer = make_layer(variant, dropout=0.5, dtype=torch.float32)
+    assert_dropout_feeds_the_adapter_only(make_layer(variant, dropout=0.5, dtype=torch.float32))
+
+
+def assert_dropout_feeds_the_adapter_only(layer: nn.Module) -> None:
+    """The frozen layer sees the clean input, the adapter the dropped-out one (as PEFT)."""
     layer.train()
     x = torch.randn(64, 12)
     torch.manual_seed(1)

@@ -37,7 +37,7 @@ from sinelr.layers import (
 from sinelr.report import layout, markdown, summarise
 from sinelr.report.model import METHOD_ORDER
 from sinelr.report.publish import summary_rows
-from sinelr.run_config import lowrank_config, register_resolvers
+from sinelr.run_config import lowrank_config
 from tests.helpers import compose_config, dry_run
 
 
@@ -361,7 +361,6 @@ def test_a_setting_the_variant_does_not_read_is_an_error(tmp_path):
 def test_the_paper_preset_detaches_the_norm_only_where_there_is_one(task, adapter, detach):
     """preset=paper sets DoRA's ``detach_norm`` for the variants that read it, so that its LoRA
     runs do not set what they ignore; on the command line it is an error for LoRA."""
-    register_resolvers()
     cfg = compose_config(f"task={task}", "preset=paper", f"adapter={adapter}", "rank=8")
     config = lowrank_config(cfg, task)
     assert config is not None and config.detach_norm is detach

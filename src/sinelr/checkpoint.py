@@ -23,7 +23,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from sinelr.io import atomic_write, flatten, override_key
-from sinelr.layers.sine import SineActivated
+from sinelr.omega import start_omegas
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +203,7 @@ class RunState(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         network = getattr(pl_module, "model", pl_module)  # names as apply_lowrank gave them
-        self.omega_start = {
-            name: float(module.omega)
-            for name, module in network.named_modules()
-            if isinstance(module, SineActivated)
-        }
+        self.omega_start = start_omegas(network)
 
     @property
     def state_key(self) -> str:

@@ -219,6 +219,15 @@ def auto_request(
     return AutoOmega(lr=schedule.lr, steps=steps)
 
 
+def start_omegas(model: nn.Module) -> dict[str, float]:
+    """The ω each sine layer was built with (where a learnt ω started), by module name."""
+    return {
+        name: float(module.omega)
+        for name, module in model.named_modules()
+        if isinstance(module, SineActivated)
+    }
+
+
 def layer_omegas(model: nn.Module) -> dict[str, float]:
     """Every sine layer's ω now (learnt or fixed), by module name."""
     return {
@@ -239,7 +248,7 @@ def record_omegas(result: RunResult, model: nn.Module | None) -> None:
     }
     if not layers:
         return
-    start = {name: layer.omega for name, layer in layers.items()}
+    start = start_omegas(model)
     result.omega = statistics.median(start.values())
     result.omega_per_layer = layer_omegas(model)
     if any(layer.log_omega is not None for layer in layers.values()):
