@@ -252,6 +252,17 @@ def test_loraxs_start_follows_the_paper():
     torch.testing.assert_close(layer.factorised_weight(), B @ R @ A, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_tensors_own_only_their_storage(variant):
+    """No parameter or buffer is a view into a larger tensor: an SVD's truncated factors
+    sliced from its whole ``U``/``Vh`` would keep them alive in memory and write them into
+    every checkpoint (``torch.save`` saves a view's whole storage)."""
+    layer = make_layer(variant, d_in=40, d_out=30, rank=3, trained=False)
+    tensors = {**dict(layer.named_parameters()), **dict(layer.named_buffers())}
+    for name, tensor in tensors.items():
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size(), name
+
+
 def test_sine_loraxs_starts_omega_over_g_times_the_plain_change():
     """LoRA-XS's ``R`` starts non-zero: the twin's step-0 change is ``sin(ω·BRA)/g``, the
     plain one's ``BRA`` times ``ω/g`` to within ``(ω·|BRA|)²/6``, the sine's cubic term."""

@@ -24,11 +24,13 @@ def truncated_svd(weight: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor]:
     """``U_r, S_r, Vh_r`` with ``W ≈ U_r diag(S_r) Vh_r``: the ``rank`` largest singular triplets.
 
     Computed in float32 at least, whatever the weight's dtype, as PEFT's PiSSA does: a bf16 SVD
-    would put rounding of 2^-9 into the directions the adapter starts from.
+    would put rounding of 2^-9 into the directions the adapter starts from. Copies, not views:
+    a slice would keep the whole ``U`` and ``Vh`` alive, in memory and in every checkpoint of a
+    buffer made from it.
     """
     dtype = torch.promote_types(weight.dtype, torch.float32)
     U, S, Vh = torch.linalg.svd(weight.detach().to(dtype), full_matrices=False)
-    return U[:, :rank], S[:rank], Vh[:rank]
+    return U[:, :rank].clone(), S[:rank].clone(), Vh[:rank].clone()
 
 
 class ProjectedAdapter(LoRALinear):
