@@ -22,7 +22,7 @@ from sinelr.optim import LinearWarmup
 from sinelr.pretrained import attach_adapters
 from sinelr.task import LightningTask, RunContext, TaskOutput, check_epochs
 from sinelr.text import TextBatching
-from tasks.glue.data import PROTOCOLS, SORA_TRAIN_VALIDATION, GlueDataModule
+from tasks.glue.data import PROTOCOLS, GlueDataModule, held_out_of_train
 from tasks.glue.model import load_classifier, model_path, resolve_layout
 from tasks.glue.module import GlueModule
 from tasks.glue.selection import KeepBest
@@ -87,8 +87,8 @@ class GlueTask(LightningTask):
     def learning_schedule(self) -> LearningSchedule:
         # GLUE's training-set size, less SoRA's held-out validation, capped by the subsample.
         available = self.spec.train_size
-        if available is not None and self.protocol == "sora" and self.spec.validation_from_train:
-            available -= SORA_TRAIN_VALIDATION
+        if available is not None:
+            available -= held_out_of_train(self.spec, self.protocol)
         limits = [n for n in (available, self.batching.max_train_examples) if n is not None]
         per_epoch = math.ceil(min(limits) / self.batching.batch_size) if limits else None
         return LearningSchedule(self.schedule.lr, per_epoch, self.epochs)

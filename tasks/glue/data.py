@@ -79,6 +79,12 @@ def subsample(examples: GlueExamples, limit: int | None) -> GlueExamples:
     return _take(examples, text.subsample(len(examples.texts), limit))
 
 
+def held_out_of_train(spec: GlueSpec, protocol: str) -> int:
+    """Training examples ``protocol`` keeps for validation: SoRA's 1,000 on the large tasks.
+    The step count (``omega=auto``) needs it before the data is read, the split when it is."""
+    return SORA_TRAIN_VALIDATION if protocol == "sora" and spec.validation_from_train else 0
+
+
 def protocol_splits(
     spec: GlueSpec, train: GlueExamples, dev: GlueExamples, protocol: str
 ) -> dict[str, GlueExamples]:
@@ -95,9 +101,9 @@ def protocol_splits(
         return {"train": train, "val": dev, "test": dev}
     if protocol != "sora":
         raise ValueError(f"task.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-    if spec.validation_from_train:
+    held_out = held_out_of_train(spec, protocol)
+    if held_out:
         order = _permutation(len(train.texts), SORA_SPLIT_SEED)
-        held_out = SORA_TRAIN_VALIDATION
         return {
             "train": _take(train, order[held_out:]),
             "val": _take(train, order[:held_out]),
