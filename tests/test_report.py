@@ -76,6 +76,13 @@ def test_an_omega_sweep_gets_one_row_per_omega_beside_the_same_plain_cell():
     assert all(plain.values == [0.70] for plain, _ in pairs)
 
 
+def test_a_sweep_without_plain_at_its_rank_still_names_each_lines_omega():
+    sweep = ((100.0, 0.9), (250.0, 0.8))
+    rows = summarise([result("sine_lowrank", 5, value, omega=omega) for omega, value in sweep])
+    table = markdown(rows, scale=100).splitlines()[2:]
+    assert [line.split(" | ")[-2:] for line in table] == [["100", " |"], ["250", " |"]]
+
+
 def with_settings(r, lr, epochs=10):
     """``r`` with a results.json fingerprint: its task's lr and the trainer's epochs."""
     fingerprint = {"task": {"shape": r["task_config"]["shape"], "lr": lr}, "rank": r["rank"],

@@ -50,15 +50,16 @@ def _methods(rows: list[Row]) -> list[str]:
 def _comparison(rows: list[Row], scale: float) -> tuple[list[str], list[list[str]]]:
     """(header, body) of the comparison table of ``rows`` (:func:`sinelr.report.model.lines`);
     a line's parameters and metric are those of its first method's cell. The ω column is the
-    sine cell's, led by its mode for ``omega=auto`` or a learnt ω (``auto 70.8``), which it
-    names even on a line without a plain run to compare with."""
+    sine cell's, led by its mode for ``omega=auto`` or a learnt ω (``auto 70.8``), and given
+    on a line without a plain run to compare with too: an ω sweep at a rank where plain never
+    ran would otherwise print lines that differ in nothing but the metric."""
     methods = _methods(rows)
     header = ["task", "data", "rank", "params", "metric", *methods, "ω", "sine − plain"]
     body = []
     for task, data, rank, cells in lines(rows):
         pair = sine_pair(cells)
-        moded = [c for m, c in cells.items() if m.startswith("sine_") and c.omega_mode]
-        sine = pair[1] if pair else next(iter(moded), None)
+        sines = [c for m, c in cells.items() if m.startswith("sine_")]
+        sine = pair[1] if pair else next(iter(sines), None)
         first: Cell = next(iter(cells.values()))
         body.append(
             [
