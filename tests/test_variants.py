@@ -163,6 +163,12 @@ def test_merge_is_exact_and_unmerge_restores(variant):
         torch.testing.assert_close(layer(x), adapted, rtol=1e-5, atol=1e-6)
 
 
+def rel(a: Tensor, b: Tensor) -> float:
+    """Relative error of ``a`` against ``b`` in the Frobenius norm."""
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).norm() / b.norm())
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_bf16_base_keeps_fp32_factors_and_follows_fp32(variant):
     """A bf16 base (an LLM loaded in bf16) gets fp32 factors and projections; the same layer in
@@ -176,16 +182,32 @@ def test_a_bf16_base_keeps_fp32_factors_and_follows_fp32(variant):
     assert all(t.dtype == torch.float32 for t in [*trained_parameters(half).values(),
                                                   *half.buffers()])  # fmt: skip
 
-    def rel(a: Tensor, b: Tensor) -> float:
-        a, b = a.detach().float(), b.detach().float()
-        return float((a - b).norm() / b.norm())
-
     x = torch.randn(16, 64).bfloat16()
     y, y_ref = half(x), ref(x.float())
     assert y.dtype == torch.bfloat16 and rel(y, y_ref) < 2 * 2**-8
     y.float().square().sum().backward()
     y_ref.square().sum().backward()
     for name, p in trained_parameters(half).items():
+        assert rel(p.grad, trained_parameters(ref)[name].grad) < 0.03, name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bf16_autocast_follows_fp32(variant):
+    """Training with ``precision=bf16-mixed``: an fp32 layer inside a bf16 autocast region. A
+    factor computed from others (LoRA-XS's ``B R``) must stay fp32 there, as the sine's
+    argument does: a bf16 one met the fp32 ``A`` in the sine's fp32 product and failed.
+    Tolerances as the bf16-base test above: input, weight and output each rounded to bf16 once
+    (2^-9 each), the gradients through bf16 matmuls (3%)."""
+    layer = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.float32)
+    ref = copy.deepcopy(layer)
+    x = torch.randn(16, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    y_ref = ref(x)
+    assert y.dtype == torch.bfloat16 and rel(y, y_ref) < 2 * 2**-8
+    y.float().square().sum().backward()
+    y_ref.square().sum().backward()
+    for name, p in trained_parameters(layer).items():
         assert rel(p.grad, trained_parameters(ref)[name].grad) < 0.03, name
 
 
