@@ -3,6 +3,7 @@ check, and objects the CLI tests inject through Hydra overrides."""
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -101,7 +102,8 @@ def assert_resumes_to_the_uninterrupted_result(
     assert reference.returncode == 0, reference.output
     killed = run_cli(*overrides, kill_at_first_checkpoint=True, **options)
     checkpoint = killed.run_dir / CHECKPOINT_DIR / "last.ckpt"
-    assert 0 < read_checkpoint(checkpoint)["global_step"] < kill_before_step
+    killed_state = read_checkpoint(checkpoint)
+    assert 0 < killed_state["global_step"] < kill_before_step
 
     resumed = run_cli(*overrides, "resume=true", run_dir=killed.run_dir, **options)
     assert resumed.returncode == 0, resumed.output
@@ -112,6 +114,25 @@ def assert_resumes_to_the_uninterrupted_result(
         assert resumed.results["metrics"] == reference.results["metrics"]
     for key in metrics or ():
         assert resumed.results["metrics"][key] == reference.results["metrics"][key], key
+    # The resumed run's log continues the killed one's: every step's row, none twice, the same
+    # values. Except one kind: Lightning does not checkpoint the running mean of an epoch's
+    # training metrics, so the interrupted epoch's mean covers only the steps after the resume.
+    interrupted = str(killed_state["epoch"])
+
+    def comparable(row: dict[str, str]) -> dict[str, str]:
+        if row["epoch"] != interrupted:
+            return row
+        return {key: value for key, value in row.items() if not key.startswith("train/")}
+
+    resumed_log, reference_log = metrics_log(resumed.run_dir), metrics_log(reference.run_dir)
+    assert [comparable(row) for row in resumed_log] == [comparable(row) for row in reference_log]
+    assert [row.keys() for row in resumed_log] == [row.keys() for row in reference_log]
+
+
+def metrics_log(run_dir: Path) -> list[dict[str, str]]:
+    """A run's ``csv/metrics.csv`` rows, in order."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        return list(csv.DictReader(file))
 
 
 class BrokenLogger(Logger):

@@ -411,8 +411,9 @@ def test_without_data_the_run_names_the_path_it_looked_at(run_cli, tmp_path):
 def test_a_killed_nerf_run_resumes_to_the_uninterrupted_result(run_cli, tmp_path):
     data = tmp_path / "data"
     write_scene(data)
+    # killed at step 15, after the step-9 row of the CSV log: the resumed log must still have it
     args = [*SMOKE, "rank=1", "omega=1400", "trainer.max_steps=60",
-            "checkpoint.every_n_train_steps=5"]  # fmt: skip
+            "checkpoint.every_n_train_steps=15"]  # fmt: skip
     assert_resumes_to_the_uninterrupted_result(
         run_cli, args, steps=60, kill_before_step=60, data_dir=data
     )

@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import time
+import warnings
 
 import pytest
 import torch
@@ -16,9 +17,14 @@ from hydra.errors import ConfigCompositionException
 from sinelr.callbacks import NonFiniteError, NonFiniteGuard
 from sinelr.checkpoint import CHECKPOINT_DIR, CheckpointError, read_checkpoint
 from sinelr.io import atomic_write, atomic_write_json
-from sinelr.loggers import network_reachable, wandb_logger
+from sinelr.loggers import ResumableCSVLogger, network_reachable, wandb_logger
 from sinelr.results import RESULTS_FILE
-from tests.helpers import assert_resumes_to_the_uninterrupted_result, dry_run, run_in_process
+from tests.helpers import (
+    assert_resumes_to_the_uninterrupted_result,
+    dry_run,
+    metrics_log,
+    run_in_process,
+)
 
 # Long enough (512 steps, a few seconds) to be killed mid-epoch; checkpoints every 20 steps.
 RESUMABLE = [
@@ -60,6 +66,36 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
         run_in_process(tmp_path / "other", *other)
     assert "rank: 1 (checkpoint) vs 2 (now)" in str(error.value)
     assert json.loads((tmp_path / "other" / RESULTS_FILE).read_text())["status"] == "failed"
+
+
+def test_a_resumed_csv_log_keeps_the_earlier_rows_once(tmp_path):
+    first = ResumableCSVLogger(tmp_path, name="csv", version="")
+    for step in range(8):
+        first.log_metrics({"train/loss": float(step)}, step=step)
+        if step == 5:
+            first.after_save_checkpoint(None)  # the checkpoint at step 5 writes rows 0-5 out
+    first.save()  # a periodic flush wrote rows 6-7 too, just before the kill
+    resumed = ResumableCSVLogger(tmp_path, name="csv", version="", resumed=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Lightning's "previous log files will be deleted"
+        assert resumed.experiment.metrics == []
+    assert [row["step"] for row in metrics_log(tmp_path)] == [str(s) for s in range(8)]
+    resumed.log_metrics({"train/loss": 60.0, "val/psnr": 1.0}, step=6)  # resumed after step 5
+    resumed.save()
+    rows = metrics_log(tmp_path)
+    assert [row["step"] for row in rows] == ["0", "1", "2", "3", "4", "5", "6"]
+    assert rows[6] == {"step": "6", "train/loss": "60.0", "val/psnr": "1.0"}
+    assert rows[0] == {"step": "0", "train/loss": "0.0", "val/psnr": ""}
+
+    again = ResumableCSVLogger(tmp_path, name="csv", version="", resumed=True)
+    again.log_metrics({"train/loss": 0.5}, step=0)  # resumed before every row it had
+    again.save()
+    assert metrics_log(tmp_path) == [{"step": "0", "train/loss": "0.5"}]
+
+    fresh = ResumableCSVLogger(tmp_path, name="csv", version="")
+    fresh.log_metrics({"train/loss": 9.0}, step=0)
+    fresh.save()
+    assert metrics_log(tmp_path) == [{"step": "0", "train/loss": "9.0"}]
 
 
 def test_resume_without_any_checkpoint_says_so(tmp_path):

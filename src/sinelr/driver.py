@@ -162,7 +162,7 @@ def train(plan: RunPlan, model: nn.Module | None, result: RunResult) -> None:
             plan.fingerprint,
             plan.checkpoint_every,
             divergence_hint=hint,
-            labels=run_labels(result),
+            labels={**run_labels(result), "resumed": plan.resume_from is not None},
         ),
         ckpt_path=None if plan.resume_from is None else str(plan.resume_from),
     )

@@ -6,16 +6,21 @@ Publishing a finished run to W&B lives with the report's W&B upload, in
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from hydra.utils import instantiate
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import Logger
 
 log = logging.getLogger(__name__)
@@ -71,6 +76,71 @@ def wandb_logger(offline: bool | None = None, **kwargs: Any):
     if offline:
         os.environ.setdefault("WANDB_MODE", "offline")
     return WandbLogger(offline=offline, **kwargs)
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """A metrics.csv writer that continues the file of the attempt it resumes.
+
+    Lightning's writer deletes an existing metrics.csv, so a run resumed after a kill would
+    keep only the steps after its checkpoint. This one puts the earlier rows back at once
+    (nothing is lost if the resumed attempt dies too) and, at its first save, drops those
+    rows at or after the first step it logs: the resumed run logs them again itself.
+    """
+
+    def __init__(self, log_dir: str) -> None:
+        path = os.path.join(log_dir, self.NAME_METRICS_FILE)
+        earlier: list[dict[str, str]] = []
+        if os.path.isfile(path):
+            with open(path, newline="") as file:
+                earlier = list(csv.DictReader(file))
+        with warnings.catch_warnings():  # "... will be deleted": not what happens here
+            warnings.filterwarnings("ignore", "Experiment logs directory")
+            super().__init__(log_dir)
+        self._earlier = earlier
+        if earlier:
+            self._write(earlier)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        self.metrics_keys = sorted(set().union(*rows))
+        if not rows:
+            os.remove(self.metrics_file_path)
+            return
+        with open(self.metrics_file_path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def save(self) -> None:
+        if self._earlier and self.metrics:
+            first = min(int(row["step"]) for row in self.metrics)
+            self._write([row for row in self._earlier if int(row["step"]) < first])
+            self._earlier = []
+        super().save()
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger``, whose metrics.csv survives a kill and a resume.
+
+    Every checkpoint also writes out the rows logged so far, so the file on disk reaches at
+    least the step the run would resume from. The driver sets ``resumed`` when the run
+    continues from a checkpoint (``resume=true`` or ``ckpt_path=``): the earlier file is then
+    continued; a fresh run in the same directory still starts a new one.
+    """
+
+    def __init__(self, *args: Any, resumed: bool | None = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resumed = bool(resumed)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None and self._resumed:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return super().experiment
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self.save()
 
 
 class GuardedLogger(Logger):
@@ -139,11 +209,11 @@ class GuardedLogger(Logger):
 
 
 def make_loggers(configs: Mapping[str, Any] | None, labels: Mapping[str, Any]) -> list[Logger]:
-    """The configured loggers, each guarded; a config's null ``group``/``tags`` get ``labels``'.
+    """The configured loggers, each guarded; a config's null keys that ``labels`` has get its.
 
-    The run's labels (W&B ``group`` = the experiment, ``tags`` = task, method, rank, preset)
-    are known only once the driver has read the command line, so the logger configs leave them
-    null and the driver fills them in.
+    The run's labels (W&B ``group`` = the experiment, ``tags`` = task, method, rank, preset;
+    ``resumed`` for the CSV log) are known only once the driver has read the command line, so
+    the logger configs leave them null and the driver fills them in.
     """
     loggers = []
     for config in (configs or {}).values():
