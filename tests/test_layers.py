@@ -361,6 +361,35 @@ def test_bf16_autocast_keeps_the_sines_rank():
     assert error(applied_naive) > 4 * error(applied_fused)
 
 
+@pytest.mark.parametrize(
+    "variant", [v for v in sorted(LOWRANK_LAYERS) if LOWRANK_LAYERS[v].materialises_weight]
+)
+def test_evaluation_under_bf16_autocast_applies_the_learnt_weight(variant):
+    """A bf16-mixed run validates and tests in eval mode under autocast, where the layer
+    applies its cached whole weight. That weight must be built in fp32 as training builds it:
+    built under autocast, ``U V`` was a bf16 matmul and the sine's phase carried its rounding
+    (at ω = 30 and entries of order one, several percent of the output).
+
+    Tolerance: input, weight and output each rounded to bf16 once (2^-9 relative each)."""
+    cls = get_lowrank_class(variant)
+    omega = 30.0 if "omega" in cls.hyperparameters else None
+    torch.manual_seed(0)
+    layer = cls.from_linear(nn.Linear(64, 48), LowRankConfig(variant, 4, omega=omega))
+    with torch.no_grad():
+        for param in layer.parameters():
+            if param.requires_grad:  # a trained state: zero starts (LoRA's B) hide the sine
+                param.add_(0.5 * torch.randn_like(param))
+    layer.eval()
+    x = torch.randn(16, 64)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            applied = layer(x)
+        layer.eval()  # drops the cached weight
+        expected = layer(x)
+    assert applied.dtype == torch.bfloat16
+    assert float((applied.float() - expected).norm() / expected.norm()) < 2 * 2**-8
+
+
 def test_bf16_autocast_gradients_follow_fp32():
     torch.manual_seed(0)
     layer = SineLowRankLinear(64, 48, 2, omega=100.0, block_elems=1024)

@@ -189,7 +189,7 @@ class LoRALinear(LowRankLayer):
         self, x: Tensor, rows_fn: WeightFn, rows_vjp: WeightVJPFn, bias: Tensor | None = None
     ) -> Tensor:
         return blockwise_linear(
-            x, rows_fn, self.weight_params(), self.out_features, bias, self.block_elems, rows_vjp
+            x, rows_fn, self.weight_params, self.out_features, bias, self.block_elems, rows_vjp
         )
 
     @torch.no_grad()

@@ -181,18 +181,22 @@ class _BlockwiseLinear(torch.autograd.Function):
 def blockwise_linear(
     x: Tensor,
     weight_fn: WeightFn,
-    params: Sequence[Tensor],
+    params_fn: Callable[[], Sequence[Tensor]],
     n_rows: int,
     bias: Tensor | None = None,
     block_elems: int = DEFAULT_BLOCK_ELEMS,
     weight_vjp: WeightVJPFn | None = None,
 ) -> Tensor:
-    """``x @ W.T + bias`` where ``W[rows] = weight_fn(rows, *params)``, one block at a time.
+    """``x @ W.T + bias`` where ``W[rows] = weight_fn(rows, *params_fn())``, a block at a time.
 
-    ``params`` must be every tensor ``weight_fn`` reads that may need a gradient (frozen tensors
-    may be passed too and get none). ``weight_vjp`` is the block's backward; by default autograd
-    through ``weight_fn``.
+    ``params_fn()`` gives every tensor ``weight_fn`` reads that may need a gradient (frozen
+    tensors may be passed too and get none). It runs with autocast off, as the blocks are
+    built: a factor that a variant computes from others (LoRA-XS's ``B R``) then has the
+    parameters' precision too, instead of meeting them as an autocast bf16 product.
+    ``weight_vjp`` is the block's backward; by default autograd through ``weight_fn``.
     """
     block_rows = max(1, block_elems // max(1, x.shape[-1]))
     weight_vjp = weight_vjp or autograd_vjp(weight_fn)
+    with torch.autocast(x.device.type, enabled=False):
+        params = params_fn()
     return _BlockwiseLinear.apply(x, bias, weight_fn, weight_vjp, n_rows, block_rows, *params)

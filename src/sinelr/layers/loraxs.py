@@ -67,11 +67,7 @@ class LoRAXSLinear(ProjectedAdapter):
         nn.init.normal_(self.lora_R, std=self.r_init_std)
 
     def weight_params(self) -> tuple[Tensor, ...]:
-        # B R in R's precision inside an autocast region too: it is a factor of the sine's
-        # argument, which is built in fp32 (and the plain path casts it for its matmul anyway).
-        with torch.autocast(self.lora_R.device.type, enabled=False):
-            left = self.lora_B @ self.lora_R
-        return (self.base_layer.weight, left, self.lora_A)
+        return (self.base_layer.weight, self.lora_B @ self.lora_R, self.lora_A)
 
     def factor_parameters(self) -> tuple[nn.Parameter, ...]:
         return (self.lora_R,)

@@ -119,7 +119,7 @@ class LowRankLinear(LowRankLayer):
         return blockwise_linear(
             x,
             self.weight_rows,
-            self.weight_params(),
+            self.weight_params,
             self.out_features,
             self.bias,
             self.block_elems,
