@@ -31,7 +31,7 @@ from sinelr.apply import apply_lowrank, densify
 from sinelr.checkpoint import STATE_KEY, RunState, fingerprint
 from sinelr.export import load_run, save_merged, save_peft
 from sinelr.layers import LowRankConfig, LowRankLayer, get_lowrank_class
-from sinelr.omega import layer_omegas
+from sinelr.omega import layer_omegas, sine_layers
 from sinelr.run_config import lowrank_config
 from tests.helpers import compose_config, make_tiny_llama
 from tests.test_glue import tiny_bert  # noqa: F401  (fixture)
@@ -320,7 +320,7 @@ def test_an_auto_omega_run_is_rebuilt_with_the_omegas_its_layers_got(tiny_bert, 
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     torch.save(checkpoint, tmp_path / "run" / "checkpoints" / "last.ckpt")
     run = load_run(tmp_path / "run")  # rebuilt without the schedule: from the checkpoint's ω
-    assert layer_omegas(run.model) == state.omega_start
+    assert layer_omegas(sine_layers(run.model)) == state.omega_start
     ids = torch.tensor([[2, 7, 9, 11, 3], [2, 12, 6, 3, 0]])
     with torch.no_grad():  # the same weights and ω through the same code: exactly equal
         assert torch.equal(run.model(input_ids=ids).logits, model.eval()(input_ids=ids).logits)

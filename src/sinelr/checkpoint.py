@@ -23,7 +23,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from sinelr.io import atomic_write, flatten, override_key
-from sinelr.omega import start_omegas
+from sinelr.omega import sine_layers, start_omegas
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class RunState(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         network = getattr(pl_module, "model", pl_module)  # names as apply_lowrank gave them
-        self.omega_start = start_omegas(network)
+        self.omega_start = start_omegas(sine_layers(network))
 
     @property
     def state_key(self) -> str:

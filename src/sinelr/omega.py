@@ -219,37 +219,30 @@ def auto_request(
     return AutoOmega(lr=schedule.lr, steps=steps)
 
 
-def start_omegas(model: nn.Module) -> dict[str, float]:
-    """The ω each sine layer was built with (where a learnt ω started), by module name."""
-    return {
-        name: float(module.omega)
-        for name, module in model.named_modules()
-        if isinstance(module, SineActivated)
-    }
+def sine_layers(model: nn.Module) -> dict[str, SineActivated]:
+    """Every sine layer of ``model``, by module name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, SineActivated)}
 
 
-def layer_omegas(model: nn.Module) -> dict[str, float]:
-    """Every sine layer's ω now (learnt or fixed), by module name."""
-    return {
-        name: module.current_omega()
-        for name, module in model.named_modules()
-        if isinstance(module, SineActivated)
-    }
+def start_omegas(layers: dict[str, SineActivated]) -> dict[str, float]:
+    """The ω each of :func:`sine_layers` was built with (where a learnt ω started)."""
+    return {name: float(layer.omega) for name, layer in layers.items()}
+
+
+def layer_omegas(layers: dict[str, SineActivated]) -> dict[str, float]:
+    """The ω each of :func:`sine_layers` applies now (learnt or fixed)."""
+    return {name: layer.current_omega() for name, layer in layers.items()}
 
 
 def record_omegas(result: RunResult, model: nn.Module | None) -> None:
     """Put each sine layer's ω into ``result`` (docs/contract.md): ``omega_per_layer`` now,
     ``omega_start_per_layer`` where ω is learnt, and ``omega`` the median of the starting
     values. Called once the model is built and again at the end, for the learnt values."""
-    if model is None:
-        return
-    layers = {
-        name: module for name, module in model.named_modules() if isinstance(module, SineActivated)
-    }
+    layers = {} if model is None else sine_layers(model)
     if not layers:
         return
-    start = start_omegas(model)
+    start = start_omegas(layers)
     result.omega = statistics.median(start.values())
-    result.omega_per_layer = layer_omegas(model)
+    result.omega_per_layer = layer_omegas(layers)
     if any(layer.log_omega is not None for layer in layers.values()):
         result.omega_start_per_layer = start
