@@ -411,7 +411,8 @@ def test_without_data_the_run_names_the_path_it_looked_at(run_cli, tmp_path):
 def test_a_killed_nerf_run_resumes_to_the_uninterrupted_result(run_cli, tmp_path):
     data = tmp_path / "data"
     write_scene(data)
-    # killed at step 15, after the step-9 row of the CSV log: the resumed log must still have it
+    # killed at step 15, after the CSV log's rows of steps 0-15 (a validation at step 9 among
+    # them): the resumed run's log must still have every one
     args = [*SMOKE, "rank=1", "omega=1400", "trainer.max_steps=60",
             "checkpoint.every_n_train_steps=15"]  # fmt: skip
     assert_resumes_to_the_uninterrupted_result(

@@ -9,13 +9,15 @@ import socket
 import time
 import warnings
 
+import lightning as L
 import pytest
 import torch
 import trimesh
 from hydra.errors import ConfigCompositionException
+from lightning.pytorch.demos.boring_classes import BoringModel
 
 from sinelr.callbacks import NonFiniteError, NonFiniteGuard
-from sinelr.checkpoint import CHECKPOINT_DIR, CheckpointError, read_checkpoint
+from sinelr.checkpoint import CHECKPOINT_DIR, CheckpointError, LastCheckpoint, read_checkpoint
 from sinelr.io import atomic_write, atomic_write_json
 from sinelr.loggers import ResumableCSVLogger, network_reachable, wandb_logger
 from sinelr.results import RESULTS_FILE
@@ -68,34 +70,76 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     assert json.loads((tmp_path / "other" / RESULTS_FILE).read_text())["status"] == "failed"
 
 
+class _CheckpointProbe(L.Callback):
+    """The step ``last.ckpt`` holds at the start of each epoch (None: no file yet)."""
+
+    def __init__(self, path):
+        self.path, self.seen = path, []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.seen.append(read_checkpoint(self.path)["global_step"] if self.path.exists() else None)
+
+
+@pytest.mark.parametrize(
+    ("every", "max_steps", "seen", "end"),
+    [
+        # Lightning's ModelCheckpoint(save_top_k=0, save_last=True): [None] * 3, then 24
+        ({"every_n_epochs": 1}, -1, [None, 8, 16], 24),
+        # ... and [None, 5, 15], then 20: the final 2 steps unsaved
+        ({"every_n_train_steps": 5}, 22, [None, 5, 15], 22),
+    ],
+)
+def test_last_checkpoint_is_written_at_every_interval_and_at_the_end(
+    tmp_path, every, max_steps, seen, end
+):
+    path = tmp_path / "last.ckpt"
+    probe = _CheckpointProbe(path)
+    trainer = L.Trainer(
+        max_epochs=3, max_steps=max_steps, limit_train_batches=8, limit_val_batches=2,
+        callbacks=[LastCheckpoint(tmp_path, **every), probe], logger=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(BoringModel())
+    assert probe.seen == seen
+    assert read_checkpoint(path)["global_step"] == trainer.global_step == end
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
 def test_a_resumed_csv_log_keeps_the_earlier_rows_once(tmp_path):
-    first = ResumableCSVLogger(tmp_path, name="csv", version="")
+    """Lightning saves the log after every row, so a killed run's file holds rows past its
+    last checkpoint (here 6 and 7 past step 5); the resumed run logs those again."""
+    first_run, second_run = tmp_path / "first", tmp_path / "second"
+    first = ResumableCSVLogger(first_run, name="csv", version="")
     for step in range(8):
         first.log_metrics({"train/loss": float(step)}, step=step)
-        if step == 5:
-            first.after_save_checkpoint(None)  # the checkpoint at step 5 writes rows 0-5 out
-    first.save()  # a periodic flush wrote rows 6-7 too, just before the kill
-    resumed = ResumableCSVLogger(tmp_path, name="csv", version="", resumed=True)
+        first.save()
+    with open(first_run / "csv" / "metrics.csv", "a") as file:
+        file.write("0.7")  # a row the kill cut short
+    checkpoint = str(first_run / CHECKPOINT_DIR / "last.ckpt")
+
+    resumed = ResumableCSVLogger(first_run, name="csv", version="", resume_from=checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Lightning's "previous log files will be deleted"
         assert resumed.experiment.metrics == []
-    assert [row["step"] for row in metrics_log(tmp_path)] == [str(s) for s in range(8)]
+    assert [row["step"] for row in metrics_log(first_run)] == [str(s) for s in range(8)]
     resumed.log_metrics({"train/loss": 60.0, "val/psnr": 1.0}, step=6)  # resumed after step 5
     resumed.save()
-    rows = metrics_log(tmp_path)
+    rows = metrics_log(first_run)
     assert [row["step"] for row in rows] == ["0", "1", "2", "3", "4", "5", "6"]
     assert rows[6] == {"step": "6", "train/loss": "60.0", "val/psnr": "1.0"}
     assert rows[0] == {"step": "0", "train/loss": "0.0", "val/psnr": ""}
 
-    again = ResumableCSVLogger(tmp_path, name="csv", version="", resumed=True)
-    again.log_metrics({"train/loss": 0.5}, step=0)  # resumed before every row it had
-    again.save()
-    assert metrics_log(tmp_path) == [{"step": "0", "train/loss": "0.5"}]
+    # resume=true's default: a new run directory, continuing the log of the run it resumes
+    elsewhere = ResumableCSVLogger(second_run, name="csv", version="", resume_from=checkpoint)
+    elsewhere.log_metrics({"train/loss": 70.0}, step=7)
+    elsewhere.save()
+    assert metrics_log(second_run) == [*rows, {"step": "7", "train/loss": "70.0", "val/psnr": ""}]
+    assert metrics_log(first_run) == rows
 
-    fresh = ResumableCSVLogger(tmp_path, name="csv", version="")
+    fresh = ResumableCSVLogger(first_run, name="csv", version="")
     fresh.log_metrics({"train/loss": 9.0}, step=0)
     fresh.save()
-    assert metrics_log(tmp_path) == [{"step": "0", "train/loss": "9.0"}]
+    assert metrics_log(first_run) == [{"step": "0", "train/loss": "9.0"}]
 
 
 def test_resume_without_any_checkpoint_says_so(tmp_path):

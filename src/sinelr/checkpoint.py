@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from sinelr.io import atomic_write, flatten, override_key
@@ -185,6 +186,28 @@ def find_resume_checkpoint(output_dir: Path, runs_root: Path, expected: dict[str
         f"resume=true: no checkpoint of a run with this configuration in {output_dir} or under "
         f"{runs_root}. Run it without resume first, or pass ckpt_path=<file.ckpt>."
     )
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``, rewritten at every interval (``every_n_epochs`` / ``every_n_train_steps``)
+    and once more at the end of training if the last interval fell short of it.
+
+    Lightning (from 2.5.3) writes ``save_last`` only at a step where a top-k checkpoint was
+    saved too, so ``save_top_k=0, save_last=True`` wrote no checkpoint before the end of a run
+    checkpointing by epochs: a kill lost the whole run. Here the interval checkpoint itself is
+    named ``last`` (top 1 without a monitor keeps the newest), and training's end saves the
+    final weights that export reads when the run's length is not a multiple of the interval.
+    """
+
+    def __init__(self, dirpath: Path, **every: int | None) -> None:
+        super().__init__(
+            dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False, **every
+        )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_checkpoint(trainer, self.format_checkpoint_name({}))
 
 
 class RunState(L.Callback):

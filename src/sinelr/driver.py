@@ -144,9 +144,10 @@ def build(plan: RunPlan, result: RunResult) -> nn.Module | None:
 def train(plan: RunPlan, model: nn.Module | None, result: RunResult) -> None:
     """Train and score ``model``; a completed ``result`` with the task's metrics."""
     cfg = plan.cfg
+    ckpt_path = None
     if plan.resume_from is not None:
-        log.info("resuming from %s", plan.resume_from)
-        result.resumed_from = str(plan.resume_from)
+        ckpt_path = result.resumed_from = str(plan.resume_from)
+        log.info("resuming from %s", ckpt_path)
     hint = (
         f"omega={result.omega}, lowrank.gain={cfg.lowrank.gain or 'sqrt(d_in)'}, "
         f"task.lr={cfg.task.get('lr', 'n/a')}"
@@ -162,9 +163,9 @@ def train(plan: RunPlan, model: nn.Module | None, result: RunResult) -> None:
             plan.fingerprint,
             plan.checkpoint_every,
             divergence_hint=hint,
-            labels={**run_labels(result), "resumed": plan.resume_from is not None},
+            labels={**run_labels(result), "resume_from": ckpt_path},
         ),
-        ckpt_path=None if plan.resume_from is None else str(plan.resume_from),
+        ckpt_path=ckpt_path,
     )
     outcome = plan.task.run(model, ctx)
     result.metrics = outcome.metrics

@@ -7,21 +7,24 @@ Publishing a finished run to W&B lives with the report's W&B upload, in
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import netrc
 import os
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from hydra.utils import instantiate
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import Logger
+
+from sinelr.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -79,36 +82,35 @@ def wandb_logger(offline: bool | None = None, **kwargs: Any):
 
 
 class _ContinuingWriter(ExperimentWriter):
-    """A metrics.csv writer that continues the file of the attempt it resumes.
+    """A metrics.csv writer that starts from the rows of the run it resumes.
 
-    Lightning's writer deletes an existing metrics.csv, so a run resumed after a kill would
-    keep only the steps after its checkpoint. This one puts the earlier rows back at once
-    (nothing is lost if the resumed attempt dies too) and, at its first save, drops those
-    rows at or after the first step it logs: the resumed run logs them again itself.
+    Lightning's writer deletes the metrics.csv it finds, so a run resumed after a kill kept
+    only the steps after its checkpoint. This one writes the earlier log's rows (from the
+    earlier run's directory, which ``resume=true`` may have left for a new one) into its own
+    file at once and atomically, so a kill at any point leaves a whole log. At its first save
+    it drops the rows at or after the first step it logs, which the resumed run logs again.
     """
 
-    def __init__(self, log_dir: str) -> None:
-        path = os.path.join(log_dir, self.NAME_METRICS_FILE)
-        earlier: list[dict[str, str]] = []
-        if os.path.isfile(path):
-            with open(path, newline="") as file:
-                earlier = list(csv.DictReader(file))
-        with warnings.catch_warnings():  # "... will be deleted": not what happens here
-            warnings.filterwarnings("ignore", "Experiment logs directory")
-            super().__init__(log_dir)
-        self._earlier = earlier
-        if earlier:
-            self._write(earlier)
+    def __init__(self, log_dir: str, earlier: Path) -> None:
+        super().__init__(log_dir)
+        self._earlier = _read_rows(earlier)
+        if self._earlier:
+            self._write(self._earlier)
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _check_log_dir_exists(self) -> None:
+        """Not Lightning's deletion: the file may be the very log this run continues."""
+
+    def _write(self, rows: list[dict[str, str]]) -> None:
         self.metrics_keys = sorted(set().union(*rows))
-        if not rows:
-            os.remove(self.metrics_file_path)
-            return
-        with open(self.metrics_file_path, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+
+        def write(handle: IO[bytes]) -> None:
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, fieldnames=self.metrics_keys)
             writer.writeheader()
             writer.writerows(rows)
+            handle.write(text.getvalue().encode())
+
+        atomic_write(self.metrics_file_path, write)
 
     def save(self) -> None:
         if self._earlier and self.metrics:
@@ -118,29 +120,38 @@ class _ContinuingWriter(ExperimentWriter):
         super().save()
 
 
-class ResumableCSVLogger(CSVLogger):
-    """Lightning's ``CSVLogger``, whose metrics.csv survives a kill and a resume.
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    """A metrics.csv's rows; a last row cut short by a kill (no whole step) is left out."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    return [row for row in rows if (row.get("step") or "").isdigit()]
 
-    Every checkpoint also writes out the rows logged so far, so the file on disk reaches at
-    least the step the run would resume from. The driver sets ``resumed`` when the run
-    continues from a checkpoint (``resume=true`` or ``ckpt_path=``): the earlier file is then
-    continued; a fresh run in the same directory still starts a new one.
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's ``CSVLogger``, whose metrics.csv a resumed run continues.
+
+    The driver passes ``resume_from``, the checkpoint the run continues from (``resume=true``
+    or ``ckpt_path=``); the earlier log is at the same place relative to that checkpoint's run
+    directory as this log is to this run's. A fresh run still starts a new file. (Lightning
+    writes the file after every logged row, so the log on disk is as recent as the run.)
     """
 
-    def __init__(self, *args: Any, resumed: bool | None = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, resume_from: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._resumed = bool(resumed)
+        self._resume_from = resume_from
 
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None and self._resumed:
+        if self._experiment is None and self._resume_from:
+            earlier_run = Path(self._resume_from).parents[1]  # <run>/checkpoints/last.ckpt
+            relative = Path(self.log_dir).relative_to(self.save_dir)
+            earlier = earlier_run / relative / ExperimentWriter.NAME_METRICS_FILE
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+            self._experiment = _ContinuingWriter(self.log_dir, earlier)
         return super().experiment
-
-    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        self.save()
 
 
 class GuardedLogger(Logger):
@@ -212,7 +223,7 @@ def make_loggers(configs: Mapping[str, Any] | None, labels: Mapping[str, Any]) -
     """The configured loggers, each guarded; a config's null keys that ``labels`` has get its.
 
     The run's labels (W&B ``group`` = the experiment, ``tags`` = task, method, rank, preset;
-    ``resumed`` for the CSV log) are known only once the driver has read the command line, so
+    ``resume_from`` for the CSV log) are known only once the driver has read the command line, so
     the logger configs leave them null and the driver fills them in.
     """
     loggers = []

@@ -10,11 +10,11 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 
 from sinelr.callbacks import NonFiniteGuard
-from sinelr.checkpoint import CHECKPOINT_DIR, AtomicCheckpointIO, RunState
+from sinelr.checkpoint import CHECKPOINT_DIR, AtomicCheckpointIO, LastCheckpoint, RunState
 from sinelr.loggers import make_loggers
 from sinelr.results import RunResult
 
@@ -48,12 +48,7 @@ def trainer_factory(
     def make_trainer(callbacks: Sequence[L.Callback] = (), **overrides: Any) -> L.Trainer:
         loggers = make_loggers(cfg.get("logger"), labels)
         standard: list[L.Callback] = [
-            ModelCheckpoint(
-                dirpath=output_dir / CHECKPOINT_DIR,
-                save_top_k=0,
-                save_last=True,
-                **checkpoint_every,
-            ),
+            LastCheckpoint(output_dir / CHECKPOINT_DIR, **checkpoint_every),
             RunState(run_fingerprint),
             NonFiniteGuard(divergence_hint),
         ]
