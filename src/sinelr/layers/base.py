@@ -126,9 +126,10 @@ class LowRankLayer(nn.Module, abc.ABC):
             return None
         key = tuple((t.data_ptr(), t._version, t.dtype) for t in self.parameters())
         if self._weight_cache is None or self._weight_cache[0] != key:
-            # Built as training builds it, autocast off: under bf16 autocast (a bf16-mixed
-            # run's validation) U V would be a bf16 matmul, and the sine's phase ω·UV would
-            # carry its rounding, so a model would be scored with another weight than it learnt.
+            # Built as the fused training path builds it, autocast off: under bf16 autocast (a
+            # bf16-mixed run's validation) U V would be a bf16 matmul, and the sine's phase ω·UV
+            # would carry its rounding, so a model would be scored with another weight than it
+            # learnt. (fused=False trains on that rounded phase; it is scored on the exact one.)
             device_type = next(self.parameters()).device.type
             with torch.autocast(device_type, enabled=False):
                 self._weight_cache = (key, self.effective_weight())
