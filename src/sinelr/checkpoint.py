@@ -201,7 +201,11 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(self, dirpath: Path, **every: int | None) -> None:
         super().__init__(
-            dirpath=dirpath, filename="last", save_top_k=1, enable_version_counter=False, **every
+            dirpath=dirpath,
+            filename=Path(LAST).stem,
+            save_top_k=1,
+            enable_version_counter=False,
+            **every,
         )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
