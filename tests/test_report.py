@@ -372,3 +372,24 @@ def test_learnt_runs_alone_still_get_an_omega_plot_and_given_omegas_alone_none()
     legend = [text.get_text() for text in fig.legends[0].get_texts()]
     assert legend == ["lucy sine_lowrank k=1", START_LABEL, END_LABEL]
     plt.close(fig)
+
+
+def test_an_omega_sweep_at_two_budgets_gets_a_table_and_an_omega_plot_per_preset():
+    """+experiment=nerf_budget_omega: the same ω grid at preset=mini and preset=midi. Pooled,
+    the two budgets' best ω (here 300 at mini, 1400 at midi) would blur into one curve."""
+    budgets = {"mini": {100.0: 0.6, 300.0: 0.7, 1400.0: 0.5}, "midi": {300.0: 0.8, 1400.0: 0.9}}
+    runs = [
+        {**result("sine_lowrank", 1, value, omega=omega), "preset": preset}
+        for preset, curve in budgets.items()
+        for omega, value in curve.items()
+    ]
+    tables = layout(runs)
+    assert sorted(table.preset for table in tables) == ["midi", "mini"]
+    for table in tables:
+        fig = omega_figure(table)
+        (ax,) = fig.axes
+        (sweep,) = [line for line in ax.lines if line.get_label() == "lucy sine_lowrank k=1"]
+        curve = budgets[table.preset]
+        assert list(sweep.get_xdata()) == sorted(curve)
+        assert [round(y, 6) for y in sweep.get_ydata()] == [100 * curve[w] for w in sorted(curve)]
+        plt.close(fig)
