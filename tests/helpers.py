@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers.logger import Logger
 from omegaconf import DictConfig
@@ -128,6 +129,12 @@ def assert_resumes_to_the_uninterrupted_result(
         return {key: value for key, value in row.items() if not key.startswith("train/")}
 
     assert [comparable(row) for row in resumed_log] == [comparable(row) for row in reference_log]
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative error of ``a`` against ``b`` in the Frobenius norm."""
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).norm() / b.norm())
 
 
 def metrics_log(run_dir: Path) -> list[dict[str, str]]:

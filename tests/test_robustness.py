@@ -136,6 +136,11 @@ def test_a_resumed_csv_log_keeps_the_earlier_rows_once(tmp_path):
     assert metrics_log(second_run) == [*rows, {"step": "7", "train/loss": "70.0", "val/psnr": ""}]
     assert metrics_log(first_run) == rows
 
+    again = ResumableCSVLogger(first_run, name="csv", version="", resume_from=checkpoint)
+    again.log_metrics({"train/loss": 0.5}, step=0)  # resumed before every row it had
+    again.save()
+    assert metrics_log(first_run) == [{"step": "0", "train/loss": "0.5"}]
+
     fresh = ResumableCSVLogger(first_run, name="csv", version="")
     fresh.log_metrics({"train/loss": 9.0}, step=0)
     fresh.save()

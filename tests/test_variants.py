@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from sinelr.accounting import count_parameters
 from sinelr.apply import apply_lowrank
 from sinelr.layers import LOWRANK_LAYERS, LowRankConfig, get_lowrank_class
-from tests.helpers import dry_run
+from tests.helpers import dry_run, rel
 from tests.test_layers import LargestNewTensor, assert_dropout_feeds_the_adapter_only
 
 PLAIN = ["pissa", "vera", "loraxs", "hira"]
@@ -161,12 +161,6 @@ def test_merge_is_exact_and_unmerge_restores(variant):
             assert layer.base_layer.weight.equal(W0)
         torch.testing.assert_close(layer.base_layer.weight, W0, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(layer(x), adapted, rtol=1e-5, atol=1e-6)
-
-
-def rel(a: Tensor, b: Tensor) -> float:
-    """Relative error of ``a`` against ``b`` in the Frobenius norm."""
-    a, b = a.detach().float(), b.detach().float()
-    return float((a - b).norm() / b.norm())
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
