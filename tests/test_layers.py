@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from sinelr.accounting import rank_stats
+from sinelr.accounting import rank_diagnostics, rank_stats
 from sinelr.layers import (
     LOWRANK_LAYERS,
     LowRankConfig,
@@ -389,6 +389,45 @@ def test_evaluation_under_bf16_autocast_applies_the_learnt_weight(variant):
         expected = layer(x)
     assert applied.dtype == torch.bfloat16
     assert rel(applied, expected) < 2 * 2**-8
+
+
+@pytest.mark.parametrize(
+    "variant", [v for v in sorted(LOWRANK_LAYERS) if LOWRANK_LAYERS[v].materialises_weight]
+)
+def test_export_merge_and_diagnostics_under_bf16_autocast_build_the_fp32_weight(variant):
+    """Export, merge and the rank diagnostics build the whole weight outside the training path,
+    and may be called inside a bf16-mixed run (a callback, an export at the end of ``fit``).
+    There too ``U V`` must not be a bf16 matmul. The weight is fp32 in both, so the same
+    operations in the same order must give it bit for bit."""
+    cls = get_lowrank_class(variant)
+    omega = 30.0 if "omega" in cls.hyperparameters else None
+    torch.manual_seed(0)
+    layer = cls.from_linear(nn.Linear(64, 48), LowRankConfig(variant, 4, omega=omega))
+    with torch.no_grad():
+        for param in layer.parameters():
+            if param.requires_grad:
+                param.add_(0.5 * torch.randn_like(param))
+    wrapper = nn.Sequential(layer)
+    trained = {k: v.clone() for k, v in layer.state_dict().items()}
+
+    def built():
+        exported = layer.to_linear().weight.detach().clone()
+        diagnostics = rank_diagnostics(wrapper)["0"]["stable_rank"]
+        if not hasattr(layer, "merge"):
+            return exported, diagnostics, None
+        layer.merge()
+        merged = layer.base_layer.weight.detach().clone()
+        layer.unmerge()
+        layer.load_state_dict(trained)  # unmerge restores only to float rounding
+        return exported, diagnostics, merged
+
+    expected = built()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = built()
+    assert torch.equal(under_autocast[0], expected[0])
+    assert under_autocast[1] == expected[1]
+    if expected[2] is not None:
+        assert torch.equal(under_autocast[2], expected[2])
 
 
 def test_bf16_autocast_gradients_follow_fp32():

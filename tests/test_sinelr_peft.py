@@ -206,6 +206,27 @@ def test_trains_in_lightning():
     assert_trained(module, before)
 
 
+@pytest.mark.parametrize("use_dora", [False, True], ids=["sine_lora", "sine_dora"])
+def test_delta_weight_and_merge_under_bf16_autocast_build_the_fp32_weight(use_dora):
+    """PEFT's tools may call ``get_delta_weight`` and merge inside a bf16-mixed run; ``B A``
+    as a bf16 matmul would round the sine's phase (ω = 200). Both are built in fp32 either way,
+    by the same operations, so they must agree bit for bit."""
+    model = peft.get_peft_model(tiny_llama(), sine_config(use_dora))
+    one_step(model)
+
+    def built() -> tuple[Tensor, Tensor]:
+        layer = model.base_model.model.model.layers[0].self_attn.q_proj
+        delta = layer.get_delta_weight("default").detach().clone()
+        merged = copy.deepcopy(model).merge_and_unload()
+        return delta, merged.model.layers[0].self_attn.q_proj.weight.detach()
+
+    expected = built()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = built()
+    assert torch.equal(under_autocast[0], expected[0])
+    assert torch.equal(under_autocast[1], expected[1])
+
+
 # ---- one implementation: the PEFT-side layers against apply_lowrank's, given the same weights
 
 RANK, ALPHA, OMEGA = 4, 8.0, 200.0

@@ -76,7 +76,8 @@ def rank_diagnostics(model: nn.Module) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name, module in model.named_modules():
         if isinstance(module, LowRankLayer):
-            weight = module.factorised_weight().float()
+            with module.autocast_off():
+                weight = module.factorised_weight().float()
             out[name] = {
                 "rank": module.rank,
                 "max_rank": min(weight.shape),

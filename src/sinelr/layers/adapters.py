@@ -197,7 +197,8 @@ class LoRALinear(LowRankLayer):
         """Fold the adapter into the base weight: one matmul at inference, no adapter cost."""
         if self.merged:
             return
-        self.base_layer.weight.copy_(self._merged_weight())
+        with self.autocast_off():
+            self.base_layer.weight.copy_(self._merged_weight())
         self.merged = True
 
     @torch.no_grad()
@@ -205,7 +206,8 @@ class LoRALinear(LowRankLayer):
         """Undo :meth:`merge`, to float rounding, to go on training the adapter."""
         if not self.merged:
             return
-        self.base_layer.weight.copy_(self._unmerged_weight())
+        with self.autocast_off():
+            self.base_layer.weight.copy_(self._unmerged_weight())
         self.merged = False
         self._weight_cache = None
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from sinelr.layers.config import LowRankConfig
+from sinelr.layers.functional import autocast_off
 
 if TYPE_CHECKING:
     from sinelr.layers.config import AutoOmega
@@ -111,7 +112,8 @@ class LowRankLayer(nn.Module, abc.ABC):
         """
         bias = self.dense_bias()
         linear = nn.Linear(self.in_features, self.out_features, bias is not None, device="meta")
-        linear.weight = nn.Parameter(self.effective_weight().detach().clone())
+        with self.autocast_off():
+            linear.weight = nn.Parameter(self.effective_weight().detach().clone())
         if bias is not None:
             linear.bias = nn.Parameter(bias.detach().clone())
         return linear
@@ -126,14 +128,16 @@ class LowRankLayer(nn.Module, abc.ABC):
             return None
         key = tuple((t.data_ptr(), t._version, t.dtype) for t in self.parameters())
         if self._weight_cache is None or self._weight_cache[0] != key:
-            # Built as the fused training path builds it, autocast off: under bf16 autocast (a
-            # bf16-mixed run's validation) U V would be a bf16 matmul, and the sine's phase ω·UV
-            # would carry its rounding, so a model would be scored with another weight than it
-            # learnt. (fused=False trains on that rounded phase; it is scored on the exact one.)
-            device_type = next(self.parameters()).device.type
-            with torch.autocast(device_type, enabled=False):
+            # Built as the fused training path builds it, so that a bf16-mixed run's validation
+            # scores the weight it learnt. (fused=False trains on the rounded phase.)
+            with self.autocast_off():
                 self._weight_cache = (key, self.effective_weight())
         return self._weight_cache[1]
+
+    def autocast_off(self) -> torch.autocast:
+        """Autocast off on the layer's device, to build its weight exactly (see
+        :func:`~sinelr.layers.functional.autocast_off`): for merges, exports and diagnostics."""
+        return autocast_off(next(self.parameters()))
 
     def train(self, mode: bool = True) -> Self:
         self._weight_cache = None

@@ -94,6 +94,17 @@ def matmul_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
+def autocast_off(like: Tensor) -> torch.autocast:
+    """No autocast on ``like``'s device, wherever a weight is built from its factors.
+
+    Under bf16 autocast ``U V`` would be a bf16 matmul, and the sine's phase ``ω·UV``, with ω in
+    the hundreds, would carry its rounding: the row-blocked training path, the eval cache, a
+    merge, an export and the rank diagnostics would each see another weight than the factors
+    make. Only ``fused=False`` builds under the caller's autocast, as plain autograd would.
+    """
+    return torch.autocast(like.device.type, enabled=False)
+
+
 def _row_blocks(n_rows: int, block_rows: int) -> list[slice]:
     return [slice(i, min(i + block_rows, n_rows)) for i in range(0, n_rows, block_rows)]
 
@@ -121,7 +132,7 @@ class _BlockwiseLinear(torch.autograd.Function):
                 return x2d @ weight.T
             return torch.addmm(bias[rows], x2d, weight.T)
 
-        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        with torch.no_grad(), autocast_off(x):
             if len(blocks) == 1:  # the whole weight fits one block: no output copy
                 out = block_output(blocks[0])
             else:
@@ -150,7 +161,7 @@ class _BlockwiseLinear(torch.autograd.Function):
         grad_x: Tensor | None = None
         grads: list[Tensor | None] = [None] * len(params)
         blocks = _row_blocks(ctx.n_rows, ctx.block_rows)
-        with torch.no_grad(), torch.autocast(x2d.device.type, enabled=False):
+        with torch.no_grad(), autocast_off(x2d):
             for rows in blocks:
                 weight, vjp = ctx.weight_vjp(rows, *params)
                 g_rows = g2d[:, rows]
@@ -197,6 +208,6 @@ def blockwise_linear(
     """
     block_rows = max(1, block_elems // max(1, x.shape[-1]))
     weight_vjp = weight_vjp or autograd_vjp(weight_fn)
-    with torch.autocast(x.device.type, enabled=False):
+    with autocast_off(x):
         params = params_fn()
     return _BlockwiseLinear.apply(x, bias, weight_fn, weight_vjp, n_rows, block_rows, *params)

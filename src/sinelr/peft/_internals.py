@@ -106,7 +106,8 @@ class SineLinear(Linear):
         variant = self.lora_variant[adapter]
         assert isinstance(variant, SineVariant)
         core = variant.bind(self, adapter)
-        return core.update_rows(slice(None), *core.weight_params())
+        with core.autocast_off():
+            return core.update_rows(slice(None), *core.weight_params())
 
     def __repr__(self) -> str:
         return "sinelr.peft." + super().__repr__()
@@ -189,7 +190,9 @@ class SineVariant(LoraVariant):
 
     @torch.no_grad()
     def unmerge(self, module: Linear, active_adapter: str, orig_weight: Tensor) -> Tensor:
-        return self.bind(module, active_adapter)._unmerged_weight().to(orig_weight.dtype)
+        core = self.bind(module, active_adapter)
+        with core.autocast_off():
+            return core._unmerged_weight().to(orig_weight.dtype)
 
     def _merged(self, module: Linear, adapter: str) -> Tensor:
         """``W'`` by sinelr's merge, on the weight the layer holds now."""
@@ -199,4 +202,6 @@ class SineVariant(LoraVariant):
                 f"cannot merge sine DoRA adapter {adapter!r} into a layer that already holds "
                 f"{module.merged_adapters}: merge it first, or unmerge the others"
             )
-        return self.bind(module, adapter)._merged_weight()
+        core = self.bind(module, adapter)
+        with core.autocast_off():
+            return core._merged_weight()
