@@ -290,6 +290,25 @@ def test_inference_cache_follows_parameter_updates():
     assert layer._weight_cache is None  # never cached while training
 
 
+def test_inference_cache_follows_buffer_updates():
+    """LoRA-XS builds its weight from frozen buffers (the SVD factors), which a checkpoint load
+    may replace while ``R`` stays the same."""
+    torch.manual_seed(0)
+    layer = get_lowrank_class("sine_loraxs").from_linear(
+        nn.Linear(32, 16), LowRankConfig("sine_loraxs", 2, omega=100.0)
+    )
+    with torch.no_grad():
+        layer.lora_R.normal_()  # R starts near zero, where the update would hide the change
+    layer.eval()
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        first = layer(x)
+        layer.lora_A.mul_(2.0)
+        second = layer(x)
+    assert not second.equal(first)
+    torch.testing.assert_close(second, F.linear(x, layer.effective_weight(), layer.dense_bias()))
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="rank"):
         LowRankConfig(variant="lowrank", rank=0)

@@ -10,6 +10,7 @@ registry").
 from __future__ import annotations
 
 import abc
+import itertools
 from collections.abc import Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING, ClassVar, Literal, Self, TypeVar
@@ -121,12 +122,14 @@ class LowRankLayer(nn.Module, abc.ABC):
     def _cached_weight(self) -> Tensor | None:
         """The effective weight, rebuilt only when a parameter changed; None while training.
 
-        Parameters' version counters move on every in-place update (optimizer steps,
-        ``load_state_dict``) and their storage on ``.to()``, so the key catches every change.
+        Tensors' version counters move on every in-place update (optimizer steps,
+        ``load_state_dict``) and their storage on ``.to()``, so the key catches every change to
+        the parameters and to the buffers the weight is built from (LoRA-XS's frozen factors).
         """
         if not self.materialises_weight or self.training or torch.is_grad_enabled():
             return None
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in self.parameters())
+        tensors = itertools.chain(self.parameters(), self.buffers())
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
         if self._weight_cache is None or self._weight_cache[0] != key:
             # Built as the fused training path builds it, so that a bf16-mixed run's validation
             # scores the weight it learnt. (fused=False trains on the rounded phase.)
