@@ -15,6 +15,7 @@ from sinelr.accounting import rank_diagnostics, rank_stats
 from sinelr.layers import (
     LOWRANK_LAYERS,
     LowRankConfig,
+    LowRankLayer,
     LowRankLinear,
     SineLoRALinear,
     SineLowRankLinear,
@@ -381,6 +382,20 @@ def test_bf16_autocast_keeps_the_sines_rank():
     assert error(applied_naive) > 4 * error(applied_fused)
 
 
+def trained_64_to_48(variant: str) -> LowRankLayer:
+    """A 64 → 48 layer of ``variant`` (ω = 30 if it has one) in a trained state: its zero starts
+    (LoRA's B) would hide the sine."""
+    cls = get_lowrank_class(variant)
+    omega = 30.0 if "omega" in cls.hyperparameters else None
+    torch.manual_seed(0)
+    layer = cls.from_linear(nn.Linear(64, 48), LowRankConfig(variant, 4, omega=omega))
+    with torch.no_grad():
+        for param in layer.parameters():
+            if param.requires_grad:
+                param.add_(0.5 * torch.randn_like(param))
+    return layer
+
+
 @pytest.mark.parametrize(
     "variant", [v for v in sorted(LOWRANK_LAYERS) if LOWRANK_LAYERS[v].materialises_weight]
 )
@@ -391,14 +406,7 @@ def test_evaluation_under_bf16_autocast_applies_the_learnt_weight(variant):
     (at ω = 30 and entries of order one, several percent of the output).
 
     Tolerance: input, weight and output each rounded to bf16 once (2^-9 relative each)."""
-    cls = get_lowrank_class(variant)
-    omega = 30.0 if "omega" in cls.hyperparameters else None
-    torch.manual_seed(0)
-    layer = cls.from_linear(nn.Linear(64, 48), LowRankConfig(variant, 4, omega=omega))
-    with torch.no_grad():
-        for param in layer.parameters():
-            if param.requires_grad:  # a trained state: zero starts (LoRA's B) hide the sine
-                param.add_(0.5 * torch.randn_like(param))
+    layer = trained_64_to_48(variant)
     layer.eval()
     x = torch.randn(16, 64)
     with torch.no_grad():
@@ -418,14 +426,7 @@ def test_export_merge_and_diagnostics_under_bf16_autocast_build_the_fp32_weight(
     and may be called inside a bf16-mixed run (a callback, an export at the end of ``fit``).
     There too ``U V`` must not be a bf16 matmul. The weight is fp32 in both, so the same
     operations in the same order must give it bit for bit."""
-    cls = get_lowrank_class(variant)
-    omega = 30.0 if "omega" in cls.hyperparameters else None
-    torch.manual_seed(0)
-    layer = cls.from_linear(nn.Linear(64, 48), LowRankConfig(variant, 4, omega=omega))
-    with torch.no_grad():
-        for param in layer.parameters():
-            if param.requires_grad:
-                param.add_(0.5 * torch.randn_like(param))
+    layer = trained_64_to_48(variant)
     wrapper = nn.Sequential(layer)
     trained = {k: v.clone() for k, v in layer.state_dict().items()}
 
