@@ -88,6 +88,7 @@ def assert_resumes_to_the_uninterrupted_result(
     steps: int,
     kill_before_step: int,
     metrics: Sequence[str] | None = None,
+    continue_with: str = "resume=true",
     **options: Any,
 ) -> None:
     """Run ``overrides`` uninterrupted, again killed at its first checkpoint, and resume the
@@ -97,7 +98,8 @@ def assert_resumes_to_the_uninterrupted_result(
     Batches are a function of (seed, epoch, step) and the RNGs are in the checkpoint, so a
     resumed run trains on exactly the batches, with exactly the dropout masks, of one that was
     never interrupted. ``kill_before_step`` bounds the step the kill hit (mid-epoch where the
-    epoch is longer); ``options`` go to every ``run_cli`` call (``data_dir``, ``env``).
+    epoch is longer); ``continue_with`` is the override that continues the killed run;
+    ``options`` go to every ``run_cli`` call (``data_dir``, ``env``).
     """
     reference = run_cli(*overrides, **options)
     assert reference.returncode == 0, reference.output
@@ -106,7 +108,7 @@ def assert_resumes_to_the_uninterrupted_result(
     killed_state = read_checkpoint(checkpoint)
     assert 0 < killed_state["global_step"] < kill_before_step
 
-    resumed = run_cli(*overrides, "resume=true", run_dir=killed.run_dir, **options)
+    resumed = run_cli(*overrides, continue_with, run_dir=killed.run_dir, **options)
     assert resumed.returncode == 0, resumed.output
     assert resumed.results["resumed_from"] == str(checkpoint)
     assert resumed.results["steps"] == reference.results["steps"] == steps

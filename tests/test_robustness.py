@@ -37,9 +37,13 @@ RESUMABLE = [
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_uninterrupted_result(run_cli):
+@pytest.mark.parametrize("continue_with", ["resume=true", "skip_done=true"])
+def test_a_killed_run_resumes_to_the_uninterrupted_result(run_cli, continue_with):
+    """``skip_done=true`` is how a sweep run again continues its cut jobs."""
     # killed mid-epoch: an epoch has 32³/256 = 128 steps
-    assert_resumes_to_the_uninterrupted_result(run_cli, RESUMABLE, steps=512, kill_before_step=128)
+    assert_resumes_to_the_uninterrupted_result(
+        run_cli, RESUMABLE, steps=512, kill_before_step=128, continue_with=continue_with
+    )
 
 
 @pytest.mark.slow
@@ -145,6 +149,28 @@ def test_a_resumed_csv_log_keeps_the_earlier_rows_once(tmp_path):
     fresh.log_metrics({"train/loss": 9.0}, step=0)
     fresh.save()
     assert metrics_log(first_run) == [{"step": "0", "train/loss": "9.0"}]
+
+
+def test_skip_done_continues_a_cut_run_and_starts_another_configuration_afresh(tmp_path):
+    """A job whose results.json is not ``completed`` but whose ``last.ckpt`` is of the same
+    configuration continues from it; here the checkpoint is the end of training, so the run
+    only evaluates, and must score what the uninterrupted run scored. (A kill mid-training:
+    the slow test above.)"""
+    smoke = ["task=bof", "rank=1", "omega=200", "preset=smoke"]
+    reference = run_in_process(tmp_path, *smoke)
+    checkpoint = tmp_path / CHECKPOINT_DIR / "last.ckpt"
+    (tmp_path / RESULTS_FILE).write_text(json.dumps({**reference, "status": "failed"}))
+
+    continued = run_in_process(tmp_path, *smoke, "skip_done=true")
+    assert continued["status"] == "completed"
+    assert continued["resumed_from"] == str(checkpoint)
+    assert continued["steps"] == reference["steps"]
+    assert continued["metric"] == reference["metric"]
+
+    other = run_in_process(tmp_path, "task=bof", "rank=2", "omega=200", "preset=smoke",
+                           "skip_done=true")  # fmt: skip
+    assert other["status"] == "completed" and other["rank"] == 2
+    assert "resumed_from" not in other
 
 
 def test_resume_without_any_checkpoint_says_so(tmp_path):

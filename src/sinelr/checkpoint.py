@@ -4,7 +4,8 @@
 * Each carries the run's *fingerprint* (task settings, rank, ω, adapter, layer settings, seed)
   and its RNG states; resuming checks the fingerprint first and names what differs.
 * ``resume=true`` finds the newest checkpoint of a run with the same fingerprint, in this run's
-  directory or under ``outputs/``; ``ckpt_path=<file>`` names one.
+  directory or under ``outputs/``; ``ckpt_path=<file>`` names one; ``skip_done=true`` continues
+  from the run directory's own, if a run of the same configuration left one.
 """
 
 from __future__ import annotations
@@ -186,6 +187,25 @@ def find_resume_checkpoint(output_dir: Path, runs_root: Path, expected: dict[str
         f"resume=true: no checkpoint of a run with this configuration in {output_dir} or under "
         f"{runs_root}. Run it without resume first, or pass ckpt_path=<file.ckpt>."
     )
+
+
+def interrupted_checkpoint(output_dir: Path, expected: dict[str, Any]) -> Path | None:
+    """The ``last.ckpt`` an interrupted run of this configuration left in ``output_dir``.
+
+    ``skip_done=true`` continues from it, so a sweep run again into the same directory loses
+    none of a cut job's steps (a 90-minute NeRF job stopped at minute 80 costs 10, not 90).
+    A checkpoint of another configuration is left alone, and the job starts afresh.
+    """
+    path = output_dir / CHECKPOINT_DIR / LAST
+    if not path.is_file():
+        return None
+    try:
+        check_checkpoint(path, expected)
+    except CheckpointError as error:
+        log.warning("skip_done: not continuing from it (%s); starting afresh", error)
+        return None
+    log.info("skip_done: continuing the interrupted run from %s", path)
+    return path
 
 
 class LastCheckpoint(ModelCheckpoint):

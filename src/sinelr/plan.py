@@ -19,6 +19,7 @@ from sinelr.checkpoint import (
     checkpoint_intervals,
     find_resume_checkpoint,
     fingerprint,
+    interrupted_checkpoint,
     result_fingerprint,
 )
 from sinelr.layers import LowRankConfig
@@ -142,4 +143,6 @@ def resume_point(cfg: DictConfig, output_dir: Path, run_fingerprint: dict) -> Pa
         path = Path(ckpt_path).expanduser()
         check_checkpoint(path, run_fingerprint)
         return path
+    if cfg.get("skip_done"):
+        return interrupted_checkpoint(output_dir, run_fingerprint)
     return None
