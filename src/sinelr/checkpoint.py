@@ -165,8 +165,13 @@ def check_checkpoint(path: Path, expected: dict[str, Any]) -> None:
         )
 
 
+def run_checkpoint(run_dir: Path) -> Path:
+    """Where a run keeps its ``last.ckpt`` (:class:`LastCheckpoint` writes it there)."""
+    return run_dir / CHECKPOINT_DIR / LAST
+
+
 def _candidates(output_dir: Path, runs_root: Path) -> Iterator[Path]:
-    own = output_dir / CHECKPOINT_DIR / LAST
+    own = run_checkpoint(output_dir)
     if own.is_file():
         yield own
     if runs_root.is_dir():
@@ -196,7 +201,7 @@ def interrupted_checkpoint(output_dir: Path, expected: dict[str, Any]) -> Path |
     none of a cut job's steps (a 90-minute NeRF job stopped at minute 80 costs 10, not 90).
     A checkpoint of another configuration is left alone, and the job starts afresh.
     """
-    path = output_dir / CHECKPOINT_DIR / LAST
+    path = run_checkpoint(output_dir)
     if not path.is_file():
         return None
     try:

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from sinelr.apply import densify
-from sinelr.checkpoint import CHECKPOINT_DIR, LAST, STATE_KEY, read_checkpoint
+from sinelr.checkpoint import CHECKPOINT_DIR, LAST, STATE_KEY, read_checkpoint, run_checkpoint
 from sinelr.layers import LOWRANK_LAYERS, LoRALinear, LowRankConfig, get_lowrank_class
 from sinelr.layers.config import AutoOmega
 from sinelr.layers.pissa import PrincipalInit
@@ -83,7 +83,7 @@ class LoadedRun(NamedTuple):
 
 def checkpoint_file(path: Path) -> Path:
     """``path`` if it is a checkpoint; a run directory's ``checkpoints/last.ckpt`` otherwise."""
-    file = path / CHECKPOINT_DIR / LAST if path.is_dir() else path
+    file = run_checkpoint(path) if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(
             f"no checkpoint at {file}: pass a run directory (holding {CHECKPOINT_DIR}/{LAST}, "
