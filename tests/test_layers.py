@@ -325,6 +325,26 @@ def test_config_rejects_bad_values():
         get_lowrank_class("no_such_variant")
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("dropout", "abc"),
+        ("gain", "abc"),
+        ("alpha", 0.0),
+        ("alpha", "abc"),
+        ("omega_lr", "abc"),
+        ("fused", "no"),
+        ("block_elems", 2.5),
+        ("block_elems", "abc"),
+    ],
+)
+def test_config_rejects_command_line_values_of_the_wrong_type(setting, value):
+    """The command line hands over whatever YAML made of a value: a string where a number is
+    meant must give the one-line error naming the setting, not a TypeError from a comparison."""
+    with pytest.raises(ValueError, match=f"^{setting} must be"):
+        LowRankConfig(variant="sine_lora", rank=2, omega=1.0, **{setting: value})
+
+
 @pytest.fixture
 def tanh_variant():
     """A new variant, as a user would add it: one class, one registry entry."""

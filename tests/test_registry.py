@@ -354,6 +354,14 @@ def test_a_setting_the_variant_does_not_read_is_an_error(tmp_path):
         LowRankConfig("lora", 2, detach_norm=True)
 
 
+def test_an_unknown_lowrank_setting_is_an_error_listing_the_known_ones():
+    """``+lowrank.<typo>=…`` passes Hydra's check (the ``+`` adds the key) and would otherwise
+    end in a TypeError from the config's constructor."""
+    cfg = compose_config("task=bof", "preset=smoke", "rank=1", "+lowrank.dropuot=0.1")
+    with pytest.raises(ValueError, match=r"^unknown setting lowrank\.dropuot; .*dropout"):
+        lowrank_config(cfg, "bof")
+
+
 @pytest.mark.parametrize(
     ("task", "adapter", "detach"),
     [("glue", "lora", False), ("glue", "dora", True), ("commonsense", "lora", False)],

@@ -7,6 +7,23 @@ from dataclasses import dataclass, fields
 
 from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
 
+# A learnt log ω's learning rate (lowrank.omega_lr), the same wherever a sine layer is built.
+DEFAULT_OMEGA_LR = 1e-2
+
+
+def _is_real(value: object) -> bool:
+    """A finite int or float; bool is excluded, though Python counts it as an int."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_positive_number(value: object) -> bool:
+    """Whether ``value`` is a finite number above zero.
+
+    Checked by type first: values from the command line arrive as whatever YAML made of them,
+    and ``"abc" > 0`` would raise a TypeError instead of the one-line error the caller gives.
+    """
+    return _is_real(value) and value > 0
+
 
 @dataclass(frozen=True)
 class AutoOmega:
@@ -55,7 +72,7 @@ class LowRankConfig:
     block_elems: int = DEFAULT_BLOCK_ELEMS
     detach_norm: bool = False
     learn_omega: bool = False
-    omega_lr: float = 1e-2
+    omega_lr: float = DEFAULT_OMEGA_LR
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
@@ -63,33 +80,41 @@ class LowRankConfig:
                 f"rank must be a positive integer, got {self.rank!r}; "
                 "use rank=null for the full-rank (dense) baseline"
             )
-        if not isinstance(self.omega, AutoOmega | None) and not (
-            math.isfinite(self.omega) and self.omega > 0
-        ):
+        if not isinstance(self.omega, AutoOmega | None) and not is_positive_number(self.omega):
             raise ValueError(
                 f"omega must be a positive number, got {self.omega!r}; "
                 "use omega=null for the plain low-rank variant"
             )
-        if self.gain is not None and not (math.isfinite(self.gain) and self.gain > 0):
-            raise ValueError(f"gain must be a positive number or null, got {self.gain!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.detach_norm, bool):
-            raise ValueError(
-                f"detach_norm must be true or false, got {self.detach_norm!r} "
-                "(true: DoRA's norm as a constant in the backward pass, false: exact gradient)"
-            )
-        if not isinstance(self.learn_omega, bool):
-            raise ValueError(f"learn_omega must be true or false, got {self.learn_omega!r}")
+        for name in ("gain", "alpha"):
+            value = getattr(self, name)
+            if value is not None and not is_positive_number(value):
+                raise ValueError(f"{name} must be a positive number or null, got {value!r}")
+        if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        for name, meaning in (
+            ("fused", "true: the memory-lean sine path, false: plain autograd"),
+            (
+                "detach_norm",
+                "true: DoRA's norm as a constant in the backward pass, false: exact gradient",
+            ),
+            ("learn_omega", "true: ω trains on a log scale, false: ω stays fixed"),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r} ({meaning})")
         if self.learn_omega and self.omega is None:
             raise ValueError(
                 "learn_omega=true needs an omega to start from (a number, paper or auto); "
                 "omega=null is the plain variant, which has no ω"
             )
-        if not (math.isfinite(self.omega_lr) and self.omega_lr > 0):
+        if not is_positive_number(self.omega_lr):
             raise ValueError(f"omega_lr must be a positive number, got {self.omega_lr!r}")
-        if self.block_elems < 1:
-            raise ValueError(f"block_elems must be positive, got {self.block_elems!r}")
+        if (
+            isinstance(self.block_elems, bool)
+            or not isinstance(self.block_elems, int)
+            or self.block_elems < 1
+        ):
+            raise ValueError(f"block_elems must be a positive integer, got {self.block_elems!r}")
         self._check_variant_reads_settings()
 
     def _check_variant_reads_settings(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sinelr.layers.config import LowRankConfig
+from sinelr.layers.config import DEFAULT_OMEGA_LR, LowRankConfig
 from sinelr.layers.functional import sine_weight
 
 #: The settings :meth:`SineActivated._kwargs_from_config` reads: every sine twin declares them
@@ -36,7 +36,7 @@ class SineActivated:
         omega: float,
         gain: float | None = None,
         learn_omega: bool = False,
-        omega_lr: float | None = None,
+        omega_lr: float = DEFAULT_OMEGA_LR,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)

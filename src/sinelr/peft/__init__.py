@@ -16,11 +16,11 @@ on the unknown ``peft_type``) rather than load it as plain LoRA. See docs/peft.m
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from peft import LoraConfig
 
+from sinelr.layers.config import is_positive_number
 from sinelr.peft._internals import PEFT_TYPE, claim, register
 
 __all__ = ["PEFT_TYPE", "SineLoraConfig"]
@@ -52,14 +52,14 @@ class SineLoraConfig(LoraConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not _positive(self.omega):
+        if not is_positive_number(self.omega):
             raise ValueError(
                 f"SineLoraConfig needs omega, a positive number (the sine's frequency, e.g. "
                 f"omega=200), got {self.omega!r}; for plain LoRA use peft.LoraConfig"
             )
         self.omega = float(self.omega)
         if self.gain is not None:
-            if not _positive(self.gain):
+            if not is_positive_number(self.gain):
                 raise ValueError(f"gain must be a positive number or None, got {self.gain!r}")
             self.gain = float(self.gain)
         if self.init_lora_weights not in _INITS:
@@ -79,15 +79,6 @@ class SineLoraConfig(LoraConfig):
                     "with B and A only"
                 )
         claim(self)
-
-
-def _positive(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
 
 
 register(SineLoraConfig)
