@@ -173,6 +173,23 @@ def test_merge_is_exact_and_unmerge_restores(variant, detach_norm):
         torch.testing.assert_close(layer(x), adapted, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["dora", "sine_dora"])
+def test_a_merged_dora_moves_with_what_unmerging_needs(variant):
+    """Unmerging DoRA needs the row norms kept at merge time; a move or cast of the merged
+    layer (``.to(device)``, ``.double()``) must take them along, as it takes the weights (on a
+    GPU a norm left on the CPU could not meet the weight). They are not saved, as the merged
+    state is not."""
+    layer = make_layer(variant, dtype=torch.float32)
+    W0 = layer.base_layer.weight.detach().double()
+    with torch.no_grad():
+        layer.merge()
+        layer.double()
+        assert dict(layer.named_buffers())["_merge_norm"].dtype == torch.float64
+        assert "_merge_norm" not in layer.state_dict()
+        layer.unmerge()
+    torch.testing.assert_close(layer.base_layer.weight, W0, rtol=1e-5, atol=1e-6)
+
+
 def dora_reference(
     layer, params: dict[str, Tensor], x: Tensor, x_drop: Tensor, detach_norm: bool
 ) -> Tensor:
@@ -343,6 +360,16 @@ def test_config_rejects_command_line_values_of_the_wrong_type(setting, value):
     meant must give the one-line error naming the setting, not a TypeError from a comparison."""
     with pytest.raises(ValueError, match=f"^{setting} must be"):
         LowRankConfig(variant="sine_lora", rank=2, omega=1.0, **{setting: value})
+
+
+def test_row_blocked_path_refuses_a_second_derivative():
+    """Its backward rebuilds the weight without a graph, so differentiating the gradient again
+    (a gradient penalty) would silently give the factors no gradient; it must raise instead."""
+    layer = make_layer("sine_lowrank", fused=True)
+    x = torch.randn(4, 12, dtype=torch.float64, requires_grad=True)
+    (grad_x,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad_x.square().sum().backward()
 
 
 @pytest.fixture

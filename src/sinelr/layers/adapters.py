@@ -277,7 +277,10 @@ class DoRALinear(LoRALinear):
         super().__init__(base_layer, rank, **kwargs)
         self.detach_norm = detach_norm
         self.magnitude = nn.Parameter(base_layer.weight.detach().to(self.lora_A.dtype).norm(dim=1))
-        self._merge_norm: Tensor | None = None
+        # A buffer, so that a move or cast between merge() and unmerge() takes it along; not
+        # saved, as the merged state itself is not.
+        self._merge_norm: Tensor | None
+        self.register_buffer("_merge_norm", None, persistent=False)
 
     @classmethod
     def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:

@@ -125,6 +125,8 @@ class LowRankLayer(nn.Module, abc.ABC):
         Tensors' version counters move on every in-place update (optimizer steps,
         ``load_state_dict``) and their storage on ``.to()``, so the key catches every change to
         the parameters and to the buffers the weight is built from (LoRA-XS's frozen factors).
+        An edit through ``.data`` moves no counter: call ``eval()`` after one, which drops the
+        cache, as ``train()`` does.
         """
         if not self.materialises_weight or self.training or torch.is_grad_enabled():
             return None

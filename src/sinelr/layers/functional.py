@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 # Rows per block are chosen so that one block holds about this many weight entries (4 MiB in
 # fp32). The backward pass keeps three block-sized temporaries (the block, the sine's argument
@@ -117,6 +118,8 @@ class _BlockwiseLinear(torch.autograd.Function):
     off, whatever the caller's: the sine's argument ``ω·UV`` is large and its phase must not be
     rounded to 8 bits. Only the finished block is cast to the autocast dtype for the matmul, and
     the input gradient is accumulated over blocks (where there are several) in at least fp32.
+    That backward builds no graph, so it is marked once-differentiable: a second derivative
+    (a gradient penalty) raises instead of silently missing the factors; ``fused=False`` has one.
     """
 
     @staticmethod
@@ -151,6 +154,7 @@ class _BlockwiseLinear(torch.autograd.Function):
         return out.reshape(*x.shape[:-1], n_rows)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
         x2d, *params = ctx.saved_tensors
         dtype = ctx.compute_dtype
