@@ -24,6 +24,8 @@ from sinelr.omega import (
     linear_energy_share,
     planned_steps,
     round_significant,
+    sine_layers,
+    start_omegas,
 )
 from sinelr.optim import ExponentialDecay, LinearWarmup
 from tests.helpers import dry_run, run_in_process
@@ -176,6 +178,32 @@ def test_auto_takes_sine_hira_as_lora_and_refuses_variants_of_another_start():
         why = rf"^omega=auto has no rule for sine_{plain}: .*which {plain} does not use; "
         with pytest.raises(ValueError, match=rf"{why}omega=auto supports {supported}\."):
             apply_lowrank(nn.Sequential(nn.Linear(8, 8)), ["0"], config)
+
+
+def test_auto_on_1x1_convolutions_rebuilds_from_what_it_recorded():
+    """A factorised 1×1 convolution's sine layer is ``<name>.linear``: the ω recorded under
+    that name must be the one a rebuild (export) looks up."""
+
+    def convs() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(16, 32, 1), nn.ReLU(), nn.Conv2d(32, 16, 1))
+
+    trained = convs()
+    apply_lowrank(trained, ["0", "2"], LowRankConfig("sine_lowrank", 2, omega=AutoOmega(lr=1e-3)))
+    recorded = start_omegas(sine_layers(trained))
+    assert sorted(recorded) == ["0.linear", "2.linear"]
+
+    rebuilt = convs()
+    chosen = AutoOmega(chosen=tuple(recorded.items()))
+    apply_lowrank(rebuilt, ["0", "2"], LowRankConfig("sine_lowrank", 2, omega=chosen))
+    assert start_omegas(sine_layers(rebuilt)) == recorded
+
+    with pytest.raises(ValueError, match=r"records no ω for layer 2\.linear"):
+        apply_lowrank(
+            convs(),
+            ["0", "2"],
+            LowRankConfig("sine_lowrank", 2, omega=AutoOmega(chosen=(("0.linear", 1.0),))),
+        )
 
 
 def test_a_layer_never_sees_auto():

@@ -145,9 +145,11 @@ def apply_lowrank(model: nn.Module, targets: Targets, config: LowRankConfig) -> 
             report.kept_dense[name] = reason
             log.info("%s stays dense: %s", name, reason)
             continue
-        layer_config = config_for_layer(config, name, linear.out_features, linear.in_features)
-        layer = cls.from_linear(linear, layer_config)
         module = model.get_submodule(name)
+        # The name the layer will have in the model, as results.json and checkpoints record it.
+        layer_name = name if linear is module else f"{name}.linear"
+        layer_config = config_for_layer(config, layer_name, linear.out_features, linear.in_features)
+        layer = cls.from_linear(linear, layer_config)
         model.set_submodule(name, layer if linear is module else Conv1x1(layer))
         report.replaced[name] = config.variant
     log.info(

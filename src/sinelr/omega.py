@@ -152,7 +152,13 @@ def config_for_layer(config: LowRankConfig, name: str, d_out: int, d_in: int) ->
     if not isinstance(request, AutoOmega):
         return config
     if request.chosen is not None:
-        return replace(config, omega=dict(request.chosen)[name])
+        chosen = dict(request.chosen)
+        if name not in chosen:
+            raise ValueError(
+                f"the saved run records no ω for layer {name} (it has {', '.join(chosen)}): "
+                "rebuild it with the model and targets it was trained with"
+            )
+        return replace(config, omega=chosen[name])
     cls = get_lowrank_class(config.variant)
     if cls.sine_of not in AUTO_PLAIN:
         raise ValueError(
