@@ -54,6 +54,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_adapters import omega_for  # noqa: E402
 from bench_layers import PeakMemory, json_child  # noqa: E402
 
 MODEL = "meta-llama/Meta-Llama-3-8B"
@@ -78,15 +79,6 @@ def frozen_model_bytes(config, dtype_bytes: int = 2) -> int:
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     return sum(p.numel() for p in model.parameters()) * dtype_bytes
-
-
-def omega_for(method: str, rank: int) -> float | None:
-    """The paper's commonsense ω at ``rank`` for a sine method (Tables 5 and 8)."""
-    from sinelr.paper import paper_omega
-
-    if not method.startswith("sine_"):
-        return None
-    return paper_omega("commonsense", rank, method.removeprefix("sine_"))
 
 
 def build_layer(config, method: str, rank: int, fused: bool):
