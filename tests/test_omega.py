@@ -321,6 +321,15 @@ def test_a_learnt_omega_trains_at_its_own_rate(schedule):
     assert count_parameters(learnt, 0).omega == 2
 
 
+def test_a_sine_layer_built_directly_learns_omega_at_the_configs_default_rate():
+    """Without a config, ``learn_omega=True`` alone must still give log ω a rate to train at."""
+    layer = get_lowrank_class("sine_lowrank")(8, 8, 2, omega=10.0, learn_omega=True)
+    groups = ExponentialDecay(1e-3, 0.1).configure(nn.Sequential(layer), 10)["optimizer"]
+    omega_lr = LowRankConfig("sine_lowrank", 2, omega=10.0).omega_lr
+    rates = [g["initial_lr"] for g in groups.param_groups if g["params"] == [layer.log_omega]]
+    assert rates == [omega_lr]
+
+
 def test_a_learnt_omega_moves_in_training(tmp_path):
     """A bof smoke run (the built-in trefoil, no data) with ω learnt from omega=auto: it
     completes and records where each layer's ω ended, away from where it started."""
