@@ -145,12 +145,12 @@ def apply_lowrank(model: nn.Module, targets: Targets, config: LowRankConfig) -> 
             report.kept_dense[name] = reason
             log.info("%s stays dense: %s", name, reason)
             continue
-        module = model.get_submodule(name)
+        conv = linear is not model.get_submodule(name)
         # The name the layer will have in the model, as results.json and checkpoints record it.
-        layer_name = name if linear is module else f"{name}.linear"
+        layer_name = f"{name}.linear" if conv else name
         layer_config = config_for_layer(config, layer_name, linear.out_features, linear.in_features)
         layer = cls.from_linear(linear, layer_config)
-        model.set_submodule(name, layer if linear is module else Conv1x1(layer))
+        model.set_submodule(name, Conv1x1(layer) if conv else layer)
         report.replaced[name] = config.variant
     log.info(
         "%s: %d layer(s) factorised at rank %d, %d kept dense",

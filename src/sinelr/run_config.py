@@ -100,13 +100,12 @@ def lowrank_config(
     if cfg.omega == "auto":
         omega = auto_request(schedule, cfg.get("trainer") or {}, task_name)
     settings = OmegaConf.to_container(cfg.lowrank, resolve=True)
-    scratch = settings.pop("variant", None)  # absent from fingerprints saved before it existed
-    known = {f.name for f in fields(LowRankConfig)} - {"variant", "rank", "omega"}
+    known = {f.name for f in fields(LowRankConfig)} - {"rank", "omega"}
     if unknown := sorted(settings.keys() - known):
         raise ValueError(
-            f"unknown setting lowrank.{unknown[0]}; lowrank.* takes "
-            f"{', '.join(sorted(known | {'variant'}))}"
+            f"unknown setting lowrank.{unknown[0]}; lowrank.* takes {', '.join(sorted(known))}"
         )
+    scratch = settings.pop("variant", None)  # absent from fingerprints saved before it existed
     return LowRankConfig(
         variant=variant_name(rank, omega, adapter, scratch),
         rank=rank,

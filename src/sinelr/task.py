@@ -13,6 +13,7 @@ from torch import nn
 
 from sinelr.data import require_one_step_per_batch
 from sinelr.layers import LowRankConfig
+from sinelr.layers.config import is_positive_integer
 from sinelr.omega import LearningSchedule
 
 
@@ -78,9 +79,7 @@ def check_epochs(epochs: Any, allowed: str = "") -> int | None:
     """``task.epochs``: a positive integer, or None to leave it to ``trainer.max_epochs``.
 
     ``allowed`` names other accepted values for the error message (e.g. ``'paper'``)."""
-    if epochs is not None and (
-        isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1
-    ):
+    if epochs is not None and not is_positive_integer(epochs):
         raise ValueError(
             f"task.epochs must be a positive integer{allowed} or null (trainer.max_epochs), "
             f"got {epochs!r}"

@@ -25,6 +25,11 @@ def is_positive_number(value: object) -> bool:
     return _is_real(value) and value > 0
 
 
+def is_positive_integer(value: object) -> bool:
+    """Whether ``value`` is an int above zero (not a bool, which Python counts as an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 @dataclass(frozen=True)
 class AutoOmega:
     """``omega=auto``: ω is chosen per layer when the layer is built (:mod:`sinelr.omega`).
@@ -75,7 +80,7 @@ class LowRankConfig:
     omega_lr: float = DEFAULT_OMEGA_LR
 
     def __post_init__(self) -> None:
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+        if not is_positive_integer(self.rank):
             raise ValueError(
                 f"rank must be a positive integer, got {self.rank!r}; "
                 "use rank=null for the full-rank (dense) baseline"
@@ -109,11 +114,7 @@ class LowRankConfig:
             )
         if not is_positive_number(self.omega_lr):
             raise ValueError(f"omega_lr must be a positive number, got {self.omega_lr!r}")
-        if (
-            isinstance(self.block_elems, bool)
-            or not isinstance(self.block_elems, int)
-            or self.block_elems < 1
-        ):
+        if not is_positive_integer(self.block_elems):
             raise ValueError(f"block_elems must be a positive integer, got {self.block_elems!r}")
         self._check_variant_reads_settings()
 
