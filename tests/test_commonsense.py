@@ -300,6 +300,8 @@ def test_paper_learning_rate_follows_the_adapter():
     assert make_task("adapter=lora").schedule.lr == 1e-4
     assert make_task("adapter=dora").schedule.lr == 6e-5
     assert make_task("adapter=dora", "task.lr=3e-4").schedule.lr == 3e-4
+    with pytest.raises(ValueError, match=r"task\.lr must be a finite number above 0, got inf"):
+        make_task("adapter=lora", "task.lr=inf")
     with pytest.raises(ValueError, match="needs adapter=lora or adapter=dora"):
         make_task("adapter=null")  # no adapter: full fine-tuning has no paper rate
 

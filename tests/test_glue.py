@@ -174,7 +174,9 @@ def test_unknown_task_name_lists_the_known_ones():
         make_task("task.name=wnli")
 
 
-@pytest.mark.parametrize("override", ["task.lr=0", "task.epochs=0", "task.epochs=1.5"])
+@pytest.mark.parametrize(
+    "override", ["task.lr=0", "task.lr=inf", "task.epochs=0", "task.epochs=1.5"]
+)
 def test_bad_recipe_values_are_errors(override):
     with pytest.raises(ValueError, match=override.split("=")[0]):
         make_task(override)

@@ -201,11 +201,25 @@ def test_divergence_fails_the_run_and_names_the_causes(tmp_path):
         (["rank=7", "omega=paper"], "it has ranks 1, 2, 5, 20"),
         (["rank=1", "task.targets=[fc9]"], "'fc9' matches no layer"),
         (["rank=1", "no_such_key=3"], "Could not override 'no_such_key'"),
+        (["rank=1", "task.lr=abc"], "task.lr must be a finite number above 0, got 'abc'"),
+        (["rank=1", "task.lr=-1e-3"], "task.lr must be a finite number above 0, got -0.001"),
+        (["rank=1", "task.lr=inf"], "task.lr must be a finite number above 0, got inf"),
     ],
 )
 def test_bad_input_is_a_clear_error(tmp_path, overrides, message):
     with pytest.raises((ValueError, ConfigCompositionException), match=re.escape(message)):
         dry_run(tmp_path, "task=bof", "preset=smoke", *overrides)
+
+
+@pytest.mark.parametrize(("override", "value"), [("omega=inf", "inf"), ("task.lr=nan", "nan")])
+def test_a_non_finite_setting_is_refused_and_recorded(tmp_path, override, value):
+    """JSON has no inf or NaN: the results.json of the refused run must still be written, and
+    name the error, instead of a second error from writing it."""
+    with pytest.raises(ValueError, match=f"got {value}"):
+        dry_run(tmp_path, "task=bof", "preset=smoke", "rank=1", override)
+    results = json.loads((tmp_path / RESULTS_FILE).read_text())
+    assert results["status"] == "failed" and f"got {value}" in results["error"]
+    assert f'"{value}"' in json.dumps(results["fingerprint"])
 
 
 def test_corrupt_mesh_is_named(tmp_path):

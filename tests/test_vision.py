@@ -137,6 +137,11 @@ def test_image_folders_need_train_and_val(tmp_path):
         read_imagefolder(tmp_path, None)
 
 
+def test_a_bad_learning_rate_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"task\.lr must be a finite number above 0, got 0"):
+        dry_run(tmp_path, "task=vit_cifar", "preset=smoke", "rank=1", "task.lr=0")
+
+
 def test_randaugment_survives_its_strongest_posterize():
     from timm.data import auto_augment, create_transform
 

@@ -15,7 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from sinelr.layers.config import is_positive_number
 from sinelr.layers.sine import SineActivated
+
+
+def check_rate(lr: object) -> None:
+    """One error for every task's ``task.lr``: a bad rate would otherwise surface steps later,
+    as a TypeError inside the optimiser or as an ``inf`` that results.json cannot hold."""
+    if not is_positive_number(lr):
+        raise ValueError(f"task.lr must be a finite number above 0, got {lr!r}")
 
 
 def exponential_decay(
@@ -40,6 +48,9 @@ class ExponentialDecay:
     final_factor: float
     decay_steps: int | None = None
 
+    def __post_init__(self) -> None:
+        check_rate(self.lr)
+
     def configure(self, model: nn.Module, total_steps: int) -> dict[str, Any]:
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         separate_learnt_omega(optimizer, model)
@@ -61,6 +72,9 @@ class LinearWarmup:
     weight_decay: float
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_rate(self.lr)
 
     def configure(self, model: nn.Module, total_steps: int) -> dict[str, Any]:
         from transformers import get_linear_schedule_with_warmup

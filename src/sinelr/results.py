@@ -84,14 +84,14 @@ class RunResult:
         if self.error is not None:
             data["error"] = self.error
         data["diagnostics"] = self.diagnostics
-        data["task_config"] = self.task_config
+        data["task_config"] = _strict_json(self.task_config)
         if self.data_key is not None:
             data["data_key"] = self.data_key
         data["output_dir"] = self.output_dir
         if self.resumed_from is not None:
             data["resumed_from"] = self.resumed_from
         if self.fingerprint:
-            data["fingerprint"] = self.fingerprint
+            data["fingerprint"] = _strict_json(self.fingerprint)
         if self.omega_per_layer:
             data["omega_per_layer"] = self.omega_per_layer
         if self.omega_start_per_layer:
@@ -108,3 +108,18 @@ class RunResult:
 
     def write(self, output_dir: str | Path) -> Path:
         return atomic_write_json(Path(output_dir) / RESULTS_FILE, self.to_json())
+
+
+def _strict_json(settings: Any) -> Any:
+    """``settings`` with each non-finite float as its name (``"inf"``, ``"nan"``).
+
+    JSON has no inf or NaN, and a run refused for ``task.lr=inf`` must still write the
+    results.json that names its error, rather than fail again while writing it.
+    """
+    if isinstance(settings, dict):
+        return {key: _strict_json(value) for key, value in settings.items()}
+    if isinstance(settings, list):
+        return [_strict_json(value) for value in settings]
+    if isinstance(settings, float) and not math.isfinite(settings):
+        return str(settings)
+    return settings

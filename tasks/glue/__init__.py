@@ -65,7 +65,7 @@ class GlueTask(LightningTask):
             max_length, batch_size, eval_batch_size, max_train_examples, max_eval_examples
         )
         self.schedule = LinearWarmup(
-            lr=self.spec.lr if lr == PAPER else _positive("task.lr", lr),
+            lr=self.spec.lr if lr == PAPER else lr,
             weight_decay=weight_decay,
             warmup_ratio=warmup_ratio,
         )
@@ -117,9 +117,3 @@ class GlueTask(LightningTask):
 
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> GlueModule:
         return GlueModule(model, self.spec, self.schedule)
-
-
-def _positive(key: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"{key} must be a positive number or {PAPER!r}, got {value!r}")
-    return value

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from sinelr.optim import separate_learnt_omega
+from sinelr.optim import check_rate, separate_learnt_omega
 from tasks.vision.data import Augment
 
 
@@ -47,6 +47,9 @@ class Schedule:
     warmup_epochs: float
     min_lr: float
     warmup_lr: float
+
+    def __post_init__(self) -> None:
+        check_rate(self.lr)
 
 
 class VisionModule(L.LightningModule):
