@@ -8,6 +8,7 @@ before it reaches a clone.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -126,3 +127,18 @@ def test_links_between_documents_resolve() -> None:
                 if not (base / target.split("#")[0]).exists():
                     broken.append(f"  {name}:{number}: {target}")
     assert not broken, "Markdown links to files that do not exist:\n" + "\n".join(broken)
+
+
+def test_the_contracts_example_has_the_keys_its_command_writes(tmp_path) -> None:
+    """docs/contract.md shows "a real one": the results.json of its command, shortened only
+    inside ``task_config`` and ``fingerprint.task``. A key added to results.json must reach it."""
+    from tests.helpers import run_in_process
+
+    text = (DOCS / "contract.md").read_text(encoding="utf-8")
+    example = json.loads(re.search(r"A real one.*?```json\n(.*?)```", text, re.S).group(1))
+    written = run_in_process(tmp_path, "task=bof", "rank=1", "omega=200", "preset=smoke")
+    assert list(example) == list(written)
+    assert example["fingerprint"].keys() == written["fingerprint"].keys()
+    assert example["fingerprint"]["lowrank"] == written["fingerprint"]["lowrank"]
+    assert example["metrics"] == written["metrics"]
+    assert example["omega_per_layer"] == written["omega_per_layer"]
