@@ -130,7 +130,8 @@ def plot_slices(truth: Tensor, prediction: Tensor, path: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(9, 6), layout="constrained")
     for row, (label, volume) in enumerate([("true", truth), ("predicted", prediction)]):
         for axis, ax in enumerate(axes[row]):
-            ax.imshow(volume.select(axis, middle).T, origin="lower", cmap="gray", vmin=0, vmax=1)
+            plane = volume.select(axis, middle).T.numpy()  # matplotlib's own conversion warns
+            ax.imshow(plane, origin="lower", cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"{label}, {'xyz'[axis]} = {middle}")
             ax.set_axis_off()
     fig.savefig(path, dpi=80)
