@@ -210,6 +210,15 @@ def test_vit_factorises_every_block_mlp(tmp_path, task, d_model, d_hidden, omega
         assert (results["method"], results["omega"]) == ("sine_lowrank", omegas[rank])
 
 
+def test_the_rank_limited_mini_factorises_every_block_linear(tmp_path):
+    """vit_mnist_all_linears: attention's qkv (96 -> 288) and proj (96 -> 96) as well as the
+    MLP (96 <-> 384), in each of the mini's 4 blocks."""
+    runs = dry_runs(tmp_path, "1", "+experiment=vit_mnist_all_linears", "preset=mini")
+    per_block = (96 + 288) + (96 + 96) + 2 * (96 + 384)
+    assert runs[1]["params"]["lowrank"] == 4 * per_block
+    assert len(runs[1]["omega_per_layer"]) == 16
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["vit_cifar", "convnext_cifar"])
 def test_smoke_run_on_written_cifar100(run_cli, tmp_path, task):
