@@ -276,6 +276,17 @@ def test_a_run_without_checkpoint_says_what_to_pass(tmp_path):
         load_run(tmp_path)
 
 
+def test_a_checkpoint_whose_task_refuses_its_settings_fails_with_the_tasks_own_line(tmp_path):
+    # The driver's one-line error, not Hydra's InstantiationException around it, which
+    # scripts/merge_adapters.py would not catch.
+    cfg = compose_config("task=bof", "preset=smoke", "rank=1", "task.resolution=4")
+    checkpoint = {"state_dict": {}, "callbacks": {STATE_KEY: {"fingerprint": fingerprint(cfg)}}}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(checkpoint, tmp_path / "checkpoints" / "last.ckpt")
+    with pytest.raises(ValueError, match=r"^task.resolution must be at least 8, got 4$"):
+        load_run(tmp_path)
+
+
 @pytest.mark.slow
 def test_merge_script_exports_a_run(tiny_llama, tmp_path):
     """The command line, on a run directory, both ways; --peft writes a sine run for sinelr.peft."""

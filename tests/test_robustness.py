@@ -18,6 +18,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 
 from sinelr.callbacks import NonFiniteError, NonFiniteGuard
 from sinelr.checkpoint import CHECKPOINT_DIR, CheckpointError, LastCheckpoint, read_checkpoint
+from sinelr.data import require_one_step_per_batch
 from sinelr.io import atomic_write, atomic_write_json
 from sinelr.loggers import ResumableCSVLogger, network_reachable, wandb_logger
 from sinelr.results import RESULTS_FILE
@@ -209,6 +210,15 @@ def test_divergence_fails_the_run_and_names_the_causes(tmp_path):
 def test_bad_input_is_a_clear_error(tmp_path, overrides, message):
     with pytest.raises((ValueError, ConfigCompositionException), match=re.escape(message)):
         dry_run(tmp_path, "task=bof", "preset=smoke", *overrides)
+
+
+def test_gradient_accumulation_is_refused_with_the_value_and_the_fix():
+    trainer = L.Trainer(accumulate_grad_batches=4, logger=False, enable_progress_bar=False)
+    with pytest.raises(
+        ValueError, match=r"^task bof needs trainer.accumulate_grad_batches=1, got 4: .*drop"
+    ):
+        require_one_step_per_batch(trainer, "bof")
+    require_one_step_per_batch(L.Trainer(logger=False, enable_progress_bar=False), "bof")
 
 
 @pytest.mark.parametrize(("override", "value"), [("omega=inf", "inf"), ("task.lr=nan", "nan")])

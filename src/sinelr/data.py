@@ -115,7 +115,11 @@ def index_loader(
 def require_one_step_per_batch(trainer: L.Trainer, task: str) -> None:
     """:func:`index_loader`'s resume arithmetic counts one optimiser step per batch."""
     if trainer.accumulate_grad_batches != 1:
-        raise ValueError(f"task {task} trains with trainer.accumulate_grad_batches=1")
+        raise ValueError(
+            f"task {task} needs trainer.accumulate_grad_batches=1, got "
+            f"{trainer.accumulate_grad_batches}: its resumable loader counts one step per batch; "
+            "drop the override"
+        )
 
 
 class IndexDataModule(L.LightningDataModule):

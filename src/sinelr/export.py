@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
@@ -32,6 +31,7 @@ from sinelr.layers import LOWRANK_LAYERS, LoRALinear, LowRankConfig, get_lowrank
 from sinelr.layers.config import AutoOmega
 from sinelr.layers.pissa import PrincipalInit
 from sinelr.layers.vera import VeRALinear
+from sinelr.plan import build_task
 from sinelr.run_config import lowrank_config
 from sinelr.task import Task
 
@@ -101,7 +101,7 @@ def load_run(path: Path) -> LoadedRun:
     if state is None or "state_dict" not in checkpoint:
         raise ValueError(f"{file} is not a sinelr training checkpoint (no run fingerprint)")
     cfg = OmegaConf.create(state["fingerprint"])
-    task: Task = instantiate(cfg.task, _recursive_=False, _convert_="all")
+    task = build_task(cfg)
     lowrank = lowrank_config(cfg, task.name)
     if lowrank is not None and isinstance(lowrank.omega, AutoOmega):
         if not state.get("omega_start"):

@@ -48,8 +48,9 @@ class Task(abc.ABC):
     #: False for a task with no network to factorise (``theory``): it reads ``rank`` and
     #: ``omega`` itself, and results.json names it by :attr:`method`.
     factorises: ClassVar[bool] = True
-    #: True for a task that fine-tunes a pretrained network: ``adapter=lora|dora`` (its config's
-    #: default: lora) puts adapters on it. Tasks that train from scratch refuse adapters.
+    #: True for a task that fine-tunes a pretrained network: ``adapter=<any registered plain
+    #: adapter>`` (its config's default: lora) puts adapters on it. Tasks that train from
+    #: scratch refuse adapters.
     fine_tunes: ClassVar[bool] = False
     method: ClassVar[str | None] = None
     #: True for tasks that train through checkpoints and can resume from one.

@@ -56,8 +56,8 @@ class LowRankLayer(nn.Module, abc.ABC):
     #: ``sine_<plain>``, which ``omega=`` selects); None for a plain variant.
     sine_of: ClassVar[str | None]
     #: The Hugging Face PEFT method this variant equals (``"lora"``, ``"dora"``), None where
-    #: none does, as for every sine variant. Declared by the class itself, never inherited: a
-    #: subclass computes something else unless it says otherwise.
+    #: none does, as for every sine variant. A method name is declared by the class itself,
+    #: never inherited (a subclass computes something else unless it says so); None may be.
     peft_method: ClassVar[str | None]
     #: The :class:`~sinelr.layers.config.LowRankConfig` fields the variant reads besides
     #: ``variant`` and ``rank``. Any other field set away from its default is an error: it

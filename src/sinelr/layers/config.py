@@ -64,7 +64,9 @@ class LowRankConfig:
 
     ``variant`` must be registered, and every setting away from its default must be one the
     variant reads (its class's ``hyperparameters``): ``lowrank.dropout=0.1`` on a from-scratch
-    run would change nothing but split the report's tables, so it is an error.
+    run would change nothing but split the report's tables, so it is an error. The exception is
+    ``fused`` and ``block_elems`` (how a weight is built, not what), which every variant takes so
+    that a benchmark can set them alike (:data:`~sinelr.layers.base.ROW_BLOCK_SETTINGS`).
     """
 
     variant: str

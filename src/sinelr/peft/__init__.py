@@ -25,8 +25,9 @@ from sinelr.peft._internals import PEFT_TYPE, claim, register
 
 __all__ = ["PEFT_TYPE", "SineLoraConfig"]
 
-# Initialisations that rewrite the base weight so that W0' + B A = W0 hold for LoRA's update
-# B A only; with the sine's update the adapted model would not start as the pretrained one.
+# The `init_lora_weights` values that leave W0 as it is. The others (pissa, olora, ...) rewrite
+# W0 so that W0' + B A = W0 for LoRA's update B A only: with the sine's update the adapted
+# model would not start as the pretrained one.
 _INITS = (True, False, "gaussian")
 
 

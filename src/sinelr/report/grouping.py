@@ -155,7 +155,7 @@ def bd_deltas(rows: list[Row]) -> list[Delta]:
         try:
             gain = bd_psnr(params, plain, params, sine)
             rate = bd_rate(params, plain, params, sine)
-        except ValueError:  # e.g. a curve that is not monotonic in the metric
+        except ValueError:  # two points at one size, or curves whose sizes do not overlap
             continue
         deltas.append(Delta(task, data, curve[0][1].metric, ranks, gain, rate, mode))
     return deltas
