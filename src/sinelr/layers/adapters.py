@@ -155,8 +155,9 @@ class LoRALinear(LowRankLayer):
         if self.materialises_weight:
             return self._forward_materialised(x)
         # Factors in the matmul's dtype: what autocast does anyway, and a half-precision input
-        # outside autocast meets half-precision factors (the rank-r casts cost nothing).
-        A, B = (factor.to(matmul_dtype(x)) for factor in (self.lora_A, self.lora_B))
+        # outside autocast meets half-precision factors (the rank-r casts cost nothing). Taken
+        # from weight_params, so that a reparametrised LoRA (VeRA, LoRA-XS) runs its own.
+        B, A = (factor.to(matmul_dtype(x)) for factor in self.weight_params()[-2:])
         lora = F.linear(F.linear(self.lora_dropout(x), A), B)
         return self.base_layer(x) + self.scaling * lora
 

@@ -12,11 +12,9 @@ forward pass, the row-blocked sine, merging, the learnt ω) works unchanged with
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sinelr.layers.adapters import LoRALinear
-from sinelr.layers.functional import matmul_dtype
 
 
 @torch.no_grad()
@@ -48,11 +46,3 @@ class ProjectedAdapter(LoRALinear):
         factory = {"device": self.lora_A.device, "dtype": self.lora_A.dtype}
         del self.lora_A, self.lora_B
         return factory
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.merged or self.materialises_weight:
-            return super().forward(x)
-        # The plain variant: LoRA's two thin matmuls with the computed factors.
-        left, right = (f.to(matmul_dtype(x)) for f in self.weight_params()[-2:])
-        update = F.linear(F.linear(self.lora_dropout(x), right), left)
-        return self.base_layer(x) + self.scaling * update
