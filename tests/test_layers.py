@@ -338,7 +338,9 @@ def test_config_rejects_bad_values():
         LowRankConfig(variant="dora", rank=2, detach_norm="yes")
     with pytest.raises(ValueError, match="omega"):
         SineLoRALinear.from_linear(nn.Linear(4, 4), LowRankConfig(variant="sine_lora", rank=1))
-    with pytest.raises(KeyError, match="registered"):
+    with pytest.raises(
+        ValueError, match=r"^unknown low-rank variant 'no_such_variant'; registered: "
+    ):
         get_lowrank_class("no_such_variant")
 
 

@@ -254,11 +254,13 @@ def unregister_lowrank(name: str) -> None:
 
 
 def get_lowrank_class(name: str) -> type[LowRankLayer]:
+    """The class registered as ``name``. An unknown name is a ``ValueError``, as every bad
+    setting is, so that the driver records its one line (a ``KeyError`` would quote it)."""
     try:
         return LOWRANK_LAYERS[name]
     except KeyError:
         known = ", ".join(sorted(LOWRANK_LAYERS))
-        raise KeyError(f"unknown low-rank variant {name!r}; registered: {known}") from None
+        raise ValueError(f"unknown low-rank variant {name!r}; registered: {known}") from None
 
 
 def plain_variants(kind: Kind) -> list[str]:

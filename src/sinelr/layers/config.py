@@ -123,14 +123,9 @@ class LowRankConfig:
     def _check_variant_reads_settings(self) -> None:
         """Raise if a setting differs from its default but the variant does not read it."""
         # Imported here: the registry's module imports this one for LowRankConfig itself.
-        from sinelr.layers.base import LOWRANK_LAYERS
+        from sinelr.layers.base import LOWRANK_LAYERS, get_lowrank_class
 
-        cls = LOWRANK_LAYERS.get(self.variant)
-        if cls is None:
-            raise ValueError(
-                f"unknown low-rank variant {self.variant!r}; registered: "
-                f"{', '.join(LOWRANK_LAYERS)}"
-            )
+        cls = get_lowrank_class(self.variant)
         ignored = {
             field.name: getattr(self, field.name)
             for field in fields(self)
