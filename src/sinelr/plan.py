@@ -23,6 +23,7 @@ from sinelr.checkpoint import (
     result_fingerprint,
 )
 from sinelr.layers import LowRankConfig
+from sinelr.layers.base import DENSE
 from sinelr.layers.config import AutoOmega
 from sinelr.presets import check_composed_task_preset, paper_on_cpu_warning
 from sinelr.results import Metric, RunResult
@@ -53,7 +54,7 @@ def new_result(cfg: DictConfig, output_dir: Path) -> RunResult:
     """The run's record before anything is resolved: what a failure at any later point reports."""
     return RunResult(
         task=cfg.task.name,
-        method="dense",
+        method=DENSE,
         rank=cfg.rank if isinstance(cfg.rank, int) else None,
         omega=None,
         adapter=cfg.get("adapter"),
@@ -100,13 +101,13 @@ def describe(cfg: DictConfig, output_dir: Path, result: RunResult) -> RunPlan:
         )
     if task.factorises:
         lowrank = lowrank_config(cfg, task.name, task.learning_schedule())
-        result.method = lowrank.variant if lowrank else "dense"
+        result.method = lowrank.variant if lowrank else DENSE
         # omega=auto is a number only once the layers are built (sinelr.omega.record_omegas).
         known = lowrank is not None and not isinstance(lowrank.omega, AutoOmega)
         result.omega = lowrank.omega if known else None
     else:  # the task reads rank and omega itself
         lowrank = None
-        result.method = task.method or "dense"
+        result.method = task.method or DENSE
         result.omega = resolve_number(cfg.omega)
     command_line = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     plan = RunPlan(

@@ -16,16 +16,20 @@ from omegaconf import DictConfig
 from sinelr.callbacks import NonFiniteGuard
 from sinelr.checkpoint import CHECKPOINT_DIR, AtomicCheckpointIO, LastCheckpoint, RunState
 from sinelr.loggers import make_loggers
-from sinelr.results import RunResult
+from sinelr.results import RunResult, rank_text
 
 
 def run_labels(result: RunResult) -> dict[str, Any]:
     """W&B's ``group`` (the experiment, ``+experiment=<name>``, else the task) and ``tags``."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    rank = "full" if result.rank is None else result.rank
     return {
         "group": choices.get("experiment") or result.task,
-        "tags": [result.task, result.method, f"rank={rank}", f"preset={result.preset}"],
+        "tags": [
+            result.task,
+            result.method,
+            f"rank={rank_text(result.rank)}",
+            f"preset={result.preset}",
+        ],
     }
 
 

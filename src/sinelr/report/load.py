@@ -20,6 +20,7 @@ from hydra.utils import get_class
 
 from sinelr.io import flatten
 from sinelr.report.model import AUTO, FIXED, LEARNT, LEARNT_FROM_AUTO
+from sinelr.results import rank_text
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def run_label(result: dict) -> list[str]:
         str(result.get("task", "")),
         data_name(result),
         str(result.get("method", "")),
-        "full" if rank is None else str(rank),
+        rank_text(rank),
         " ".join(filter(None, [omega_mode(result), "" if omega is None else f"{omega:g}"])),
         str(result.get("seed", "")),
         str(result.get("preset", "")),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, overload
 
 from sinelr.layers import method_names
+from sinelr.layers.base import SINE_PREFIX
 from sinelr.omega import round_significant
 
 if TYPE_CHECKING:
@@ -111,10 +112,6 @@ class Row:
         return None
 
 
-def rank_text(rank: int | None) -> str:
-    return "full" if rank is None else str(rank)
-
-
 def omega_value_text(cell: Cell) -> str:
     """Where a cell's ω started, and for a learnt ω where it ended (``70.8 → 69.3``); 3
     significant figures after a learnt value, which is as precise as ``omega=auto`` is."""
@@ -141,8 +138,8 @@ def row_order(key: tuple) -> tuple:
 def sine_pair(cells: dict[str, Cell]) -> tuple[Cell, Cell] | None:
     """(plain, sine) cells of one method and its sine variant, if both ran."""
     for method, cell in cells.items():
-        plain = method.removeprefix("sine_")
-        if method.startswith("sine_") and plain in cells:
+        plain = method.removeprefix(SINE_PREFIX)
+        if method.startswith(SINE_PREFIX) and plain in cells:
             return cells[plain], cell
     return None
 
@@ -159,7 +156,9 @@ def lines(rows: list[Row]) -> Iterator[tuple[str, str, int | None, dict[str, Cel
             turned.setdefault((row.task, item, row.rank), {})[key] = cell
     for key in sorted(turned, key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2])):
         cells = sorted(turned[key].items(), key=lambda kv: METHOD_ORDER.index(kv[0][0]))
-        sines = {(omega, mode) for (method, omega, mode), _ in cells if method.startswith("sine_")}
+        sines = {
+            (omega, mode) for (method, omega, mode), _ in cells if method.startswith(SINE_PREFIX)
+        }
         order = sorted(sines, key=lambda s: (OMEGA_MODES.index(s[1]), s[0] or 0.0))
         for sine in order or [None]:
             yield (
@@ -167,6 +166,6 @@ def lines(rows: list[Row]) -> Iterator[tuple[str, str, int | None, dict[str, Cel
                 {
                     method: cell
                     for (method, omega, mode), cell in cells
-                    if not method.startswith("sine_") or (omega, mode) == sine
+                    if not method.startswith(SINE_PREFIX) or (omega, mode) == sine
                 },
             )

@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sinelr.layers.base import DENSE, SINE_PREFIX
 from sinelr.omega import round_significant
 from sinelr.report.layout import TaskTable
 from sinelr.report.model import (
@@ -43,7 +44,7 @@ END_LABEL = "learnt ω: end"
 
 
 def _family(method: str) -> str:
-    return "dense" if method == "dense" else "sine" if method.startswith("sine_") else "plain"
+    return "dense" if method == DENSE else "sine" if method.startswith(SINE_PREFIX) else "plain"
 
 
 def plot_params(table: TaskTable, path: Path) -> Path | None:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import TYPE_CHECKING
 
+from sinelr.layers.base import SINE_PREFIX
 from sinelr.report.layout import FLAT_MARGIN, FLAT_MARK, TaskTable, near_flat
 from sinelr.report.load import RUN_HEADER, run_label
 from sinelr.report.model import (
@@ -20,11 +21,11 @@ from sinelr.report.model import (
     lines,
     omega_text,
     omega_value_text,
-    rank_text,
     row_order,
     sine_pair,
 )
 from sinelr.report.numbers import paper_bench_tables
+from sinelr.results import rank_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -58,7 +59,7 @@ def _comparison(rows: list[Row], scale: float) -> tuple[list[str], list[list[str
     body = []
     for task, data, rank, cells in lines(rows):
         pair = sine_pair(cells)
-        sines = [c for m, c in cells.items() if m.startswith("sine_")]
+        sines = [c for m, c in cells.items() if m.startswith(SINE_PREFIX)]
         sine = pair[1] if pair else next(iter(sines), None)
         first: Cell = next(iter(cells.values()))
         body.append(
