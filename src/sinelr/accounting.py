@@ -38,6 +38,8 @@ class ParamCounts:
 
 
 def count_parameters(model: nn.Module | None, full_rank_total: int) -> ParamCounts:
+    """results.json's ``params`` for ``model`` (None: a task with no network). A learnt ω is
+    counted apart from the factors, so ``lowrank`` stays the paper's parameter budget."""
     if model is None:
         return ParamCounts(0, 0, 0, full_rank_total)
     params = list(model.parameters())  # shared parameters are listed once

@@ -110,6 +110,11 @@ ADDED_SETTINGS: dict[str, Any] = {
 def fingerprint_diff(
     saved: dict[str, Any], current: dict[str, Any], source: str = "checkpoint"
 ) -> list[str]:
+    """The settings in which ``saved`` and ``current`` differ, one line each (empty: same run).
+
+    A setting of :data:`ADDED_SETTINGS` that ``saved`` lacks reads as its old value, and one
+    that ``current`` lacks (a task that never had it) is not compared at all.
+    """
     a, b = {**ADDED_SETTINGS, **flatten(saved)}, flatten(current)
     a = {k: v for k, v in a.items() if k in b or k not in ADDED_SETTINGS}
     return [
@@ -132,6 +137,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def read_checkpoint(path: Path, map_location: Any = None, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint's contents, loaded with ``weights_only`` (no pickled code runs); anything
+    but a missing file, a truncated one say, is a :class:`CheckpointError` that says what to do."""
     try:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
@@ -144,6 +151,8 @@ def read_checkpoint(path: Path, map_location: Any = None, mmap: bool = False) ->
 
 
 def saved_fingerprint(path: Path) -> dict[str, Any] | None:
+    """The run fingerprint a sinelr checkpoint carries; None for another program's. Memory-
+    mapped, so that checking a large model's checkpoint does not read its weights."""
     checkpoint = read_checkpoint(path, mmap=True)
     state = checkpoint.get("callbacks", {}).get(STATE_KEY)
     return None if state is None else state.get("fingerprint")

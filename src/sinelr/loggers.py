@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from hydra.utils import instantiate
 from lightning.fabric.loggers.logger import rank_zero_experiment
@@ -25,6 +25,9 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import Logger
 
 from sinelr.io import atomic_write
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import WandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def wandb_credentials() -> bool:
         return False
 
 
-def wandb_logger(offline: bool | None = None, **kwargs: Any):
+def wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger:
     """A ``WandbLogger`` that is offline when wandb's server cannot be reached or used.
 
     ``offline=None`` (unless ``WANDB_MODE`` decides) goes online only with credentials and an

@@ -67,6 +67,7 @@ def new_result(cfg: DictConfig, output_dir: Path) -> RunResult:
 
 
 def device_name(cfg: DictConfig) -> str:
+    """results.json's ``device``: ``cuda`` where the trainer will run on a GPU, else ``cpu``."""
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "cuda"

@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from sinelr.apply import Targets, apply_lowrank
 from sinelr.layers import LowRankConfig, get_lowrank_class, plain_variants
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 SHIPPED_CONFIGS = Path(__file__).parent / "hf_configs"
 
@@ -33,7 +36,7 @@ def shipped_config_file(model: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_config(model: str, **kwargs: Any):
+def load_config(model: str, **kwargs: Any) -> PretrainedConfig:
     """``model``'s transformers configuration: shipped for the paper's defaults, else its own."""
     from transformers import AutoConfig
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 #: A subsample (``task.max_*_examples``) is part of the data, not of the run: the same examples
 #: for every seed and method, so that runs differ only in what they are meant to compare.
@@ -39,7 +43,9 @@ def subsample(n: int, limit: int | None) -> list[int]:
 
 
 def pad_batch(
-    tokenizer, rows: Sequence[Mapping[str, Sequence[int]]], side: str = "right"
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[Mapping[str, Sequence[int]]],
+    side: str = "right",
 ) -> dict[str, Tensor]:
     """Tokenised rows as one batch, padded to the longest row on ``side``.
 
