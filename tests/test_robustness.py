@@ -17,7 +17,13 @@ from hydra.errors import ConfigCompositionException
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from sinelr.callbacks import NonFiniteError, NonFiniteGuard
-from sinelr.checkpoint import CHECKPOINT_DIR, CheckpointError, LastCheckpoint, read_checkpoint
+from sinelr.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    LastCheckpoint,
+    check_checkpoint,
+    read_checkpoint,
+)
 from sinelr.data import require_one_step_per_batch
 from sinelr.io import atomic_write, atomic_write_json
 from sinelr.loggers import ResumableCSVLogger, network_reachable, wandb_logger
@@ -73,6 +79,16 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
         run_in_process(tmp_path / "other", *other)
     assert "rank: 1 (checkpoint) vs 2 (now)" in str(error.value)
     assert json.loads((tmp_path / "other" / RESULTS_FILE).read_text())["status"] == "failed"
+
+
+def test_a_missing_or_foreign_ckpt_path_says_what_to_pass(tmp_path):
+    missing = tmp_path / "absent.ckpt"
+    with pytest.raises(CheckpointError, match=r"does not exist: check ckpt_path=, or pass resume"):
+        check_checkpoint(missing, {})
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match=r"no sinelr run fingerprint .*as ckpt_path="):
+        check_checkpoint(foreign, {})
 
 
 class _CheckpointProbe(L.Callback):
@@ -205,6 +221,10 @@ def test_divergence_fails_the_run_and_names_the_causes(tmp_path):
         (["rank=1", "task.lr=abc"], "task.lr must be a finite number above 0, got 'abc'"),
         (["rank=1", "task.lr=-1e-3"], "task.lr must be a finite number above 0, got -0.001"),
         (["rank=1", "task.lr=inf"], "task.lr must be a finite number above 0, got inf"),
+        (
+            ["rank=1", "task.sigma=abc"],
+            "sigma (task.sigma) must be a finite number above 0, got 'abc'",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(tmp_path, overrides, message):

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sinelr.layers.config import is_positive_number
+
 
 class _Gaussian(torch.autograd.Function):
     """``exp(-c·x²)`` with a closed-form backward, ``-2c·x·y``.
@@ -45,8 +47,11 @@ class GaussianActivation(nn.Module):
 
     def __init__(self, sigma: float) -> None:
         super().__init__()
-        if not sigma > 0:
-            raise ValueError(f"the Gaussian activation's sigma must be positive, got {sigma!r}")
+        if not is_positive_number(sigma):
+            raise ValueError(
+                f"the Gaussian activation's sigma (task.sigma) must be a finite number above 0, "
+                f"got {sigma!r}"
+            )
         self.sigma = sigma
 
     def forward(self, x: Tensor) -> Tensor:

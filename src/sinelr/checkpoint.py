@@ -161,10 +161,16 @@ def saved_fingerprint(path: Path) -> dict[str, Any] | None:
 def check_checkpoint(path: Path, expected: dict[str, Any]) -> None:
     """Raise :class:`CheckpointError` unless ``path`` was written by a run with ``expected``."""
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist: check ckpt_path=, or pass resume=true to find "
+            "the run's own last.ckpt"
+        )
     saved = saved_fingerprint(path)
     if saved is None:
-        raise CheckpointError(f"checkpoint {path} carries no sinelr run fingerprint")
+        raise CheckpointError(
+            f"checkpoint {path} carries no sinelr run fingerprint (another program wrote it): "
+            "pass the last.ckpt of a sinelr run as ckpt_path="
+        )
     diff = fingerprint_diff(saved, expected)
     if diff:
         raise CheckpointError(
