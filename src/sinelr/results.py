@@ -10,14 +10,13 @@ from typing import Any
 from sinelr.accounting import ParamCounts
 from sinelr.io import atomic_write_json
 
+RESULTS_FILE = "results.json"
+STATUSES = ("completed", "dry_run", "failed")
+
 
 def rank_text(rank: int | None) -> str:
     """A rank as tables, tags and labels print it: ``rank=null`` is the full-rank baseline."""
     return "full" if rank is None else str(rank)
-
-
-RESULTS_FILE = "results.json"
-STATUSES = ("completed", "dry_run", "failed")
 
 
 @dataclass
