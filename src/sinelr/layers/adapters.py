@@ -25,10 +25,7 @@ from sinelr.layers.config import LowRankConfig
 from sinelr.layers.functional import (
     DEFAULT_BLOCK_ELEMS,
     VJP,
-    WeightFn,
-    WeightVJPFn,
     autograd_vjp,
-    blockwise_linear,
     matmul_dtype,
     sine_rows_vjp,
 )
@@ -95,8 +92,6 @@ class LoRALinear(LowRankLayer):
     def from_linear(cls, layer: nn.Linear, config: LowRankConfig) -> Self:
         return cls(layer, config.rank, **cls._kwargs_from_config(config))
 
-    # The weight, row block by row block. Factors come in as arguments so the row-blocked
-    # backward can rebuild a block from detached copies.
     def weight_params(self) -> tuple[Tensor, ...]:
         return (self.base_layer.weight, self.lora_B, self.lora_A)
 
@@ -125,12 +120,8 @@ class LoRALinear(LowRankLayer):
 
         return autograd_vjp(rows_fn)(rows, B, A)
 
-    # Backward of a block of :meth:`weight_rows` / :meth:`update_rows`: autograd unless a
-    # variant has a cheaper closed form.
-    def weight_rows_vjp(self, rows: slice, *params: Tensor) -> tuple[Tensor, VJP]:
-        return autograd_vjp(self.weight_rows)(rows, *params)
-
     def update_rows_vjp(self, rows: slice, *params: Tensor) -> tuple[Tensor, VJP]:
+        """:meth:`update_rows` and its backward, as :meth:`weight_rows_vjp` is for the weight."""
         return autograd_vjp(self.update_rows)(rows, *params)
 
     def factor_parameters(self) -> tuple[nn.Parameter, ...]:
@@ -162,18 +153,13 @@ class LoRALinear(LowRankLayer):
         return self.base_layer(x) + self.scaling * lora
 
     def _forward_materialised(self, x: Tensor) -> Tensor:
-        bias = self.base_layer.bias
-        weight = self._cached_weight()
-        if weight is not None:
-            return F.linear(x, weight, bias)
         x_drop = self.lora_dropout(x)
-        if x_drop is x:
-            # No dropout: one matmul with the whole adapted weight instead of two.
-            if not self.fused:
-                return F.linear(x, self.effective_weight(), bias)
-            return self._blockwise(x, self.weight_rows, self.weight_rows_vjp, bias)
-        # Dropout feeds the adapter only; the frozen layer sees the clean input (as PEFT).
-        return self.base_layer(x) + self.update_output(x_drop)
+        if x_drop is not x:
+            # Dropout feeds the adapter only; the frozen layer sees the clean input (as PEFT).
+            return self.base_layer(x) + self.update_output(x_drop)
+        # No dropout (or eval mode, where dropout returns its input): one matmul with the whole
+        # adapted weight instead of two.
+        return self._materialised_forward(x, self.base_layer.bias)
 
     def update_output(self, x: Tensor) -> Tensor:
         """``(W' - W0) x``: the adapter's own term, row-blocked unless ``fused=False``.
@@ -185,13 +171,6 @@ class LoRALinear(LowRankLayer):
             update = self.update_rows(slice(None), *self.weight_params())
             return F.linear(x, update.to(matmul_dtype(x)))
         return self._blockwise(x, self.update_rows, self.update_rows_vjp)
-
-    def _blockwise(
-        self, x: Tensor, rows_fn: WeightFn, rows_vjp: WeightVJPFn, bias: Tensor | None = None
-    ) -> Tensor:
-        return blockwise_linear(
-            x, rows_fn, self.weight_params, self.out_features, bias, self.block_elems, rows_vjp
-        )
 
     @torch.no_grad()
     def merge(self) -> None:

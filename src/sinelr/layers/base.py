@@ -16,10 +16,18 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, ClassVar, Literal, Self, TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sinelr.layers.config import LowRankConfig
-from sinelr.layers.functional import autocast_off
+from sinelr.layers.functional import (
+    VJP,
+    WeightFn,
+    WeightVJPFn,
+    autocast_off,
+    autograd_vjp,
+    blockwise_linear,
+)
 
 if TYPE_CHECKING:
     from sinelr.layers.config import AutoOmega
@@ -71,6 +79,9 @@ class LowRankLayer(nn.Module, abc.ABC):
     in_features: int
     out_features: int
     rank: int
+    #: The row-blocked path's settings (:data:`ROW_BLOCK_SETTINGS`).
+    fused: bool
+    block_elems: int
 
     def __init__(self) -> None:
         super().__init__()
@@ -103,6 +114,38 @@ class LowRankLayer(nn.Module, abc.ABC):
     def dense_bias(self) -> Tensor | None:
         """The bias the layer adds (its own; an adapter's is the wrapped layer's)."""
         return getattr(self, "bias", None)
+
+    # The weight, row block by row block. The tensors it is built from come in as arguments,
+    # so that the row-blocked backward can rebuild a block from detached copies.
+    @abc.abstractmethod
+    def weight_params(self) -> tuple[Tensor, ...]:
+        """The tensors the weight is built from, as :meth:`weight_rows` takes them."""
+
+    @abc.abstractmethod
+    def weight_rows(self, rows: slice, *params: Tensor) -> Tensor:
+        """Rows ``rows`` of :meth:`effective_weight`, from :meth:`weight_params`."""
+
+    def weight_rows_vjp(self, rows: slice, *params: Tensor) -> tuple[Tensor, VJP]:
+        """:meth:`weight_rows` and its backward: autograd over the block, unless a variant
+        has a cheaper closed form."""
+        return autograd_vjp(self.weight_rows)(rows, *params)
+
+    def _materialised_forward(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        """``x W'ᵀ + bias`` for a layer that builds its weight: from the inference cache, in
+        one piece (``fused=False``) or in row blocks whose backward rebuilds them."""
+        weight = self._cached_weight()
+        if weight is None and not self.fused:
+            weight = self.effective_weight()
+        if weight is not None:
+            return F.linear(x, weight, bias)
+        return self._blockwise(x, self.weight_rows, self.weight_rows_vjp, bias)
+
+    def _blockwise(
+        self, x: Tensor, rows_fn: WeightFn, rows_vjp: WeightVJPFn, bias: Tensor | None = None
+    ) -> Tensor:
+        return blockwise_linear(
+            x, rows_fn, self.weight_params, self.out_features, bias, self.block_elems, rows_vjp
+        )
 
     @torch.no_grad()
     def to_linear(self) -> nn.Linear:

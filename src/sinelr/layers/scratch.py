@@ -16,13 +16,7 @@ from torch import Tensor, nn
 
 from sinelr.layers.base import LowRankLayer, register_lowrank
 from sinelr.layers.config import LowRankConfig
-from sinelr.layers.functional import (
-    DEFAULT_BLOCK_ELEMS,
-    VJP,
-    autograd_vjp,
-    blockwise_linear,
-    sine_rows_vjp,
-)
+from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS, VJP, sine_rows_vjp
 from sinelr.layers.sine import SINE_SETTINGS, SineActivated
 
 
@@ -88,16 +82,10 @@ class LowRankLinear(LowRankLayer):
         )
 
     def weight_params(self) -> tuple[Tensor, ...]:
-        """The tensors the weight is built from, as :meth:`weight_rows` takes them."""
         return (self.U, self.V)
 
     def weight_rows(self, rows: slice, U: Tensor, V: Tensor) -> Tensor:
-        """Rows ``rows`` of the weight, from factors passed in so backward can rebuild them."""
         return U[rows] @ V
-
-    def weight_rows_vjp(self, rows: slice, U: Tensor, V: Tensor) -> tuple[Tensor, VJP]:
-        """:meth:`weight_rows` and its backward; autograd unless a variant knows better."""
-        return autograd_vjp(self.weight_rows)(rows, U, V)
 
     def factor_parameters(self) -> tuple[nn.Parameter, ...]:
         return (self.U, self.V)
@@ -111,20 +99,7 @@ class LowRankLinear(LowRankLayer):
     def forward(self, x: Tensor) -> Tensor:
         if not self.materialises_weight:
             return F.linear(F.linear(x, self.V), self.U, self.bias)
-        weight = self._cached_weight()
-        if weight is None and not self.fused:
-            weight = self.effective_weight()
-        if weight is not None:
-            return F.linear(x, weight, self.bias)
-        return blockwise_linear(
-            x,
-            self.weight_rows,
-            self.weight_params,
-            self.out_features,
-            self.bias,
-            self.block_elems,
-            self.weight_rows_vjp,
-        )
+        return self._materialised_forward(x, self.bias)
 
 
 @register_lowrank("sine_lowrank")
