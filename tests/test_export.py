@@ -16,6 +16,7 @@ adapters: PEFT applies the same sums (for PiSSA, ``W0 + s·(BA − B0A0)`` where
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -309,9 +310,14 @@ def test_merge_script_exports_a_run(tiny_llama, tmp_path):
     assert (saved["peft_type"], saved["omega"]) == ("SINELORA", 100.0)
 
 
-def test_an_auto_omega_run_is_rebuilt_with_the_omegas_its_layers_got(tiny_bert, tmp_path):  # noqa: F811
+def test_an_auto_omega_run_is_rebuilt_with_the_omegas_its_layers_got(
+    tiny_bert,  # noqa: F811
+    tmp_path,
+    caplog,
+):
     """omega=auto's ω depends on the run's schedule, which the fingerprint does not hold: the
-    checkpoint carries each layer's ω (RunState), and the rebuilt network applies exactly those."""
+    checkpoint carries each layer's ω (RunState), and the rebuilt network applies exactly those,
+    without asking the rule (whose log would say, wrongly, that the schedule is unknown)."""
     overrides = ["task=glue", f"task.model={tiny_bert}", "adapter=lora", "rank=2", "omega=auto"]
     cfg = compose_config(*overrides, "task.max_train_examples=64")
     task = instantiate(cfg.task, _recursive_=False, _convert_="all")
@@ -330,8 +336,10 @@ def test_an_auto_omega_run_is_rebuilt_with_the_omegas_its_layers_got(tiny_bert, 
     }
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     torch.save(checkpoint, tmp_path / "run" / "checkpoints" / "last.ckpt")
-    run = load_run(tmp_path / "run")  # rebuilt without the schedule: from the checkpoint's ω
+    with caplog.at_level(logging.INFO, logger="sinelr"):
+        run = load_run(tmp_path / "run")  # rebuilt without the schedule: from the checkpoint's ω
     assert layer_omegas(sine_layers(run.model)) == state.omega_start
+    assert "omega=auto" not in caplog.text
     ids = torch.tensor([[2, 7, 9, 11, 3], [2, 12, 6, 3, 0]])
     with torch.no_grad():  # the same weights and ω through the same code: exactly equal
         assert torch.equal(run.model(input_ids=ids).logits, model.eval()(input_ids=ids).logits)

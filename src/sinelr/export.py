@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,7 +27,6 @@ from torch import Tensor, nn
 from sinelr.apply import densify
 from sinelr.checkpoint import CHECKPOINT_DIR, LAST, STATE_KEY, read_checkpoint, run_checkpoint
 from sinelr.layers import LOWRANK_LAYERS, LoRALinear, LowRankConfig, get_lowrank_class
-from sinelr.layers.config import AutoOmega
 from sinelr.layers.pissa import PrincipalInit
 from sinelr.layers.vera import VeRALinear
 from sinelr.plan import build_task
@@ -102,16 +100,14 @@ def load_run(path: Path) -> LoadedRun:
         raise ValueError(f"{file} is not a sinelr training checkpoint (no run fingerprint)")
     cfg = OmegaConf.create(state["fingerprint"])
     task = build_task(cfg)
-    lowrank = lowrank_config(cfg, task.name)
-    if lowrank is not None and isinstance(lowrank.omega, AutoOmega):
-        if not state.get("omega_start"):
-            raise ValueError(
-                f"{file} is an omega=auto run whose checkpoint does not record the ω its layers "
-                "got (written before checkpoints did): export a checkpoint of a run trained "
-                "since, or rerun it"
-            )
-        chosen = AutoOmega(chosen=tuple(sorted(state["omega_start"].items())))
-        lowrank = replace(lowrank, omega=chosen)
+    chosen = state.get("omega_start")
+    if cfg.omega == "auto" and cfg.rank is not None and not chosen:
+        raise ValueError(
+            f"{file} is an omega=auto run whose checkpoint does not record the ω its layers "
+            "got (written before checkpoints did): export a checkpoint of a run trained since, "
+            "or rerun it"
+        )
+    lowrank = lowrank_config(cfg, task.name, chosen=chosen)
     model = task.build_model(lowrank)
     if model is None:
         raise ValueError(f"task {task.name} has no network to export")

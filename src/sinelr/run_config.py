@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -81,13 +82,17 @@ def resolve_omega(omega: Any, rank: int | None, task: str, adapter: str | None) 
 
 
 def lowrank_config(
-    cfg: DictConfig, task_name: str, schedule: LearningSchedule | None = None
+    cfg: DictConfig,
+    task_name: str,
+    schedule: LearningSchedule | None = None,
+    chosen: Mapping[str, float] | None = None,
 ) -> LowRankConfig | None:
     """The factorised layers the command line asks for; None for the dense baseline.
 
     ``omega=auto`` becomes an :class:`~sinelr.layers.config.AutoOmega` holding ``schedule``'s
     learning rate and the run's planned steps (``Task.learning_schedule``; without it the rule
-    knows neither), which ``apply_lowrank`` turns into each layer's ω.
+    knows neither), which ``apply_lowrank`` turns into each layer's ω. ``chosen``, the ω each
+    layer of a saved ``omega=auto`` run got, rebuilds that run instead: the rule is not asked.
     """
     rank, adapter = cfg.rank, cfg.get("adapter")
     if rank is None:
@@ -97,7 +102,9 @@ def lowrank_config(
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise ValueError(f"rank must be a positive integer or null, got {rank!r}")
     omega: float | AutoOmega | None = resolve_omega(cfg.omega, rank, task_name, adapter)
-    if cfg.omega == "auto":
+    if cfg.omega == "auto" and chosen:
+        omega = AutoOmega(chosen=tuple(sorted(chosen.items())))
+    elif cfg.omega == "auto":
         omega = auto_request(schedule, cfg.get("trainer") or {}, task_name)
     settings = OmegaConf.to_container(cfg.lowrank, resolve=True)
     known = {f.name for f in fields(LowRankConfig)} - {"rank", "omega"}
