@@ -9,9 +9,15 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 import sinelr.driver
-from sinelr.presets import check_task_preset, paper_on_cpu_warning
+from sinelr.presets import (
+    check_task_preset,
+    fast_precision,
+    native_bf16,
+    paper_on_cpu_warning,
+)
 from tests.helpers import compose_config, dry_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,3 +99,49 @@ def test_a_paper_dry_run_does_not_warn(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="sinelr"):
         assert dry_run(tmp_path, "task=bof", "preset=paper", "rank=1")["status"] == "dry_run"
     assert "days on a CPU" not in caplog.text
+
+
+# --- the presets' precision: bf16 autocast only where bf16 is native --------------------------
+
+AMX = {"architecture": "x86_64", "avx2": True, "amx_bf16": True, "amx_tile": True}
+AVX2_ONLY = {"architecture": "x86_64", "avx2": True, "amx_bf16": False, "avx512_bf16": False}
+ARM_BF16 = {"architecture": "arm64", "neon": True, "bf16": True}
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "native"), [(AMX, True), (AVX2_ONLY, False), (ARM_BF16, True), ({}, False)]
+)
+def test_native_bf16_reads_the_cpu_features(capabilities, native):
+    assert native_bf16(capabilities) is native
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "capabilities", "precision"),
+    [
+        ("cpu", AMX, "bf16-mixed"),
+        ("cpu", AVX2_ONLY, "32-true"),  # emulated bf16: ~10x slower than fp32 (RESULTS §3)
+        ("gpu", AVX2_ONLY, "bf16-mixed"),  # the host CPU does not matter on a GPU
+    ],
+)
+def test_fast_precision_is_fp32_only_on_a_cpu_without_native_bf16(
+    monkeypatch, accelerator, capabilities, precision
+):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert fast_precision(accelerator) == precision
+
+
+@pytest.mark.parametrize("task", ["bof", "nerf", "glue"])
+@pytest.mark.parametrize(
+    ("capabilities", "precision"), [(AMX, "bf16-mixed"), (AVX2_ONLY, "32-true")]
+)
+def test_the_cpu_minis_train_in_the_machines_fast_precision(
+    monkeypatch, task, capabilities, precision
+):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert compose_config(f"task={task}", "preset=mini").trainer.precision == precision
+
+
+def test_the_command_line_still_chooses_the_precision(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: AVX2_ONLY)
+    cfg = compose_config("task=bof", "preset=mini", "trainer.precision=bf16-mixed")
+    assert cfg.trainer.precision == "bf16-mixed"

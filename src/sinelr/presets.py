@@ -6,17 +6,28 @@ defaults would run under the preset's name (for ``task=commonsense``, ``preset=m
 train LLaMA-3-8B in float32 and label it a mini). :func:`check_task_preset` refuses such a run,
 naming the presets the task has. :func:`paper_on_cpu_warning` is the note a ``preset=paper``
 run on the CPU prints before anything else: the paper's schedules were run on GPUs.
+:func:`fast_precision` is the precision the CPU presets train in: bf16 autocast only where the
+machine computes bf16 natively.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
 
+log = logging.getLogger(__name__)
+
 TASK_PRESET_GROUP = "task_preset"
+#: The CPU features, as ``torch.cpu.get_capabilities()`` names them, that compute bf16 products
+#: in hardware: x86's AMX and AVX-512 BF16, Arm's BF16 and SVE BF16.
+NATIVE_BF16 = ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16")
 
 
 def check_task_preset(choices: Mapping[str, str | None], available: Iterable[str]) -> None:
@@ -59,4 +70,38 @@ def paper_on_cpu_warning(preset: str, device: str, trains: bool) -> str | None:
         "preset=paper on the CPU: the paper's schedules take days on a CPU, where they ran on "
         "GPUs. Add trainer=gpu (trainer=ddp or trainer=fsdp for several GPUs) on a machine with "
         "one; preset=mini and preset=smoke are the short runs."
+    )
+
+
+def native_bf16(capabilities: Mapping[str, Any]) -> bool:
+    """Whether a CPU with these capabilities computes bf16 products in hardware."""
+    return any(capabilities.get(flag) for flag in NATIVE_BF16)
+
+
+def fast_precision(accelerator: str) -> str:
+    """``${fast_precision:${trainer.accelerator}}``, the presets' training precision:
+    ``bf16-mixed`` on a GPU and on a CPU that computes bf16 natively, ``32-true`` on a CPU that
+    only emulates it.
+
+    The minis were sized on a CPU with AMX, where bf16 autocast trains the sine networks about
+    ten times faster than float32; on a CPU with AVX2 only, the same autocast is about ten times
+    *slower* (benchmarks/RESULTS.md §3), and a mini of minutes would take hours. The choice is
+    made per machine, so the same command may train in another precision elsewhere: results.json
+    records the one used (``fingerprint.trainer.precision``), and ``trainer.precision=`` on the
+    command line still decides. A torch too old to report its CPU's features keeps bf16-mixed.
+    """
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    capabilities = getattr(torch.cpu, "get_capabilities", lambda: None)()
+    if on_cpu and capabilities is not None and not native_bf16(capabilities):
+        _say_float32()
+        return "32-true"
+    return "bf16-mixed"
+
+
+@functools.cache
+def _say_float32() -> None:
+    log.info(
+        "this CPU has no native bf16 (AMX, AVX-512 BF16, Arm BF16): the preset trains in "
+        "float32 (32-true), as bf16 autocast would be several times slower here; "
+        "trainer.precision=bf16-mixed forces it"
     )

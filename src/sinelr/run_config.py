@@ -18,6 +18,7 @@ from sinelr.layers import LOWRANK_LAYERS, LowRankConfig, variant_name
 from sinelr.layers.config import AutoOmega
 from sinelr.omega import LearningSchedule, auto_request
 from sinelr.paper import paper_omega
+from sinelr.presets import fast_precision
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ def _where_read(setting: str, value: Any, *, _root_: DictConfig) -> Any:
 
 
 def register_resolvers() -> None:
-    """The interpolations sinelr's configs use (``${mul:...}``, ``${where_read:...}``), for
-    whoever resolves one.
+    """The interpolations sinelr's configs use (``${mul:...}``, ``${where_read:...}``,
+    ``${fast_precision:...}``), for whoever resolves one.
 
     Called, not run on import: the driver registers them before it reads a config, and a tool
     that resolves a composed config itself calls this first.
@@ -59,6 +60,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mul", _mul)
     if not OmegaConf.has_resolver("where_read"):
         OmegaConf.register_new_resolver("where_read", _where_read)
+    if not OmegaConf.has_resolver("fast_precision"):
+        OmegaConf.register_new_resolver("fast_precision", fast_precision)
 
 
 def resolve_number(omega: Any) -> float | None:
