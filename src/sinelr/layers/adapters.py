@@ -80,15 +80,6 @@ class LoRALinear(LowRankLayer):
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     @classmethod
-    def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
-        return {
-            "alpha": config.alpha,
-            "dropout": config.dropout,
-            "fused": config.fused,
-            "block_elems": config.block_elems,
-        }
-
-    @classmethod
     def from_linear(cls, layer: nn.Linear, config: LowRankConfig) -> Self:
         return cls(layer, config.rank, **cls._kwargs_from_config(config))
 
@@ -261,10 +252,6 @@ class DoRALinear(LoRALinear):
         # saved, as the merged state itself is not.
         self._merge_norm: Tensor | None
         self.register_buffer("_merge_norm", None, persistent=False)
-
-    @classmethod
-    def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
-        return {**super()._kwargs_from_config(config), "detach_norm": config.detach_norm}
 
     def weight_params(self) -> tuple[Tensor, ...]:
         return (self.base_layer.weight, self.magnitude, self.lora_B, self.lora_A)

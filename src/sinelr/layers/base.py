@@ -13,7 +13,7 @@ import abc
 import itertools
 from collections.abc import Callable
 from dataclasses import fields
-from typing import TYPE_CHECKING, ClassVar, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +86,12 @@ class LowRankLayer(nn.Module, abc.ABC):
     def __init__(self) -> None:
         super().__init__()
         self._weight_cache: tuple[tuple, Tensor] | None = None
+
+    @classmethod
+    def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
+        """The constructor's keyword arguments: ``config``'s value of each of
+        :attr:`hyperparameters`, so that what a variant declares it reads is what it is given."""
+        return {name: getattr(config, name) for name in sorted(cls.hyperparameters)}
 
     @classmethod
     @abc.abstractmethod

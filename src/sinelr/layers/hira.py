@@ -21,13 +21,10 @@ and not defined where ``BA = −1``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 
 from sinelr.layers.adapters import VJP, LoRALinear, SineDelta
 from sinelr.layers.base import register_lowrank
-from sinelr.layers.config import LowRankConfig
 from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
 from sinelr.layers.sine import SINE_SETTINGS
 
@@ -53,12 +50,6 @@ class HiRALinear(LoRALinear):
     ) -> None:
         super().__init__(base_layer, rank, dropout=dropout, fused=fused, block_elems=block_elems)
         self._merge_base: Tensor | None = None
-
-    @classmethod
-    def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
-        kwargs = super()._kwargs_from_config(config)
-        del kwargs["alpha"]  # HiRA has no scaling: W0 sets ΔW's size
-        return kwargs
 
     def update_rows(self, rows: slice, W0: Tensor, *factors: Tensor) -> Tensor:
         return W0[rows] * self.delta_rows(rows, *factors)

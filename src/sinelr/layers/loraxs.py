@@ -23,14 +23,13 @@ paper's start.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from sinelr.layers.adapters import SineLoRALinear
 from sinelr.layers.base import register_lowrank
-from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
 from sinelr.layers.projected import ProjectedAdapter, truncated_svd
 from sinelr.layers.sine import SINE_SETTINGS
 
@@ -46,19 +45,8 @@ class LoRAXSLinear(ProjectedAdapter):
     #: Standard deviation of ``R``'s Gaussian start (the authors' code).
     r_init_std: ClassVar[float] = 1e-5
 
-    def __init__(
-        self,
-        base_layer: nn.Linear,
-        rank: int,
-        *,
-        alpha: float | None = None,
-        dropout: float = 0.0,
-        fused: bool = True,
-        block_elems: int = DEFAULT_BLOCK_ELEMS,
-    ) -> None:
-        super().__init__(
-            base_layer, rank, alpha=alpha, dropout=dropout, fused=fused, block_elems=block_elems
-        )
+    def __init__(self, base_layer: nn.Linear, rank: int, **kwargs: Any) -> None:
+        super().__init__(base_layer, rank, **kwargs)
         factory = self._drop_lora_factors()
         U, S, Vh = truncated_svd(base_layer.weight, rank)
         self.register_buffer("lora_B", U.to(**factory))

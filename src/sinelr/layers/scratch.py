@@ -8,7 +8,7 @@ as the authors' code does.
 from __future__ import annotations
 
 import math
-from typing import Any, Self
+from typing import Self
 
 import torch
 import torch.nn.functional as F
@@ -64,10 +64,6 @@ class LowRankLinear(LowRankLayer):
         if self.bias is not None:
             bound = 1.0 / math.sqrt(self.in_features)
             nn.init.uniform_(self.bias, -bound, bound)
-
-    @classmethod
-    def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
-        return {"fused": config.fused, "block_elems": config.block_elems}
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, config: LowRankConfig) -> Self:

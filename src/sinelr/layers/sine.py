@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from sinelr.layers.config import DEFAULT_OMEGA_LR, LowRankConfig
 from sinelr.layers.functional import sine_weight
 
-#: The settings :meth:`SineActivated._kwargs_from_config` reads: every sine twin declares them
-#: in its ``hyperparameters`` beside its plain variant's.
+#: The settings a sine layer's constructor takes beside its plain variant's: every sine twin
+#: declares them in its ``hyperparameters``, which is what it is built from.
 SINE_SETTINGS = frozenset({"omega", "gain", "learn_omega", "omega_lr"})
 
 
@@ -57,6 +57,7 @@ class SineActivated:
 
     @classmethod
     def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
+        """The declared settings, once ``omega`` is known to be a number."""
         if config.omega is None:
             raise ValueError(f"{cls.variant} needs omega; omega=null selects the plain variant")
         if not isinstance(config.omega, int | float):
@@ -64,13 +65,7 @@ class SineActivated:
                 f"{cls.variant} needs omega as a number; omega=auto is resolved per layer by "
                 "sinelr.apply.apply_lowrank, which builds the layers"
             )
-        return {
-            **super()._kwargs_from_config(config),
-            "omega": config.omega,
-            "gain": config.gain,
-            "learn_omega": config.learn_omega,
-            "omega_lr": config.omega_lr,
-        }
+        return super()._kwargs_from_config(config)
 
     def current_omega(self) -> float:
         """ω as the layer applies it now: the fixed value, or ``exp(log_omega)`` if learnt

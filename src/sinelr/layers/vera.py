@@ -26,14 +26,13 @@ sine and learnt ω.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from sinelr.layers.adapters import SineLoRALinear
 from sinelr.layers.base import register_lowrank
-from sinelr.layers.config import LowRankConfig
 from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
 from sinelr.layers.projected import ProjectedAdapter
 from sinelr.layers.sine import SINE_SETTINGS
@@ -80,12 +79,6 @@ class VeRALinear(ProjectedAdapter):
         self.register_buffer("vera_B", B.to(**factory))
         self.lambda_d = nn.Parameter(torch.full((rank,), self.d_initial, **factory))
         self.lambda_b = nn.Parameter(torch.zeros(self.out_features, **factory))
-
-    @classmethod
-    def _kwargs_from_config(cls, config: LowRankConfig) -> dict[str, Any]:
-        kwargs = super()._kwargs_from_config(config)
-        del kwargs["alpha"]  # VeRA has no scaling: the vectors set ΔW's size
-        return kwargs
 
     def weight_params(self) -> tuple[Tensor, ...]:
         left = self.lambda_b[:, None] * self.vera_B
