@@ -169,7 +169,7 @@ class LoRALinear(LowRankLayer):
         if self.merged:
             return
         with self.autocast_off():
-            self.base_layer.weight.copy_(self._merged_weight())
+            self.base_layer.weight.copy_(self.merged_weight())
         self.merged = True
 
     @torch.no_grad()
@@ -178,14 +178,21 @@ class LoRALinear(LowRankLayer):
         if not self.merged:
             return
         with self.autocast_off():
-            self.base_layer.weight.copy_(self._unmerged_weight())
+            self.base_layer.weight.copy_(self.unmerged_weight())
         self.merged = False
         self._weight_cache = None
 
-    def _merged_weight(self) -> Tensor:
+    def merged_weight(self) -> Tensor:
+        """The base weight :meth:`merge` stores, ``W0 + ΔW``. It also keeps what
+        :meth:`unmerged_weight` will need (DoRA's norms, HiRA's ``W0``): call the two in pairs.
+
+        Public for a host that stores the merged weight itself: PEFT's layer, through
+        sinelr.peft.
+        """
         return self.weight_rows(slice(None), *self.weight_params())
 
-    def _unmerged_weight(self) -> Tensor:
+    def unmerged_weight(self) -> Tensor:
+        """``W0`` again, from the merged base weight and what :meth:`merged_weight` kept."""
         return self.base_layer.weight - self.factorised_weight()
 
     def extra_repr(self) -> str:
@@ -294,14 +301,14 @@ class DoRALinear(LoRALinear):
         weight, vjp = self.weight_rows_vjp(rows, W0, *factors)
         return weight.sub_(W0[rows]), vjp
 
-    def _merged_weight(self) -> Tensor:
+    def merged_weight(self) -> Tensor:
         # Unmerging needs the row norms of W0 + ΔW, which the merged weight no longer holds.
         W0, _, B, A = self.weight_params()
         direction = self._direction_rows(slice(None), W0, B, A)
         self._merge_norm = direction.norm(dim=1)
         return (self.magnitude / self._merge_norm).unsqueeze(1) * direction
 
-    def _unmerged_weight(self) -> Tensor:
+    def unmerged_weight(self) -> Tensor:
         assert self._merge_norm is not None
         direction = self.base_layer.weight * (self._merge_norm / self.magnitude).unsqueeze(1)
         self._merge_norm = None

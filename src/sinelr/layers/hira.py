@@ -64,12 +64,12 @@ class HiRALinear(LoRALinear):
             W0 = self._merge_base.to(W0.device)
         return self.update_rows(slice(None), W0, *factors)
 
-    def _merged_weight(self) -> Tensor:
-        merged = super()._merged_weight()
+    def merged_weight(self) -> Tensor:
+        merged = super().merged_weight()
         self._merge_base = self.base_layer.weight.detach().to("cpu", copy=True)
         return merged
 
-    def _unmerged_weight(self) -> Tensor:
+    def unmerged_weight(self) -> Tensor:
         assert self._merge_base is not None
         W0, self._merge_base = self._merge_base, None
         return W0

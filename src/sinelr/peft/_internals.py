@@ -192,7 +192,7 @@ class SineVariant(LoraVariant):
     def unmerge(self, module: Linear, active_adapter: str, orig_weight: Tensor) -> Tensor:
         core = self.bind(module, active_adapter)
         with core.autocast_off():
-            return core._unmerged_weight().to(orig_weight.dtype)
+            return core.unmerged_weight().to(orig_weight.dtype)
 
     def _merged(self, module: Linear, adapter: str) -> Tensor:
         """``W'`` by sinelr's merge, on the weight the layer holds now."""
@@ -204,4 +204,4 @@ class SineVariant(LoraVariant):
             )
         core = self.bind(module, adapter)
         with core.autocast_off():
-            return core._merged_weight()
+            return core.merged_weight()
