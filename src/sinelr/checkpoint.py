@@ -24,7 +24,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from sinelr.io import atomic_write, flatten, override_key
+from sinelr.io import atomic_write
+from sinelr.keys import flatten, override_key
 from sinelr.omega import sine_layers, start_omegas
 
 log = logging.getLogger(__name__)

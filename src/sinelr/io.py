@@ -41,20 +41,3 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     return atomic_write(path, lambda handle: handle.write(text.encode()))
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested settings (a results.json's ``fingerprint``) as ``{"task.lr": 0.001, ...}``, so two
-    runs' settings compare leaf by leaf."""
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
-def override_key(override: str) -> str:
-    """The setting a command-line override names: ``checkpoint.every_n_epochs`` of
-    ``+checkpoint.every_n_epochs=2`` (and of ``~checkpoint.every_n_epochs``)."""
-    return override.lstrip("+~").partition("=")[0]

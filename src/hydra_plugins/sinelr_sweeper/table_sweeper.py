@@ -29,7 +29,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
-from sinelr.io import override_key
+from sinelr.keys import override_key
 
 log = logging.getLogger(__name__)
 

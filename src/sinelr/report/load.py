@@ -18,7 +18,7 @@ from typing import Any
 
 from hydra.utils import get_class
 
-from sinelr.io import flatten
+from sinelr.keys import flatten
 from sinelr.report.model import AUTO, FIXED, LEARNT, LEARNT_FROM_AUTO
 from sinelr.results import rank_text
 
