@@ -186,6 +186,16 @@ def test_unknown_task_is_refused(run_cli):
     assert "imagenet22k" in run.output and "Available options" in run.output
 
 
+def test_the_composed_config_prints_resolved():
+    """``--cfg job --resolve`` resolves sinelr's own interpolations (the mini's precision)."""
+    proc = subprocess.run(
+        [sys.executable, "run.py", "task=bof", "preset=mini", "--cfg", "job", "--resolve"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "precision: bf16-mixed" in proc.stdout or "precision: 32-true" in proc.stdout
+
+
 def test_task_is_required(tmp_path):
     proc = subprocess.run(
         [sys.executable, "run.py", f"hydra.run.dir={tmp_path}"],
