@@ -84,7 +84,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from sinelr.run_config import register_resolvers
+    from sinelr.resolvers import register_resolvers
 
     register_resolvers()  # before Hydra resolves anything: --cfg job --resolve, too
     main()

@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 
 import sinelr.driver
 from sinelr.checkpoint import CHECKPOINT_DIR, read_checkpoint
+from sinelr.resolvers import register_resolvers
 from sinelr.results import RESULTS_FILE
-from sinelr.run_config import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -308,6 +308,28 @@ def test_inference_cache_follows_parameter_updates():
     assert layer._weight_cache is None  # never cached while training
 
 
+def test_an_adapter_with_dropout_uses_its_cache_in_eval_and_dropout_in_training():
+    """Dropout feeds only the adapter while training; in eval there is none, and the layer
+    applies its cached whole weight, as one without dropout does."""
+    torch.manual_seed(0)
+    layer = SineLoRALinear(nn.Linear(32, 16), 2, omega=100.0, dropout=0.5)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(4, 32)
+    layer.eval()
+    with torch.no_grad():
+        out = layer(x)
+    assert layer._weight_cache is not None
+    torch.testing.assert_close(out, F.linear(x, layer.effective_weight(), layer.base_layer.bias))
+    layer.train()
+    torch.manual_seed(1)
+    dropped = layer(x)
+    torch.manual_seed(1)
+    mask_input = F.dropout(x, 0.5, training=True)
+    expected = layer.base_layer(x) + F.linear(mask_input, layer.factorised_weight())
+    torch.testing.assert_close(dropped, expected)
+
+
 def test_inference_cache_follows_buffer_updates():
     """LoRA-XS builds its weight from frozen buffers (the SVD factors), which a checkpoint load
     may replace while ``R`` stays the same."""

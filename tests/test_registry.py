@@ -312,31 +312,28 @@ SET = {
 }  # fmt: skip
 
 
-class ReadLog:
-    """A config that records which of its fields a layer's ``from_linear`` reads."""
-
-    def __init__(self, config: LowRankConfig) -> None:
-        self._config = config
-        self.read: set[str] = set()
-
-    def __getattr__(self, name: str) -> Any:
-        self.read.add(name)
-        return getattr(self._config, name)
+def held(layer: nn.Module, setting: str) -> Any:
+    """The value of ``setting`` a built layer applies."""
+    if setting == "dropout":
+        return layer.lora_dropout.p
+    if setting == "learn_omega":
+        return layer.log_omega is not None
+    return getattr(layer, setting)
 
 
 @pytest.mark.parametrize("variant", sorted(LOWRANK_LAYERS))
-def test_each_variant_reads_every_setting_it_declares(variant):
-    """A setting declared but never read would be accepted and change nothing: the very thing
-    the check is there to refuse. (One read but not declared is refused when given, a visible
-    error; reading alone does not make it matter, as HiRA reads LoRA's alpha to drop it.)"""
+def test_each_variant_applies_every_setting_it_declares(variant):
+    """A setting declared but not applied would be accepted and change nothing: the very thing
+    the check is there to refuse. Each declared setting, away from its default, must reach the
+    built layer (``from_linear`` passes the declared settings to the constructor)."""
     cls = get_lowrank_class(variant)
     settings = {k: v for k, v in SET.items() if k in cls.hyperparameters}
     omega = 30.0 if "omega" in cls.hyperparameters else None
-    log = ReadLog(LowRankConfig(variant, 2, omega=omega, **settings))
     torch.manual_seed(0)
-    layer = cls.from_linear(nn.Linear(12, 10), log)
+    layer = cls.from_linear(nn.Linear(12, 10), LowRankConfig(variant, 2, omega=omega, **settings))
     assert isinstance(layer, cls)
-    assert cls.hyperparameters <= log.read
+    assert {k: held(layer, k) for k in settings} == settings
+    assert cls.hyperparameters - {"omega"} == settings.keys()  # SET covers every setting
 
 
 def test_a_setting_the_variant_does_not_read_is_an_error(tmp_path):

@@ -30,8 +30,8 @@ from sinelr.checkpoint import fingerprint_diff, result_fingerprint
 from sinelr.omega import record_omegas
 from sinelr.plan import RunPlan, describe, new_result
 from sinelr.report.publish import publish_to_wandb
+from sinelr.resolvers import register_resolvers
 from sinelr.results import RESULTS_FILE, RunResult
-from sinelr.run_config import register_resolvers
 from sinelr.sharding import gathered_rank_diagnostics
 from sinelr.task import RunContext, Task
 from sinelr.trainer import run_labels, trainer_factory

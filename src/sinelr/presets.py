@@ -17,7 +17,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
@@ -90,6 +89,8 @@ def fast_precision(accelerator: str) -> str:
     records the one used (``fingerprint.trainer.precision``), and ``trainer.precision=`` on the
     command line still decides. A torch too old to report its CPU's features keeps bf16-mixed.
     """
+    import torch  # here, not at the top: run.py registers this resolver before importing torch
+
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     capabilities = getattr(torch.cpu, "get_capabilities", lambda: None)()
     if on_cpu and capabilities is not None and not native_bf16(capabilities):

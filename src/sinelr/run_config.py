@@ -7,61 +7,18 @@ Kept apart from the driver so that whatever rebuilds a run's network from its sa
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sinelr.layers import LOWRANK_LAYERS, LowRankConfig, variant_name
+from sinelr.layers import LowRankConfig, variant_name
 from sinelr.layers.config import AutoOmega
 from sinelr.omega import LearningSchedule, auto_request
 from sinelr.paper import paper_omega
-from sinelr.presets import fast_precision
 
 log = logging.getLogger(__name__)
-
-
-def _mul(*factors: float | None) -> float | None:
-    """``${mul:2,${rank}}``: a setting that scales with another (LoRA's ``alpha = 2·rank``);
-    null if any factor is (``rank=null``)."""
-    return None if any(f is None for f in factors) else math.prod(factors)
-
-
-def _where_read(setting: str, value: Any, *, _root_: DictConfig) -> Any:
-    """``${where_read:detach_norm,true}``: ``value`` where the run's variant reads ``setting``,
-    :class:`LowRankConfig`'s default where it does not.
-
-    A preset gives the paper's settings for every method of its task in the one ``lowrank``
-    group (DoRA's detached norm beside LoRA's runs); this keeps such a setting from being an
-    error for a variant that has no use for it. Given on the command line, it still is one.
-    """
-    try:
-        omega = None if _root_.omega is None else 1.0  # only "plain or sine" matters here
-        scratch = _root_.lowrank.get("variant")
-        name = variant_name(_root_.rank, omega, _root_.get("adapter"), scratch)
-    except ValueError:
-        return value  # a bad name: lowrank_config reports it, with the command line's words
-    cls = LOWRANK_LAYERS.get(name)
-    if cls is not None and setting in cls.hyperparameters:
-        return value
-    return {field.name: field.default for field in fields(LowRankConfig)}[setting]
-
-
-def register_resolvers() -> None:
-    """The interpolations sinelr's configs use (``${mul:...}``, ``${where_read:...}``,
-    ``${fast_precision:...}``), for whoever resolves one.
-
-    Called, not run on import: the driver registers them before it reads a config, and a tool
-    that resolves a composed config itself calls this first.
-    """
-    if not OmegaConf.has_resolver("mul"):
-        OmegaConf.register_new_resolver("mul", _mul)
-    if not OmegaConf.has_resolver("where_read"):
-        OmegaConf.register_new_resolver("where_read", _where_read)
-    if not OmegaConf.has_resolver("fast_precision"):
-        OmegaConf.register_new_resolver("fast_precision", fast_precision)
 
 
 def resolve_number(omega: Any) -> float | None:

@@ -135,22 +135,17 @@ class LoRALinear(LowRankLayer):
         if self.merged:
             return self.base_layer(x)
         if self.materialises_weight:
-            return self._forward_materialised(x)
+            if self.training and isinstance(self.lora_dropout, nn.Dropout):
+                # Dropout feeds the adapter only; the frozen layer sees the clean input (as PEFT).
+                return self.base_layer(x) + self.update_output(self.lora_dropout(x))
+            # One matmul with the whole adapted weight instead of two.
+            return self._materialised_forward(x, self.base_layer.bias)
         # Factors in the matmul's dtype: what autocast does anyway, and a half-precision input
         # outside autocast meets half-precision factors (the rank-r casts cost nothing). Taken
         # from weight_params, so that a reparametrised LoRA (VeRA, LoRA-XS) runs its own.
         B, A = (factor.to(matmul_dtype(x)) for factor in self.weight_params()[-2:])
         lora = F.linear(F.linear(self.lora_dropout(x), A), B)
         return self.base_layer(x) + self.scaling * lora
-
-    def _forward_materialised(self, x: Tensor) -> Tensor:
-        x_drop = self.lora_dropout(x)
-        if x_drop is not x:
-            # Dropout feeds the adapter only; the frozen layer sees the clean input (as PEFT).
-            return self.base_layer(x) + self.update_output(x_drop)
-        # No dropout (or eval mode, where dropout returns its input): one matmul with the whole
-        # adapted weight instead of two.
-        return self._materialised_forward(x, self.base_layer.bias)
 
     def update_output(self, x: Tensor) -> Tensor:
         """``(W' - W0) x``: the adapter's own term, row-blocked unless ``fused=False``.
