@@ -25,9 +25,10 @@ report: install
 	$(BIN)/python scripts/report.py outputs --out outputs/report
 
 # One worker per core (pytest-xdist); each test runs single-threaded (tests/conftest.py).
-# `test`: everything checked in-process (a minute or two). `test-slow`: the end-to-end runs of
-# run.py in fresh processes (about 10 min on 2 cores), each process ~13 s of imports alone on a
-# slow CPU. CI runs both (`test-all`).
+# `test`: everything checked in-process (a minute or two). `test-slow`: the tests marked slow,
+# which start fresh processes (run.py, scripts, a wandb service; about 10 min on 2 cores), each
+# paying ~11 s of imports on a slow CPU. CI runs `test`, then `test-slow`; `test-all` is both
+# in one pytest.
 test: install
 	$(BIN)/python -m pytest -n auto -m "not slow"
 

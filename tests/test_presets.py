@@ -119,7 +119,7 @@ def test_native_bf16_reads_the_cpu_features(capabilities, native):
     ("accelerator", "capabilities", "precision"),
     [
         ("cpu", AMX, "bf16-mixed"),
-        ("cpu", AVX2_ONLY, "32-true"),  # emulated bf16: ~10x slower than fp32 (RESULTS §3)
+        ("cpu", AVX2_ONLY, "32-true"),  # emulated bf16: 4-40x slower (RESULTS §3.1)
         ("gpu", AVX2_ONLY, "bf16-mixed"),  # the host CPU does not matter on a GPU
     ],
 )

@@ -83,7 +83,7 @@ def fast_precision(accelerator: str) -> str:
     only emulates it.
 
     The minis were sized on a CPU with AMX, where bf16 autocast trains the sine networks about
-    ten times faster than float32; on a CPU with AVX2 only, the same autocast is about ten times
+    ten times faster than float32; on a CPU with AVX2 only, the same autocast is 4 to 40 times
     *slower* (benchmarks/RESULTS.md §3), and a mini of minutes would take hours. The choice is
     made per machine, so the same command may train in another precision elsewhere: results.json
     records the one used (``fingerprint.trainer.precision``), and ``trainer.precision=`` on the

@@ -69,7 +69,8 @@ class LowRankLayer(nn.Module, abc.ABC):
     peft_method: ClassVar[str | None]
     #: The :class:`~sinelr.layers.config.LowRankConfig` fields the variant reads besides
     #: ``variant`` and ``rank``. Any other field set away from its default is an error: it
-    #: would change nothing but the run's fingerprint.
+    #: would change nothing but the run's fingerprint. :meth:`from_linear` passes each to the
+    #: constructor as a keyword of the same name (:meth:`_kwargs_from_config`).
     hyperparameters: ClassVar[frozenset[str]]
     #: True where the forward pass needs the whole ``d_out × d_in`` weight because a
     #: non-linearity (the sine, DoRA's norm) destroys the product's structure. Such layers build
