@@ -1,7 +1,8 @@
 """Training throughput of the occupancy network: fp32 against bf16 autocast, per method.
 
 The ``mini`` preset of ``bof`` trains under bf16 autocast on a CPU that computes bf16 natively
-and in fp32 on one that does not; this is the measurement behind that choice. One Adam step on a batch of 8,192 points (the preset's batch), the paper's MLP at rank 1.
+and in fp32 on one that does not; this is the measurement behind that choice. One Adam step on
+a batch of 8,192 points (the preset's batch), the paper's MLP at rank 1.
 
     python scripts/bench_bof.py [--reps N]
 
