@@ -92,8 +92,10 @@ def fast_precision(accelerator: str) -> str:
     import torch  # here, not at the top: run.py registers this resolver before importing torch
 
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if not on_cpu:
+        return "bf16-mixed"
     capabilities = getattr(torch.cpu, "get_capabilities", lambda: None)()
-    if on_cpu and capabilities is not None and not native_bf16(capabilities):
+    if capabilities is not None and not native_bf16(capabilities):
         _say_float32()
         return "32-true"
     return "bf16-mixed"

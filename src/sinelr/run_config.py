@@ -62,10 +62,12 @@ def lowrank_config(
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise ValueError(f"rank must be a positive integer or null, got {rank!r}")
     omega: float | AutoOmega | None = resolve_omega(cfg.omega, rank, task_name, adapter)
-    if cfg.omega == "auto" and chosen:
-        omega = AutoOmega(chosen=tuple(sorted(chosen.items())))
-    elif cfg.omega == "auto":
-        omega = auto_request(schedule, cfg.get("trainer") or {}, task_name)
+    if cfg.omega == "auto":
+        omega = (
+            AutoOmega(chosen=tuple(sorted(chosen.items())))
+            if chosen
+            else auto_request(schedule, cfg.get("trainer") or {}, task_name)
+        )
     settings = OmegaConf.to_container(cfg.lowrank, resolve=True)
     known = {f.name for f in fields(LowRankConfig)} - {"rank", "omega"}
     if unknown := sorted(settings.keys() - known):
