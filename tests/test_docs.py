@@ -140,5 +140,10 @@ def test_the_contracts_example_has_the_keys_its_command_writes(tmp_path) -> None
     assert list(example) == list(written)
     assert example["fingerprint"].keys() == written["fingerprint"].keys()
     assert example["fingerprint"]["lowrank"] == written["fingerprint"]["lowrank"]
-    assert example["metrics"] == written["metrics"]
+    # The example was written on one machine; fp32 training on another CPU or library build
+    # may round its last bits differently (a 1.2e-7 relative move of train/loss was seen on a
+    # second machine: one float32 ulp). rel=1e-5 allows a few ulps carried through the smoke's
+    # steps, while any real change to training (data, loss, rate) moves these values far more.
+    assert example["metrics"].keys() == written["metrics"].keys()
+    assert example["metrics"] == pytest.approx(written["metrics"], rel=1e-5)
     assert example["omega_per_layer"] == written["omega_per_layer"]
