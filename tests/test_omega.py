@@ -12,6 +12,7 @@ from torch.func import functional_call
 
 from sinelr.accounting import count_parameters
 from sinelr.apply import apply_lowrank
+from sinelr.checkpoint import CHECKPOINT_DIR, LAST, STATE_KEY
 from sinelr.layers import LowRankConfig, get_lowrank_class
 from sinelr.layers.config import AutoOmega
 from sinelr.omega import (
@@ -129,6 +130,21 @@ def test_planned_steps_as_lightning_counts_them():
     request = auto_request(LearningSchedule(1e-3, 63, epochs=3), {"max_epochs": 1}, "glue")
     assert request == AutoOmega(lr=1e-3, steps=189)  # the task's own epochs win
     assert auto_request(None, {"max_steps": 10}, "theory") == AutoOmega()
+
+
+def test_auto_counts_the_steps_of_one_data_parallel_process():
+    """Under DDP each of the ``devices × num_nodes`` processes takes its share of an epoch's
+    batches, and accumulation takes several per step: the planned steps shrink with both, or
+    an adapter's ω (``∝ 1/steps``) would come out that many times too small."""
+    schedule = LearningSchedule(1e-3, 63, epochs=3)
+    ddp = {"accelerator": "gpu", "devices": 4, "num_nodes": 2}
+    assert auto_request(schedule, ddp, "glue").steps == 3 * 8  # ceil(63 / 8) per epoch
+    assert auto_request(schedule, {"devices": [0, 1], "accumulate_grad_batches": 2}, "glue") == (
+        AutoOmega(lr=1e-3, steps=3 * 16)
+    )
+    assert auto_request(schedule, {"devices": "auto", "accelerator": "cpu"}, "glue").steps == 189
+    # max_steps counts optimiser steps already
+    assert auto_request(LearningSchedule(1e-3), {**ddp, "max_steps": 50}, "glue").steps == 50
 
 
 def test_round_significant():
@@ -341,6 +357,31 @@ def test_a_learnt_omega_moves_in_training(tmp_path):
     assert start.keys() == end.keys() == {"hidden.0", "hidden.1"}
     assert results["omega"] == statistics.median(start.values())
     assert all(end[name] != pytest.approx(start[name], rel=1e-4) for name in start)
+
+
+@pytest.mark.parametrize("learn", ["false", "true"])
+def test_a_resumed_auto_run_keeps_the_omega_it_was_built_with(tmp_path, learn):
+    """ω is not among the saved weights and the rule reads the run's step count, which a
+    resumed run may change: resuming must take each layer's ω from the checkpoint, not from
+    the rule. The checkpoint's ω is set apart from the rule's so that a rebuild by the rule
+    would show; with a learnt ω the start must come back too, or exp(log ω)/ω₀ would scale the
+    restored factor by the wrong ratio."""
+    settings = ["task=bof", "rank=1", "omega=auto", "preset=smoke", f"lowrank.learn_omega={learn}"]
+    first = run_in_process(tmp_path / "first", *settings)
+    checkpoint = tmp_path / "first" / CHECKPOINT_DIR / LAST
+    saved = torch.load(checkpoint, weights_only=True)
+    built = saved["callbacks"][STATE_KEY]["omega_start"]
+    assert built == first.get("omega_start_per_layer", first["omega_per_layer"])
+    moved = {name: 2 * omega for name, omega in built.items()}
+    saved["callbacks"][STATE_KEY]["omega_start"] = moved
+    torch.save(saved, checkpoint)
+
+    resumed = run_in_process(tmp_path / "resumed", *settings, f"ckpt_path={checkpoint}")
+    assert resumed["status"] == "completed"
+    assert resumed.get("omega_start_per_layer", resumed["omega_per_layer"]) == moved
+    assert resumed["omega"] == statistics.median(moved.values())
+    if learn == "true":  # the learnt ω is the trained log ω, whatever the start
+        assert resumed["omega_per_layer"] == pytest.approx(first["omega_per_layer"], rel=1e-6)
 
 
 def test_learn_omega_needs_a_sine():

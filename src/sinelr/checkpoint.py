@@ -151,12 +151,23 @@ def read_checkpoint(path: Path, map_location: Any = None, mmap: bool = False) ->
         ) from error
 
 
-def saved_fingerprint(path: Path) -> dict[str, Any] | None:
-    """The run fingerprint a sinelr checkpoint carries; None for another program's. Memory-
+def saved_state(path: Path) -> dict[str, Any] | None:
+    """What :class:`RunState` stored in a checkpoint; None for another program's. Memory-
     mapped, so that checking a large model's checkpoint does not read its weights."""
-    checkpoint = read_checkpoint(path, mmap=True)
-    state = checkpoint.get("callbacks", {}).get(STATE_KEY)
+    return read_checkpoint(path, mmap=True).get("callbacks", {}).get(STATE_KEY)
+
+
+def saved_fingerprint(path: Path) -> dict[str, Any] | None:
+    """The run fingerprint a sinelr checkpoint carries; None for another program's."""
+    state = saved_state(path)
     return None if state is None else state.get("fingerprint")
+
+
+def saved_start_omegas(path: Path) -> dict[str, float] | None:
+    """The ω each sine layer of the checkpoint's run was built with; None where it records
+    none (a run without sine layers, or a checkpoint written before checkpoints did)."""
+    state = saved_state(path)
+    return (state or {}).get("omega_start") or None
 
 
 def check_checkpoint(path: Path, expected: dict[str, Any]) -> None:

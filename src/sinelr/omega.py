@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch import nn
 
 from sinelr.layers import LowRankConfig, get_lowrank_class, sine_twin
@@ -210,16 +211,39 @@ class LearningSchedule:
     epochs: int | None = None
 
 
+def batches_per_step(trainer: Mapping[str, Any]) -> int:
+    """How many of a task's batches one optimiser step consumes: one per data-parallel process
+    (``devices × num_nodes``; ``devices=auto`` or ``-1`` on a GPU trainer is every visible GPU)
+    times ``accumulate_grad_batches``. A task counts its batches for one process."""
+    devices = trainer.get("devices", 1)
+    if isinstance(devices, list | tuple):
+        processes = len(devices)
+    elif devices in ("auto", -1, "-1"):
+        gpu = str(trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto")
+        processes = max(CUDAAccelerator.auto_device_count(), 1) if gpu else 1
+    else:
+        processes = int(devices)
+    return (
+        processes
+        * int(trainer.get("num_nodes", 1))
+        * int(trainer.get("accumulate_grad_batches", 1))
+    )
+
+
 def auto_request(
     schedule: LearningSchedule | None, trainer: Mapping[str, Any], task: str
 ) -> AutoOmega:
     """``omega=auto`` with the task's learning rate and the run's planned steps, each None
-    (and said in the log) where the task cannot tell before training."""
+    (and said in the log) where the task cannot tell before training. Under data parallelism
+    an epoch takes fewer steps (:func:`batches_per_step`): an adapter's ω grows as ``1/steps``."""
     if schedule is None:
         log.info("omega=auto: task %s does not say its learning rate or step count", task)
         return AutoOmega()
     epochs = schedule.epochs if schedule.epochs is not None else trainer.get("max_epochs")
-    steps = planned_steps(schedule.steps_per_epoch, epochs, trainer.get("max_steps"))
+    per_epoch = schedule.steps_per_epoch
+    if per_epoch is not None:
+        per_epoch = math.ceil(per_epoch / batches_per_step(trainer))
+    steps = planned_steps(per_epoch, epochs, trainer.get("max_steps"))
     if steps is None:
         log.info("omega=auto: task %s cannot count this run's steps before training", task)
     return AutoOmega(lr=schedule.lr, steps=steps)

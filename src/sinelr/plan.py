@@ -21,6 +21,7 @@ from sinelr.checkpoint import (
     fingerprint,
     interrupted_checkpoint,
     result_fingerprint,
+    saved_start_omegas,
 )
 from sinelr.layers import LowRankConfig
 from sinelr.layers.base import DENSE
@@ -100,8 +101,17 @@ def describe(cfg: DictConfig, output_dir: Path, result: RunResult) -> RunPlan:
             "adapters need a pretrained one; drop adapter= (rank=K alone gives the "
             "factorised sin(ω·UV)/g layers)"
         )
+    run_fingerprint = fingerprint(cfg)
+    resume_from = (
+        resume_point(cfg, output_dir, run_fingerprint)
+        if task.resumable and not cfg.dry_run
+        else None
+    )
     if task.factorises:
-        lowrank = lowrank_config(cfg, task.name, task.learning_schedule())
+        # A resumed omega=auto run keeps the ω its layers were built with: the rule reads the
+        # step count, which a resumed run may change, and ω is not among the saved weights.
+        chosen = saved_start_omegas(resume_from) if resume_from is not None else None
+        lowrank = lowrank_config(cfg, task.name, task.learning_schedule(), chosen=chosen)
         result.method = lowrank.variant if lowrank else DENSE
         # omega=auto is a number only once the layers are built (sinelr.omega.record_omegas).
         known = lowrank is not None and not isinstance(lowrank.omega, AutoOmega)
@@ -111,17 +121,15 @@ def describe(cfg: DictConfig, output_dir: Path, result: RunResult) -> RunPlan:
         result.method = task.method or DENSE
         result.omega = resolve_number(cfg.omega)
     command_line = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    plan = RunPlan(
+    return RunPlan(
         cfg=cfg,
         output_dir=output_dir,
         task=task,
         lowrank=lowrank,
-        fingerprint=fingerprint(cfg),
+        fingerprint=run_fingerprint,
         checkpoint_every=checkpoint_intervals(cfg.checkpoint, command_line),
+        resume_from=resume_from,
     )
-    if task.resumable and not cfg.dry_run:
-        plan.resume_from = resume_point(cfg, output_dir, plan.fingerprint)
-    return plan
 
 
 def build_task(cfg: DictConfig) -> Task:
