@@ -3,16 +3,22 @@
 See README.md for the keys; ``python run.py --help`` lists the config groups.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from sinelr.results import RunResult
 
 #: Errors that mean "fix your input" when the project raises them on purpose: reported as one
 #: line, not a traceback (HYDRA_FULL_ERROR=1 shows the traceback anyway). A ValueError from
@@ -80,7 +86,14 @@ def main(cfg: DictConfig) -> float | None:
             raise RunFailed(f"{type(error).__name__}: {error}") from None
         print(f"error: {error}", file=sys.stderr)
         sys.exit(INPUT_ERROR_EXIT)
-    return result.metric.value
+    return search_value(result)
+
+
+def search_value(result: RunResult) -> float | None:
+    """What a sweeper optimising the job's return value (``hparams_search=omega_optuna``) reads:
+    results.json's ``selection``, the validation metric, never the test metric reported beside
+    it. A run with no selection (a dry run) returns its metric, which is then None too."""
+    return result.selection.value if result.selection is not None else result.metric.value
 
 
 if __name__ == "__main__":

@@ -162,3 +162,24 @@ def own_generator(seed: int = 0) -> torch.Generator:
     original did, and every random draw after that (ray jitter, density noise) would differ.
     """
     return torch.Generator().manual_seed(seed)
+
+
+#: The seed of every held-out validation split: the split is part of the data, not of the run,
+#: so every seed and method trains on the same examples (42: DoRA's and SoRA's split seed).
+HOLD_OUT_SEED = 42
+
+
+def hold_out(count: int, size: int, what: str, unit: str = "examples") -> tuple[Tensor, Tensor]:
+    """Indices ``(kept, held)`` of ``count`` items: ``size`` of them held out for validation, at
+    random but the same for every run, each part in its original order.
+
+    ``what`` names the setting for the error (``task.val_size``), ``unit`` what is counted: it
+    must leave training at least one.
+    """
+    if not 0 <= size < count:
+        raise ValueError(f"{what}={size} must be at least 0 and below the {count} training {unit}")
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(HOLD_OUT_SEED))
+    held = torch.zeros(count, dtype=torch.bool)
+    held[order[:size]] = True
+    index = torch.arange(count)
+    return index[~held], index[held]

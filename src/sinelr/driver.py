@@ -21,17 +21,20 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from sinelr import provenance
 from sinelr.accounting import count_parameters
 from sinelr.checkpoint import fingerprint_diff, result_fingerprint
 from sinelr.omega import record_omegas
 from sinelr.plan import RunPlan, describe, new_result
+from sinelr.provenance import utc_now
 from sinelr.report.publish import publish_to_wandb
 from sinelr.resolvers import register_resolvers
-from sinelr.results import RESULTS_FILE, RunResult
+from sinelr.results import RESULTS_FILE, RunResult, Selection
 from sinelr.sharding import gathered_rank_diagnostics
 from sinelr.task import RunContext, Task
 from sinelr.trainer import run_labels, trainer_factory
@@ -97,6 +100,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             )
             return done
     start = time.perf_counter()
+    started_at = utc_now()
     settle_vector_math()  # before any parallel CPU op: the same seed must give the same run
     result = new_result(cfg, output_dir)
     model: nn.Module | None = None
@@ -113,7 +117,20 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         result.error = f"{type(error).__name__}: {error}"
         raise
     finally:
+        result.provenance = provenance.collect(command_line(), trainer_precision(cfg), started_at)
         finalise(cfg, result, model, output_dir, start)
+
+
+def command_line() -> list[str]:
+    """The run's overrides as typed (for a multirun job: the job's own)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def trainer_precision(cfg: DictConfig) -> str | None:
+    """The precision the trainer trains in (``bf16-mixed`` where the CPU has native bf16 and the
+    preset asks for it), None for a task without a trainer."""
+    precision = OmegaConf.select(cfg, "trainer.precision")
+    return None if precision is None else str(precision)
 
 
 def build(plan: RunPlan, result: RunResult) -> nn.Module | None:
@@ -174,7 +191,19 @@ def train(plan: RunPlan, model: nn.Module | None, result: RunResult) -> None:
     if value is None or not math.isfinite(value):
         raise FloatingPointError(f"{plan.task.metric} is {value}: the run produced no valid result")
     result.metric.value = value
+    result.selection = selection(plan.task, outcome.metrics)
     result.status = "completed"
+
+
+def selection(task: Task, metrics: dict[str, float]) -> Selection:
+    """What a search reads of this run: the validation metric where the task validates on data
+    its test never sees, else the test metric itself, marked as such."""
+    if not task.validates_apart:
+        return Selection(task.metric, metrics.get(task.metric), task.higher_is_better, False)
+    name = task.selection_metric
+    if name not in metrics:
+        raise KeyError(f"{name} was not logged by validation: the run cannot be selected on")
+    return Selection(name, metrics[name], task.selection_higher_is_better, True)
 
 
 def finalise(

@@ -27,6 +27,22 @@ class Metric:
 
 
 @dataclass
+class Selection:
+    """The metric that chooses among runs (a search's trials, a sweep's "best" setting): the
+    task's validation metric, never the one reported.
+
+    ``independent`` is False where the task has no data the test metric does not see: bof fits
+    one shape, so its fit is its score; ``preset=paper`` keeps a paper's protocol that validates
+    on its test data (docs/contract.md).
+    """
+
+    name: str
+    value: float | None
+    higher_is_better: bool
+    independent: bool
+
+
+@dataclass
 class RunResult:
     """Everything a run reports. ``to_json`` gives docs/contract.md's keys first, extensions after.
 
@@ -35,7 +51,9 @@ class RunResult:
     checkpoint a resumed run continued from), ``fingerprint`` (the settings the result depends
     on: ``skip_done=true`` reuses a completed result only when they match), ``omega_per_layer``
     and ``omega_start_per_layer`` (each sine layer's ω; :func:`sinelr.omega.record_omegas`),
-    ``data_key`` (the ``task_config`` key naming the run's data: the report's columns).
+    ``data_key`` (the ``task_config`` key naming the run's data: the report's columns),
+    ``selection`` (the validation metric a search reads, :class:`Selection`), ``provenance``
+    (commit, times, machine, versions, precision, command: :mod:`sinelr.provenance`).
     """
 
     task: str
@@ -61,6 +79,8 @@ class RunResult:
     omega_per_layer: dict[str, float] = field(default_factory=dict)
     omega_start_per_layer: dict[str, float] = field(default_factory=dict)
     data_key: str | None = None
+    selection: Selection | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         if self.status not in STATUSES:
@@ -101,6 +121,13 @@ class RunResult:
             data["omega_per_layer"] = self.omega_per_layer
         if self.omega_start_per_layer:
             data["omega_start_per_layer"] = self.omega_start_per_layer
+        if self.selection is not None:
+            selection = asdict(self.selection)
+            if self.status != "completed" or not _finite(selection["value"]):
+                selection["value"] = None
+            data["selection"] = selection
+        if self.provenance:
+            data["provenance"] = self.provenance
         return data
 
     @classmethod
@@ -109,10 +136,16 @@ class RunResult:
         names = {f.name for f in fields(cls)}
         kwargs = {key: value for key, value in data.items() if key in names}
         kwargs.update(metric=Metric(**data["metric"]), params=ParamCounts(**data["params"]))
+        if data.get("selection") is not None:
+            kwargs["selection"] = Selection(**data["selection"])
         return cls(**kwargs)
 
     def write(self, output_dir: str | Path) -> Path:
         return atomic_write_json(Path(output_dir) / RESULTS_FILE, self.to_json())
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def _strict_json(settings: Any) -> Any:

@@ -62,6 +62,23 @@ class Task(abc.ABC):
     def __init__(self, name: str) -> None:
         self.name = name
 
+    @property
+    def selection_metric(self) -> str:
+        """The metric a search or a "best" choice reads: :attr:`metric` on the validation data
+        (``test/acc`` → ``val/acc``). A task whose validation scores something else says so."""
+        return self.metric.replace("test/", "val/", 1)
+
+    @property
+    def selection_higher_is_better(self) -> bool:
+        return self.higher_is_better
+
+    @property
+    def validates_apart(self) -> bool:
+        """Whether the validation data is disjoint from the test data. Where it is not (a task
+        that fits one object, a paper protocol that validates on its test views), a run's
+        selection is its test metric, recorded as not independent: nothing pretends otherwise."""
+        return False
+
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module | None:
         """The network, factorised as ``lowrank`` says (dense for None); None if there is none."""
         return None
@@ -96,6 +113,10 @@ class LightningTask(Task):
     #: them to ``trainer.max_epochs``.
     epochs: int | None = None
 
+    @property
+    def validates_apart(self) -> bool:
+        return True
+
     @abc.abstractmethod
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> L.LightningModule: ...
 
@@ -118,6 +139,11 @@ class LightningTask(Task):
         require_one_step_per_batch(trainer, self.name)
         trainer.fit(module, datamodule=data, ckpt_path=ctx.ckpt_path)
         metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ values
+        if self.validates_apart:
+            # The selection score of the network that is tested (the last epoch's, or the best
+            # one a task restored at fit end), whatever the validation interval left logged.
+            trainer.validate(module, datamodule=data, verbose=False)
+            metrics.update(_scalars(trainer.callback_metrics))
         # Under DDP every process tests the whole set, as Lightning advises (its
         # DistributedSampler would hand each a shard, padded with repeats): what a task derives
         # from all its test outputs (bof's surface, NeRF's per-view scores, commonsense's

@@ -20,19 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sinelr.data import IndexDataModule
+from sinelr.data import IndexDataModule, hold_out
 from sinelr.text import IGNORE_INDEX, TextBatching, pad_batch, subsample
 from tasks.commonsense.prompts import EVAL_SETS, prompt
 
 log = logging.getLogger(__name__)
 
-# The validation split is part of the data, not of the run: the same examples for every seed
-# and method (42: DoRA's ``train_test_split`` seed).
-SPLIT_SEED = 42
 GET_DATA = (
     "Get commonsense_170k.json from LLM-Adapters' ft-training_set/ and the test sets from its "
     "dataset/ folder (github.com/AGI-Edgerunners/LLM-Adapters), and point paths.data_dir (or "
@@ -73,15 +69,8 @@ def read_examples(path: Path, fields: Sequence[str]) -> list[dict[str, Any]]:
 
 def split_validation(examples: list[dict], size: int) -> tuple[list[dict], list[dict]]:
     """``size`` held-out examples for the validation loss (DoRA holds out 120) and the rest."""
-    if not 0 <= size < len(examples):
-        raise ValueError(
-            f"task.val_size={size} must be at least 0 and below the {len(examples)} training "
-            "examples"
-        )
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    held = set(order[:size].tolist())
-    train = [e for i, e in enumerate(examples) if i not in held]
-    return train, [e for i, e in enumerate(examples) if i in held]
+    kept, held = hold_out(len(examples), size, "task.val_size")
+    return [examples[i] for i in kept.tolist()], [examples[i] for i in held.tolist()]
 
 
 def encode_for_training(

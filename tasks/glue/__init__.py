@@ -77,6 +77,16 @@ class GlueTask(LightningTask):
         self.protocol = protocol
         self._keep_best: KeepBest | None = None
 
+    @property
+    def selection_metric(self) -> str:
+        # The metric SoRA picks the epoch by (MRPC: F1), on the held-out validation examples.
+        return f"val/{self.spec.selection}"
+
+    @property
+    def validates_apart(self) -> bool:
+        # ``dev`` validates on the dev set it scores; ``sora`` holds validation out of it.
+        return self.protocol == "sora"
+
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
         model = load_classifier(model_path(self.model), self.spec.num_labels)
         if lowrank is not None:
@@ -106,7 +116,7 @@ class GlueTask(LightningTask):
     def callbacks(self, ctx: RunContext) -> list[KeepBest]:
         if self.protocol != "sora":
             return []
-        self._keep_best = KeepBest(f"val/{self.spec.selection}")
+        self._keep_best = KeepBest(self.selection_metric)
         return [self._keep_best]
 
     def run(self, model: nn.Module | None, ctx: RunContext) -> TaskOutput:

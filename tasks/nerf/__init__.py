@@ -45,6 +45,7 @@ class NerfTask(LightningTask):
         batch_size: int,
         chunk: int,
         val_rays: int,
+        val_views: int,
         render_factor: int,
         lpips: bool,
     ) -> None:
@@ -69,8 +70,14 @@ class NerfTask(LightningTask):
         self.batch_size = batch_size
         self.chunk = chunk
         self.val_rays = val_rays
+        self.val_views = val_views
         self.render_factor = render_factor
         self.lpips = lpips
+
+    @property
+    def validates_apart(self) -> bool:
+        # LLFF's protocol holds out only test views; validation rays then come from them.
+        return self.val_views > 0
 
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
         model = NeRF(
@@ -92,6 +99,7 @@ class NerfTask(LightningTask):
             llffhold=self.llffhold,
             batch_size=self.batch_size,
             val_rays=self.val_rays,
+            val_views=self.val_views,
             render_factor=self.render_factor,
             seed=ctx.seed,
         )

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sinelr.data import IndexDataModule, own_generator
+from sinelr.data import IndexDataModule, hold_out, own_generator
 from tasks.nerf.llff import Scene, load_scene
 from tasks.nerf.rays import camera_rays, ndc_rays
 
@@ -83,6 +83,7 @@ class LLFFDataModule(IndexDataModule):
         llffhold: int,
         batch_size: int,
         val_rays: int,
+        val_views: int,
         render_factor: int,
         seed: int,
     ) -> None:
@@ -95,10 +96,12 @@ class LLFFDataModule(IndexDataModule):
         self.llffhold = llffhold
         self.batch_size = batch_size
         self.val_rays = val_rays
+        self.val_views = val_views
         self.render_factor = render_factor
         self.scene: Scene | None = None
         self.train_rays: RayTable | None = None
         self.val_table: RayTable | None = None
+        self.views: dict[str, np.ndarray] = {}
 
     def setup(self, stage: str) -> None:
         if self.scene is not None:
@@ -112,11 +115,19 @@ class LLFFDataModule(IndexDataModule):
                 "use a smaller task.render_factor"
             )
         self.scene = scene
-        self.train_rays = self._table(scene.train)
-        test = self._table(scene.test)
+        kept, held = hold_out(len(scene.train), self.val_views, "task.val_views", "views")
+        # Validation rays from training views held out of training, or (val_views=0, LLFF's
+        # paper protocol) from the test views.
+        self.views = {
+            "train": scene.train[kept.numpy()],
+            "val": scene.train[held.numpy()] if self.val_views else scene.test,
+            "test": scene.test,
+        }
+        self.train_rays = self._table(self.views["train"])
+        val = self._table(self.views["val"])
         generator = torch.Generator().manual_seed(self.seed)
-        keep = torch.randperm(len(test), generator=generator)[: self.val_rays]
-        self.val_table = RayTable(test[keep])
+        keep = torch.randperm(len(val), generator=generator)[: self.val_rays]
+        self.val_table = RayTable(val[keep])
 
     def _table(self, views: np.ndarray) -> RayTable:
         scene = self.scene

@@ -37,6 +37,7 @@ class VisionTask(LightningTask):
         targets: str | Sequence[str],
         dataset: str,
         data_path: str | None,
+        val_fraction: float,
         num_classes: int | None,
         img_size: int,
         in_chans: int,
@@ -59,6 +60,12 @@ class VisionTask(LightningTask):
         self.targets = targets
         self.dataset = dataset
         self.data_path = Path(data_path).expanduser() if data_path else None
+        if not 0 <= val_fraction < 1:
+            raise ValueError(
+                f"task.val_fraction must be in [0, 1) (0: validate on the test split, as the "
+                f"paper), got {val_fraction}"
+            )
+        self.val_fraction = val_fraction
         self.num_classes = num_classes or self._count_classes()
         self.img_size = img_size
         if in_chans not in (1, 3):
@@ -82,6 +89,10 @@ class VisionTask(LightningTask):
         if self.data_path is None:
             raise ValueError("task.dataset=imagefolder needs task.data_path (or task.num_classes)")
         return count_class_folders(self.data_path)
+
+    @property
+    def validates_apart(self) -> bool:
+        return self.val_fraction > 0
 
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
         if not timm.is_model(self.model_name):
@@ -110,6 +121,7 @@ class VisionTask(LightningTask):
             dataset=self.dataset,
             data_dir=ctx.data_dir,
             data_path=self.data_path,
+            val_fraction=self.val_fraction,
             img_size=self.img_size,
             in_chans=self.in_chans,
             augment=self.augment,

@@ -19,7 +19,7 @@ from timm.data import auto_augment, create_transform
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sinelr.data import IndexDataModule
+from sinelr.data import IndexDataModule, hold_out
 from tasks.vision.datasets import ImageSource, dataset_spec
 
 
@@ -66,6 +66,23 @@ class Augment:
         return self.mixup > 0 or self.cutmix > 0
 
 
+@dataclass
+class Subset:
+    """The images of ``source`` at ``indices``, an :class:`ImageSource` itself."""
+
+    source: ImageSource
+    indices: Tensor
+
+    def __post_init__(self) -> None:
+        self.labels = self.source.labels[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image(self, index: int) -> Image.Image:
+        return self.source.image(int(self.indices[index]))
+
+
 class TransformedImages(Dataset):
     """``dataset[indices]`` → ``(images, labels)``: one batch, transformed image by image."""
 
@@ -88,6 +105,7 @@ class VisionDataModule(IndexDataModule):
         dataset: str,
         data_dir: Path,
         data_path: Path | None,
+        val_fraction: float,
         img_size: int,
         in_chans: int,
         augment: Augment,
@@ -102,6 +120,7 @@ class VisionDataModule(IndexDataModule):
         self.dataset = dataset
         self.data_dir = data_dir
         self.data_path = data_path
+        self.val_fraction = val_fraction
         self.img_size = img_size
         self.in_chans = in_chans
         self.mode = {1: "L", 3: "RGB"}[in_chans]
@@ -137,10 +156,18 @@ class VisionDataModule(IndexDataModule):
         if self.splits:
             return
         train, test = self.spec.read(self.data_dir, self.data_path)
+        kept, held = hold_out(
+            len(train), round(self.val_fraction * len(train)), "task.val_fraction", "images"
+        )
+        evaluate = self._transform(training=False)
         self.splits = {
-            "train": TransformedImages(train, self._transform(training=True), self.mode),
-            "test": TransformedImages(test, self._transform(training=False), self.mode),
+            "train": TransformedImages(
+                Subset(train, kept), self._transform(training=True), self.mode
+            ),
+            "test": TransformedImages(test, evaluate, self.mode),
         }
+        if len(held):
+            self.splits["val"] = TransformedImages(Subset(train, held), evaluate, self.mode)
 
     def train_dataloader(self) -> DataLoader:
         return self.train_loader(
@@ -151,8 +178,12 @@ class VisionDataModule(IndexDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        # The paper reports test accuracy over training; there is no separate validation split.
-        return self.test_dataloader()
+        # task.val_fraction=0: the paper's protocol, which reports test accuracy over training.
+        if "val" not in self.splits:
+            return self.test_dataloader()
+        return self.eval_loader(
+            self.splits["val"], self.eval_batch_size, num_workers=self.num_workers
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self.eval_loader(
