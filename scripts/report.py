@@ -1,9 +1,11 @@
 """Compare runs: ``python scripts/report.py outputs/multirun/<sweep> [more dirs] [--markdown]``.
 
 Reads every completed results.json below the given paths and prints one row per
-(task, data, rank) with one column per method, seeds pooled as ``mean ± std (n)``: one table per
-task and preset, and per setting that differs between runs that would share a cell; the same
-grouping as the dashboard's (a commonsense run gives a row per set).
+(task, data, rank) with one column per method, seeds pooled as ``mean ± std (n) [95 %
+interval]`` and ``sine − plain`` as ``+1.23 [0.41, 2.05]`` (paired by seed where it can be;
+``(n.r.)`` where the interval holds 0): one table per task and preset, and per setting that
+differs between runs that would share a cell; the same grouping as the dashboard's (a
+commonsense run gives a row per set). The rules: docs/report.md.
 ``--out DIR`` also writes the dashboard: ``DIR/index.html`` (self-contained), ``DIR/report.md``
 and ``DIR/plots/*.png``, our numbers beside the paper's, failed runs listed with their errors.
 ``--wandb`` logs the summary table (and those plots) as a W&B run: offline, without a key or a
@@ -55,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     if (args.out or args.wandb) and not load_results(args.paths, completed_only=False):
         print(f"no results.json under {', '.join(args.paths)}", file=sys.stderr)
         return 1
+    results = scored(load_results(args.paths))
     if args.out:
         print(f"dashboard: {write_dashboard(args.paths, args.out)}")
     if args.wandb:
         run_dir = upload_wandb(args.paths, args.out or args.paths[0], args.wandb_project)
         print(f"wandb run: {run_dir}")
-    results = scored(load_results(args.paths))
     if not results:
         print(f"no completed results.json under {', '.join(args.paths)}", file=sys.stderr)
         return 0 if args.out or args.wandb else 1

@@ -58,7 +58,10 @@ def test_seeds_pool_and_sine_minus_plain_is_the_difference_of_means():
     table = markdown(rows, scale=100).splitlines()
     assert table[0].split(" | ")[5:] == ["dense", "lowrank", "sine_lowrank", "ω", "sine − plain |"]
     assert table[2].startswith("| bof | lucy | full | 1,000 | test/iou | 97.00 |")
-    assert table[3].endswith("| 72.00 ± 2.83 (2) | 82.00 ± 2.83 (2) | 200 | +10.00 |")
+    assert table[3].endswith(
+        "| 72.00 ± 2.83 (2) [46.59, 97.41] | 82.00 ± 2.83 (2) [56.59, 107.41] | 200 "
+        "| +10.00 [10.00, 10.00] |"
+    )  # each seed's sine 10 points above its plain: a paired gap of no spread
 
 
 def test_an_omega_sweep_gets_one_row_per_omega_beside_the_same_plain_cell():

@@ -297,7 +297,7 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
     # The page's load handler counts decoded images (naturalWidth > 0) and laid-out tables.
     assert body.body.get("data-images-total") == "1"
     assert body.body.get("data-images-loaded") == "1", "the plot did not decode in the browser"
-    assert body.body.get("data-tables-rendered") == "2"  # Table 13 and the failed runs
+    assert body.body.get("data-tables-rendered") == "3"  # Table 13, its gaps, the failed runs
     assert ("bof", "lowrank", "1", "lucy", "paper") in body.cells
     shot = tmp_path / "screenshot.png"
     run = chromium(

@@ -4,6 +4,7 @@ One module per job, each read in this order:
 
 - :mod:`~sinelr.report.load`: results.json files, and what the report reads off a run (its
   data item, asked of its Task class; its settings; the parameters it counts);
+- :mod:`~sinelr.report.stats`: intervals, of a cell's mean and of a sine − plain gap;
 - :mod:`~sinelr.report.model`: the one row model, a (method, rank, ω) with a cell per data item;
 - :mod:`~sinelr.report.grouping`: runs into tables and pooled cells, and the Bjøntegaard deltas:
   the one grouping behind the comparison table, the dashboard and the W&B summary;

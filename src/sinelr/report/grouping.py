@@ -1,12 +1,13 @@
 """Runs into tables and cells: the one grouping behind the comparison table of
 ``scripts/report.py``, the dashboard and the W&B summary.
 
-Seeds are pooled: each cell is ``mean ± std (n)``; runs that differ in any other setting are
-not (one table per preset and per combination of such settings, see :func:`table_groups`).
-A run that scores several of its paper table's columns at once (commonsense's eight sets) is
-one cell per column (:func:`per_item`), in every view. Where a plain method and its sine
-variant ran at the same rank, ``sine − plain`` gives the difference of means, the paper's
-comparison; across ranks, :func:`bd_deltas` gives the Bjøntegaard deltas.
+Seeds are pooled: each cell is ``mean ± std (n) [95 % interval]``; runs that differ in any
+other setting are not (one table per preset and per combination of such settings, see
+:func:`table_groups`). A run that scores several of its paper table's columns at once
+(commonsense's eight sets) is one cell per column (:func:`per_item`), in every view. Where a
+plain method and its sine variant ran at the same rank, ``sine − plain`` gives the gap, paired
+by seed where it can be, with its interval (:mod:`sinelr.report.stats`); across ranks,
+:func:`bd_deltas` gives the Bjøntegaard deltas.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def summarise(results: list[dict]) -> list[Row]:
                 runs[-1]["metric"]["name"],
                 key[4],
                 _median(map(omega_end, runs)),
+                [r.get("seed") for r in runs],
             )
         rows.append(Row(*key, cells=cells))
     return rows

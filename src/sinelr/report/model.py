@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, overload
 from sinelr.layers import method_names
 from sinelr.layers.base import SINE_PREFIX
 from sinelr.omega import round_significant
+from sinelr.report.stats import Gap, gap, mean_interval
 
 if TYPE_CHECKING:
     from sinelr.report.numbers import PaperRow
@@ -56,7 +57,7 @@ OMEGA_MODES = (FIXED, AUTO, LEARNT, LEARNT_FROM_AUTO)
 @dataclass
 class Cell:
     """The runs of one (task, data item, method, rank, ω, ω mode) that differ only in their
-    seed."""
+    seed: ``values`` and ``seeds`` in the same order."""
 
     values: list[float]
     omega: float | None = None  # where ω started (the median of the runs' ``omega``)
@@ -64,6 +65,7 @@ class Cell:
     metric: str = ""
     omega_mode: str = FIXED  # one of OMEGA_MODES
     omega_end: float | None = None  # a learnt ω: the median over the seeds of where it ended
+    seeds: list[int | None] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -74,10 +76,19 @@ class Cell:
         """The seeds' standard deviation; 0 for a single run."""
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95 % Student t interval of the mean; None for a single run."""
+        return mean_interval(self.values)
+
     def text(self, scale: float) -> str:
-        if len(self.values) == 1:
+        """``72.00 ± 2.83 (2) [46.59, 97.41]``: mean ± std (seeds) [95 % interval]; one run's
+        value alone."""
+        if self.interval is None:
             return f"{self.mean * scale:.2f}"
-        return f"{self.mean * scale:.2f} ± {self.std * scale:.2f} ({len(self.values)})"
+        low, high = (bound * scale for bound in self.interval)
+        spread = f"{self.mean * scale:.2f} ± {self.std * scale:.2f} ({len(self.values)})"
+        return f"{spread} [{low:.2f}, {high:.2f}]"
 
 
 @dataclass
@@ -142,6 +153,12 @@ def sine_pair(cells: dict[str, Cell]) -> tuple[Cell, Cell] | None:
         if method.startswith(SINE_PREFIX) and plain in cells:
             return cells[plain], cell
     return None
+
+
+def sine_gap(plain: Cell, sine: Cell) -> Gap:
+    """``sine − plain`` of a :func:`sine_pair`, paired by seed where the cells ran the same
+    seeds (:func:`sinelr.report.stats.gap`)."""
+    return gap(plain.values, sine.values, plain.seeds, sine.seeds)
 
 
 def lines(rows: list[Row]) -> Iterator[tuple[str, str, int | None, dict[str, Cell]]]:

@@ -22,9 +22,11 @@ from sinelr.report.model import (
     omega_text,
     omega_value_text,
     row_order,
+    sine_gap,
     sine_pair,
 )
 from sinelr.report.numbers import paper_bench_tables
+from sinelr.report.stats import LEVEL, NOT_RESOLVED, UNPAIRED, Gap
 from sinelr.results import rank_text
 
 if TYPE_CHECKING:
@@ -50,7 +52,8 @@ def _methods(rows: list[Row]) -> list[str]:
 
 def _comparison(rows: list[Row], scale: float) -> tuple[list[str], list[list[str]]]:
     """(header, body) of the comparison table of ``rows`` (:func:`sinelr.report.model.lines`);
-    a line's parameters and metric are those of its first method's cell. The ω column is the
+    a line's parameters and metric are those of its first method's cell, its ``sine − plain``
+    the gap with its interval (:func:`sinelr.report.model.sine_gap`). The ω column is the
     sine cell's, led by its mode for ``omega=auto`` or a learnt ω (``auto 70.8``), and given
     on a line without a plain run to compare with too: an ω sweep at a rank where plain never
     ran would otherwise print lines that differ in nothing but the metric."""
@@ -71,7 +74,7 @@ def _comparison(rows: list[Row], scale: float) -> tuple[list[str], list[list[str
                 first.metric,
                 *[cells[m].text(scale) if m in cells else "" for m in methods],
                 omega_text(sine) if sine and (sine.omega or sine.omega_mode) else "",
-                f"{(pair[1].mean - pair[0].mean) * scale:+.2f}" if pair else "",
+                sine_gap(*pair).text(scale) if pair else "",
             ]
         )
     return header, body
@@ -202,6 +205,20 @@ window.addEventListener("load", () => {
 """
 
 
+#: The interval and marks of a cell and of a gap, said under each table of the dashboard
+#: (docs/report.md states the rules).
+INTERVAL = f"{LEVEL * 100:g} % Student t interval"
+GAP_NOTE = (
+    f"sine − plain: the mean gap [{INTERVAL}], paired by seed where both cells ran the same "
+    f"seeds, else Welch's ({UNPAIRED}); ({NOT_RESOLVED}): not resolved, the interval holds 0; "
+    f"no brackets: too few runs for an interval."
+)
+
+
+def _ours_note(scale: float) -> str:
+    return f"Ours ×{scale:g}: mean ± std (seeds) [{INTERVAL} of the mean]."
+
+
 def _cells_omega(row: Row) -> set[str]:
     return {omega_text(cell) for cell in row.cells.values()}
 
@@ -326,6 +343,43 @@ def _deltas_text(table: TaskTable) -> list[str]:
     return text
 
 
+GAP_HEADER = ["data", "k", "method", "ω", "plain", "sine", "sine − plain"]
+
+
+def _gaps(table: TaskTable) -> list[tuple[list[str], Gap]]:
+    """Each ``sine − plain`` comparison of the table, a line per data item, rank, sine method,
+    ω and ω mode (:func:`~sinelr.report.model.lines`), as the comparison table has them: its
+    cells (:data:`GAP_HEADER`) and its gap."""
+    found = []
+    for _, data, rank, cells in lines(table.rows):
+        pair = sine_pair(cells)
+        if pair:
+            plain, sine = pair
+            method = next(m for m, c in cells.items() if c is sine)
+            between = sine_gap(plain, sine)
+            texts = [plain.text(table.scale), sine.text(table.scale), between.text(table.scale)]
+            found.append(([data, rank_text(rank), method, omega_text(sine), *texts], between))
+    return found
+
+
+def _html_gaps(table: TaskTable, gaps: list[tuple[list[str], Gap]]) -> str:
+    """The table's ``sine − plain`` gaps (:func:`_gaps`); each line carries its numbers on the
+    paper's scale (``data-gap``, ``data-low``, ``data-high``) and whether it is paired."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in GAP_HEADER)
+    html = []
+    for cells, found in gaps:
+        attrs = f'data-gap="{found.mean * table.scale!r}" data-paired="{str(found.paired).lower()}"'
+        if found.interval:
+            low, high = (bound * table.scale for bound in found.interval)
+            attrs += f' data-low="{low!r}" data-high="{high!r}"'
+        tds = "".join(f"<td>{escape(c)}</td>" for c in cells)
+        html.append(f"<tr {attrs}>{tds}</tr>")
+    task = escape(table.task)
+    return (
+        f'<table class="gaps" data-gaps="{task}">\n<tr>{head}</tr>\n' + "\n".join(html) + "</table>"
+    )
+
+
 def _html_failed(failed: list[dict]) -> str:
     head = "".join(f"<th>{h}</th>" for h in [*RUN_HEADER, "output dir", "error"])
     rows = []
@@ -359,10 +413,12 @@ def render_html(tables: list[TaskTable], failed: list[dict], plots: dict, note: 
         parts += [
             f'<h2 id="{escape(table.slug)}">{escape(table.title)}</h2>',
             f'<div class="badge {cls}">{escape(_badge(table))}</div>',
-            f'<p class="source">{escape(_header_note(table))} '
-            f"Ours: mean ± std (seeds) ×{table.scale:g}; Δ = ours − paper.</p>",
+            f'<p class="source">{escape(_header_note(table))} {escape(_ours_note(table.scale))} '
+            f"Δ = ours − paper.</p>",
             _html_table(table),
         ]
+        if gaps := _gaps(table):
+            parts += [f"<p>{escape(GAP_NOTE)}</p>", _html_gaps(table, gaps)]
         parts += [f"<p>{escape(line)}</p>" for line in _deltas_text(table)]
         for path in plots.get(table.slug, []):
             data = base64.b64encode(path.read_bytes()).decode()
@@ -397,7 +453,10 @@ def render_markdown(tables: list[TaskTable], failed: list[dict], plots: dict, no
         for column in table.columns:
             header += [f"{column} ours", f"{column} paper", f"{column} Δ"]
         text += markdown_table(header, _markdown_body(table))
-        text += ["", *(f"- {line}" for line in _deltas_text(table))]
+        text += ["", f"{_ours_note(table.scale)} Δ = ours − paper.", ""]
+        if gaps := _gaps(table):
+            text += [GAP_NOTE, "", *markdown_table(GAP_HEADER, [c for c, _ in gaps]), ""]
+        text += [f"- {line}" for line in _deltas_text(table)]
         text += [f"![{p.stem}](plots/{p.name})" for p in plots.get(table.slug, [])]
         text.append("")
     text += [f"## Failed runs ({len(failed)})", ""]

@@ -1,0 +1,157 @@
+"""The report's statistics: each cell's interval, the sine − plain gap paired by seed (or
+Welch's where the seeds differ) and the not-resolved mark. The intervals are checked against
+scipy.stats, computed here independently of ``sinelr.report.stats``."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+from scripts.report import main as report_main
+from sinelr.report import load_results, summarise
+from sinelr.report.model import lines, sine_gap, sine_pair
+from sinelr.report.stats import Gap
+
+AMD = {"cpu": "AMD EPYC 7B13", "cpu_flags": ["avx2", "avx512f", "avx512_bf16"], "cores": 2,
+       "gpu": None}  # fmt: skip
+XEON = {"cpu": "Intel Xeon 8480", "cpu_flags": ["avx512_bf16", "amx_bf16"], "cores": 8,
+        "gpu": None}  # fmt: skip
+OLD = {"cpu": "Intel Core i7-8700", "cpu_flags": ["avx2", "fma"], "cores": 6, "gpu": None}
+COMMIT = "941dad5" + "0" * 33
+
+
+def provenance(machine: dict = AMD, commit: str | None = COMMIT, dirty: bool = False,
+               precision: str = "bf16-mixed") -> dict:  # fmt: skip
+    """results.json's ``provenance`` as docs/contract.md has it."""
+    return {
+        "git": {"commit": commit, "dirty": dirty},
+        "started_at": "2026-12-07T20:01:02Z",
+        "finished_at": "2026-12-07T20:03:04Z",
+        "machine": machine,
+        "versions": {"python": "3.11.7", "torch": "2.5.1"},
+        "precision": precision,
+        "command": ["task=bof"],
+    }
+
+
+def run(method: str, rank: int, value: float, seed: int, omega: float | None = None,
+        prov: dict | None = None, **extra) -> dict:  # fmt: skip
+    """A completed bof run on lucy; ``prov`` None: a results.json from before provenance."""
+    found = {
+        "task": "bof", "method": method, "rank": rank, "omega": omega, "seed": seed,
+        "preset": "smoke", "status": "completed", "params": {"total": 100 * rank},
+        "metric": {"name": "test/iou", "value": value, "higher_is_better": True},
+        "task_config": {"_target_": "tasks.bof.BofTask", "shape": "lucy"}, **extra,
+    }  # fmt: skip
+    if prov is not None:
+        found["provenance"] = prov
+    return found
+
+
+def write(root: Path, runs: list[dict]) -> Path:
+    """Each run as ``root/<i>/results.json``, as a sweep leaves them."""
+    for i, r in enumerate(runs):
+        (root / str(i)).mkdir(parents=True)
+        (root / str(i) / "results.json").write_text(json.dumps(r))
+    return root
+
+
+def pair_runs(plain: list[float], sine: list[float], plain_seeds=None, sine_seeds=None,
+              prov: dict | None = None) -> list[dict]:  # fmt: skip
+    """lowrank and sine_lowrank (ω = 200) at k = 1, seeds 0, 1, ... unless given."""
+    plain_seeds = plain_seeds or range(len(plain))
+    sine_seeds = sine_seeds or range(len(sine))
+    return [run("lowrank", 1, v, s, prov=prov) for v, s in zip(plain, plain_seeds, strict=True)] + [
+        run("sine_lowrank", 1, v, s, 200.0, prov=prov)
+        for v, s in zip(sine, sine_seeds, strict=True)
+    ]
+
+
+def the_gap(runs: list[dict]) -> Gap:
+    """The one sine − plain gap of ``runs``."""
+    ((*_, cells),) = lines(summarise(runs))
+    return sine_gap(*sine_pair(cells))
+
+
+def test_a_cells_interval_is_the_student_t_interval_of_its_mean():
+    values = [0.70, 0.73, 0.71, 0.76]
+    (row,) = summarise([run("lowrank", 1, v, seed) for seed, v in enumerate(values)])
+    cell = row.cells["lucy"]
+    sem = statistics.stdev(values) / len(values) ** 0.5
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=statistics.fmean(values), scale=sem)
+    assert cell.interval == pytest.approx((low, high), rel=1e-12)
+    assert cell.text(100) == f"72.50 ± 2.65 (4) [{100 * low:.2f}, {100 * high:.2f}]"
+    assert cell.text(100) == "72.50 ± 2.65 (4) [68.29, 76.71]"
+    (single,) = summarise([run("lowrank", 1, 0.7, 0)])
+    assert single.cells["lucy"].interval is None and single.cells["lucy"].text(100) == "70.00"
+
+
+def test_a_gap_over_the_same_seeds_is_paired_by_seed_not_by_position():
+    # Seed 1 is hard for both arms; sine beats plain by 2-4 points on every seed. The sine
+    # runs come in another order: pairing must follow the seed, not the list.
+    plain = {0: 0.70, 1: 0.60, 2: 0.72}
+    sine = {2: 0.75, 0: 0.74, 1: 0.62}
+    runs = pair_runs(list(plain.values()), list(sine.values()), list(plain), list(sine))
+    gap = the_gap(runs)
+    diffs = [sine[s] - plain[s] for s in (0, 1, 2)]
+    expected = stats.ttest_rel([sine[s] for s in (0, 1, 2)], [plain[s] for s in (0, 1, 2)])
+    low, high = expected.confidence_interval(0.95)
+    assert gap.paired and gap.mean == pytest.approx(statistics.fmean(diffs))
+    assert gap.interval == pytest.approx((low, high), rel=1e-9)
+    assert gap.resolved and gap.text(100) == f"+3.00 [{100 * low:.2f}, {100 * high:.2f}]"
+    # Unpaired, the same runs would not resolve the gap: seed 1's dip swamps it.
+    welch = stats.ttest_ind(list(sine.values()), list(plain.values()), equal_var=False)
+    assert welch.confidence_interval(0.95).low < 0
+
+
+def test_a_gap_over_different_seeds_is_welchs_interval_and_says_unpaired():
+    plain, sine = [0.70, 0.73, 0.71], [0.80, 0.86]
+    gap = the_gap(pair_runs(plain, sine, sine_seeds=[3, 4]))
+    low, high = stats.ttest_ind(sine, plain, equal_var=False).confidence_interval(0.95)
+    assert not gap.paired
+    assert gap.mean == pytest.approx(statistics.fmean(sine) - statistics.fmean(plain))
+    assert gap.interval == pytest.approx((low, high), rel=1e-9)
+    assert gap.text(100) == f"+11.67 [{100 * low:.2f}, {100 * high:.2f}] (unpaired, n.r.)"
+    assert low < 0 < high  # 2 sine seeds: Welch's df ≈ 1.5, too few to resolve 11.67 points
+    # A seed run twice on one side pairs nothing either.
+    assert not the_gap(pair_runs([0.7, 0.71], [0.8, 0.81], [0, 0], [0, 0])).paired
+
+
+def test_a_gap_whose_interval_holds_zero_is_marked_not_resolved():
+    resolved = the_gap(pair_runs([0.70, 0.72, 0.71], [0.75, 0.76, 0.77]))
+    unresolved = the_gap(pair_runs([0.70, 0.72, 0.71], [0.74, 0.70, 0.73]))
+    shape = re.compile(r"^[+-]\d+\.\d\d \[-?\d+\.\d\d, -?\d+\.\d\d\]")
+    assert shape.match(resolved.text(100)) and shape.match(unresolved.text(100))
+    assert resolved.resolved and "n.r." not in resolved.text(100)
+    assert not unresolved.resolved and unresolved.text(100).endswith(" (n.r.)")
+    one_seed = the_gap(pair_runs([0.70], [0.75]))
+    assert one_seed.interval is None and one_seed.text(100) == "+5.00"  # no brackets, no mark
+
+
+def test_the_terminal_and_markdown_tables_and_the_dashboard_print_the_gap(
+    tmp_path, capsys, monkeypatch
+):
+    root = write(tmp_path / "sweep", pair_runs([0.70, 0.72, 0.71], [0.75, 0.76, 0.77]))
+    gap = the_gap(load_results([root]))
+    text = gap.text(100)
+    assert text.startswith("+5.00 [")
+    assert report_main([str(root), "--markdown", "--scale", "100"]) == 0
+    assert f"| 200 | {text} |" in capsys.readouterr().out
+    monkeypatch.setenv("COLUMNS", "200")  # a terminal wide enough for the table unwrapped
+    assert report_main([str(root), "--scale", "100"]) == 0
+    assert f"│ {text} │" in capsys.readouterr().out
+    assert report_main([str(root), "--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| lucy | 1 | sine_lowrank | 200 | 71.00 ± 1.00 (3) [68.52, 73.48] | " in report
+    assert report.count(text) == 1 and "(n.r.): not resolved" in report
+    page = html.unescape((tmp_path / "out" / "index.html").read_text())
+    (line,) = re.findall(r'<tr data-gap="([^"]+)" data-paired="true" data-low="([^"]+)" '
+                         r'data-high="([^"]+)">(.*?)</tr>', page)  # fmt: skip
+    assert [float(x) for x in line[:3]] == pytest.approx([5.0, *(b * 100 for b in gap.interval)])
+    assert f"<td>{text}</td>" in line[3]
