@@ -5,7 +5,9 @@ Reads every completed results.json below the given paths and prints one row per
 interval]`` and ``sine − plain`` as ``+1.23 [0.41, 2.05]`` (paired by seed where it can be;
 ``(n.r.)`` where the interval holds 0): one table per task and preset, and per setting that
 differs between runs that would share a cell; the same grouping as the dashboard's (a
-commonsense run gives a row per set). The rules: docs/report.md.
+commonsense run gives a row per set). Under each table: the commit, machine and precision its
+runs ran at, and each cell that pools runs differing in one (``‡``); ``--strict-provenance``
+refuses to pool such runs at all (docs/report.md).
 ``--out DIR`` also writes the dashboard: ``DIR/index.html`` (self-contained), ``DIR/report.md``
 and ``DIR/plots/*.png``, our numbers beside the paper's, failed runs listed with their errors.
 ``--wandb`` logs the summary table (and those plots) as a W&B run: offline, without a key or a
@@ -26,10 +28,12 @@ from sinelr.report import (
     bench_markdown,
     load_results,
     markdown,
+    mixed_cells,
     print_table,
     scored,
     summarise,
     table_groups,
+    table_notes,
     upload_wandb,
     write_dashboard,
 )
@@ -47,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wandb", action="store_true", help="log the summary table to W&B")
     parser.add_argument("--wandb-project", default="sinelr", help="W&B project (default sinelr)")
     parser.add_argument("--bench", nargs="+", default=[], help="bench_*.py --json files")
+    parser.add_argument(
+        "--strict-provenance",
+        action="store_true",
+        help="refuse to pool runs of different commits, machines or precisions in one cell",
+    )
     args = parser.parse_args(argv)
     for path in args.bench:
         print(bench_markdown(json.loads(Path(path).read_text()), path))
@@ -58,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no results.json under {', '.join(args.paths)}", file=sys.stderr)
         return 1
     results = scored(load_results(args.paths))
+    mixed = mixed_cells(results) if args.strict_provenance else []
+    if mixed:
+        more = f" (and {len(mixed) - 1} more cells)" if len(mixed) > 1 else ""
+        print(f"--strict-provenance: {mixed[0]}{more}", file=sys.stderr)
+        return 1
     if args.out:
         print(f"dashboard: {write_dashboard(args.paths, args.out)}")
     if args.wandb:
@@ -76,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             print_table(rows, args.scale, title=title)
         for d in bd_deltas(rows):
             print(f"{d.task} {d.data}: {d.text(args.scale)}")
+        for line in table_notes(rows, runs):
+            print(line)
     return 0
 
 

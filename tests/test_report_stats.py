@@ -1,6 +1,7 @@
-"""The report's statistics: each cell's interval, the sine − plain gap paired by seed (or
-Welch's where the seeds differ) and the not-resolved mark. The intervals are checked against
-scipy.stats, computed here independently of ``sinelr.report.stats``."""
+"""The report's statistics and provenance: each cell's interval, the sine − plain gap paired
+by seed (or Welch's where the seeds differ), the not-resolved mark, the provenance lines and
+the note on a cell that pools unlike runs, and ``--strict-provenance``. The intervals are
+checked against scipy.stats, computed here independently of ``sinelr.report.stats``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from scipy import stats
 
 from scripts.report import main as report_main
-from sinelr.report import load_results, summarise
+from sinelr.report import layout, load_results, summarise
 from sinelr.report.model import lines, sine_gap, sine_pair
 from sinelr.report.stats import Gap
 
@@ -155,3 +156,72 @@ def test_the_terminal_and_markdown_tables_and_the_dashboard_print_the_gap(
                          r'data-high="([^"]+)">(.*?)</tr>', page)  # fmt: skip
     assert [float(x) for x in line[:3]] == pytest.approx([5.0, *(b * 100 for b in gap.interval)])
     assert f"<td>{text}</td>" in line[3]
+
+
+def test_provenance_is_one_line_where_every_run_shares_it_and_unknown_without_it(tmp_path):
+    same = pair_runs([0.70, 0.72], [0.75, 0.76], prov=provenance(commit="a" * 40, dirty=True))
+    (table,) = layout(same)
+    assert table.notes == ["provenance: aaaaaaa+dirty · AMD EPYC 7B13 [avx512_bf16] · bf16-mixed"]
+    (wheel,) = layout(pair_runs([0.7], [0.75], prov=provenance(OLD, commit=None, dirty=None)))
+    assert wheel.notes == ["provenance: no checkout · Intel Core i7-8700 [no bf16] · bf16-mixed"]
+    (old,) = layout(pair_runs([0.70, 0.72], [0.75, 0.76]))  # no provenance: not a mismatch
+    assert old.notes == ["provenance: unknown"]
+    assert not any(cell.differs_in for row in old.rows for cell in row.cells.values())
+    write(tmp_path / "old", pair_runs([0.70, 0.72], [0.75, 0.76]))
+    assert report_main([str(tmp_path / "old"), "--strict-provenance"]) == 0
+
+
+def test_a_cell_pooling_runs_of_two_machines_is_marked_and_noted(tmp_path, capsys):
+    runs = pair_runs([0.70, 0.72], [0.75, 0.76], prov=provenance())
+    runs.append(run("lowrank", 1, 0.71, 2, prov=provenance(XEON)))
+    (table,) = layout(runs)
+    plain = next(row for row in table.rows if row.method == "lowrank" and row.cells)
+    assert plain.cells["lucy"].differs_in == ["machines"]
+    assert plain.cells["lucy"].text(100).endswith(" ‡")
+    assert table.notes[-1] == (
+        "‡ lucy k=1 lowrank pools runs of different machines "
+        "(2× AMD EPYC 7B13 [avx512_bf16], 1× Intel Xeon 8480 [avx512_bf16 amx_bf16])"
+    )
+    assert "provenance: 941dad5 · Intel Xeon 8480 [avx512_bf16 amx_bf16] · bf16-mixed: " \
+        "lucy k=1 lowrank" in table.notes  # fmt: skip
+    root = write(tmp_path / "sweep", runs)
+    assert report_main([str(root), "--out", str(tmp_path / "out")]) == 0  # noted, not refused
+    assert table.notes[-1] in capsys.readouterr().out
+    assert html.escape(table.notes[-1]) in (tmp_path / "out" / "index.html").read_text()
+    assert f"- {table.notes[-1]}" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("other", "differ"),
+    [
+        (provenance(commit="b" * 40), "commits (1× 941dad5, 1× bbbbbbb)"),
+        (provenance(dirty=True), "commits (1× 941dad5, 1× 941dad5+dirty)"),
+        (provenance(precision="32-true"), "precisions (1× bf16-mixed, 1× 32-true)"),
+        (provenance(OLD, precision="32-true"),
+         "machines (1× AMD EPYC 7B13 [avx512_bf16], 1× Intel Core i7-8700 [no bf16]) and "
+         "precisions (1× bf16-mixed, 1× 32-true)"),
+        (None, "commits (1× 941dad5, 1× unknown) and machines (1× AMD EPYC 7B13 [avx512_bf16], "
+               "1× unknown) and precisions (1× bf16-mixed, 1× unknown)"),
+    ],
+)  # fmt: skip
+def test_strict_provenance_refuses_a_cell_of_unlike_runs_in_one_line(
+    tmp_path, capsys, other, differ
+):
+    runs = [run("lowrank", 1, 0.70, 0, prov=provenance()), run("lowrank", 1, 0.72, 1, prov=other)]
+    root = write(tmp_path / "sweep", runs)
+    assert report_main([str(root), "--strict-provenance", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"--strict-provenance: bof · preset=smoke: lucy k=1 lowrank pools runs of " \
+        f"different {differ}\n"  # fmt: skip
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    assert report_main([str(root)]) == 0  # without the flag: pooled, with its note
+
+
+def test_a_selection_that_reads_the_test_data_is_noted_under_its_table():
+    selection = {"name": "val/iou", "value": 0.7, "higher_is_better": True}
+    fits = [run("lowrank", 1, 0.7, 0, selection={**selection, "independent": False})]
+    held_out = [run("lowrank", 1, 0.7, 0, selection={**selection, "independent": True})]
+    (table,) = layout(fits)
+    assert table.notes[-1].startswith("selection: val/iou is not independent of test/iou")
+    (table,) = layout(held_out)
+    assert not any(note.startswith("selection:") for note in table.notes)

@@ -6,6 +6,7 @@ One module per job, each read in this order:
   data item, asked of its Task class; its settings; the parameters it counts);
 - :mod:`~sinelr.report.stats`: intervals, of a cell's mean and of a sine − plain gap;
 - :mod:`~sinelr.report.model`: the one row model, a (method, rank, ω) with a cell per data item;
+- :mod:`~sinelr.report.provenance`: where a cell's runs ran, and whether it pools unlike runs;
 - :mod:`~sinelr.report.grouping`: runs into tables and pooled cells, and the Bjøntegaard deltas:
   the one grouping behind the comparison table, the dashboard and the W&B summary;
 - :mod:`~sinelr.report.numbers`: the paper's numbers (``paper_numbers.yaml``);
@@ -17,7 +18,15 @@ One module per job, each read in this order:
 """
 
 from sinelr.report.dashboard import write_dashboard
-from sinelr.report.grouping import Delta, bd_deltas, per_item, summarise, table_groups
+from sinelr.report.grouping import (
+    Delta,
+    bd_deltas,
+    mixed_cells,
+    per_item,
+    summarise,
+    table_groups,
+    table_notes,
+)
 from sinelr.report.layout import FLAT_MARGIN, FLAT_MARK, TaskTable, layout
 from sinelr.report.load import data_key, data_name, load_results, scored
 from sinelr.report.model import METHOD_ORDER, Cell, Row
@@ -51,6 +60,7 @@ __all__ = [
     "load_results",
     "markdown",
     "markdown_table",
+    "mixed_cells",
     "paper_bench_tables",
     "paper_tables",
     "per_item",
@@ -63,6 +73,7 @@ __all__ = [
     "scored",
     "summarise",
     "table_groups",
+    "table_notes",
     "upload_wandb",
     "write_dashboard",
 ]

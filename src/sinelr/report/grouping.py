@@ -7,7 +7,8 @@ other setting are not (one table per preset and per combination of such settings
 (commonsense's eight sets) is one cell per column (:func:`per_item`), in every view. Where a
 plain method and its sine variant ran at the same rank, ``sine − plain`` gives the gap, paired
 by seed where it can be, with its interval (:mod:`sinelr.report.stats`); across ranks,
-:func:`bd_deltas` gives the Bjøntegaard deltas.
+:func:`bd_deltas` gives the Bjøntegaard deltas. Under each table, :func:`table_notes` says
+where its runs ran (:mod:`sinelr.report.provenance`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sinelr.bjontegaard import bd_psnr, bd_rate
 from sinelr.report.load import ITEM, data_name, omega_end, row_omega, settings, shown_params
 from sinelr.report.model import AVG, FIXED, Cell, Row, lines, row_order, sine_pair
 from sinelr.report.numbers import paper_tables
+from sinelr.report.provenance import mixed_notes, provenance_lines, source
 
 
 def per_item(results: list[dict], columns: Iterable[str]) -> list[dict]:
@@ -108,9 +110,42 @@ def summarise(results: list[dict]) -> list[Row]:
                 key[4],
                 _median(map(omega_end, runs)),
                 [r.get("seed") for r in runs],
+                [source(r) for r in runs],
             )
         rows.append(Row(*key, cells=cells))
     return rows
+
+
+def selection_notes(runs: list[dict]) -> list[str]:
+    """A line per selection metric (results.json's ``selection``) that is not independent of
+    the reported one: a "best" setting chosen on it has read the number it is scored by (bof,
+    which fits one shape, docs/contract.md)."""
+    found = {
+        (r["selection"]["name"], r["metric"]["name"])
+        for r in runs
+        if r.get("selection") and r["selection"].get("independent") is False
+    }
+    return [
+        f"selection: {name} is not independent of {metric} (no data apart from the test "
+        f"data): a setting chosen on it is chosen on the reported score"
+        for name, metric in sorted(found)
+    ]
+
+
+def table_notes(rows: list[Row], runs: list[dict]) -> list[str]:
+    """The lines under a table, in every view: where its runs ran, the cells that pool runs of
+    different commits, machines or precisions, and a selection that reads the test data."""
+    return [*provenance_lines(rows), *selection_notes(runs)]
+
+
+def mixed_cells(results: list[dict]) -> list[str]:
+    """A line per cell, over every table the runs make, that pools runs of different commits,
+    machines or precisions: what ``scripts/report.py --strict-provenance`` refuses."""
+    return [
+        f"{' · '.join(filter(None, [task, f'preset={preset}', label]))}: {note}"
+        for (task, preset, label), runs in table_groups(results)
+        for note in mixed_notes(summarise(runs))
+    ]
 
 
 @dataclass

@@ -9,7 +9,14 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sinelr.report.grouping import Delta, bd_deltas, paper_columns, summarise, table_groups
+from sinelr.report.grouping import (
+    Delta,
+    bd_deltas,
+    paper_columns,
+    summarise,
+    table_groups,
+    table_notes,
+)
 from sinelr.report.load import data_name, scored
 from sinelr.report.model import AVG, FIXED, Row, row_order
 from sinelr.report.numbers import PaperTable, paper_row, paper_tables
@@ -29,6 +36,7 @@ class TaskTable:
     paper: list[PaperTable]
     deltas: list[Delta]
     floors: dict[str, float] = field(default_factory=dict)  # flat-colour score per item
+    notes: list[str] = field(default_factory=list)  # grouping.table_notes: provenance, selection
 
     @property
     def reproduction(self) -> bool:
@@ -115,6 +123,7 @@ def layout(results: list[dict]) -> list[TaskTable]:
                 tables,
                 bd_deltas(rows),
                 flat_floors(runs),
+                table_notes(rows, runs),
             )
         )
     return out

@@ -20,6 +20,7 @@ from sinelr.report.stats import Gap, gap, mean_interval
 
 if TYPE_CHECKING:
     from sinelr.report.numbers import PaperRow
+    from sinelr.report.provenance import Source
 
 
 class MethodOrder(Sequence[str]):
@@ -53,11 +54,15 @@ AVG = "avg"  # the column a paper table keeps for the mean over its other column
 FIXED, AUTO, LEARNT, LEARNT_FROM_AUTO = "", "auto", "learnt", "learnt from auto"
 OMEGA_MODES = (FIXED, AUTO, LEARNT, LEARNT_FROM_AUTO)
 
+#: After a cell's text where it pools runs of different commits, machines or precisions
+#: (:mod:`sinelr.report.provenance`).
+MIXED_MARK = " ‡"
+
 
 @dataclass
 class Cell:
     """The runs of one (task, data item, method, rank, ω, ω mode) that differ only in their
-    seed: ``values`` and ``seeds`` in the same order."""
+    seed: ``values``, ``seeds`` and ``sources`` (where each ran) in the same order."""
 
     values: list[float]
     omega: float | None = None  # where ω started (the median of the runs' ``omega``)
@@ -66,6 +71,7 @@ class Cell:
     omega_mode: str = FIXED  # one of OMEGA_MODES
     omega_end: float | None = None  # a learnt ω: the median over the seeds of where it ended
     seeds: list[int | None] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
 
     @property
     def mean(self) -> float:
@@ -77,18 +83,26 @@ class Cell:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
     @property
+    def differs_in(self) -> list[str]:
+        """What the runs differ in, of ``commits``, ``machines`` and ``precisions`` (the fields
+        of :class:`~sinelr.report.provenance.Source`): empty where the cell pools like runs."""
+        kinds = ("commit", "machine", "precision")
+        return [f"{k}s" for k in kinds if len({getattr(s, k) for s in self.sources}) > 1]
+
+    @property
     def interval(self) -> tuple[float, float] | None:
         """The 95 % Student t interval of the mean; None for a single run."""
         return mean_interval(self.values)
 
     def text(self, scale: float) -> str:
         """``72.00 ± 2.83 (2) [46.59, 97.41]``: mean ± std (seeds) [95 % interval]; one run's
-        value alone."""
+        value alone; :data:`MIXED_MARK` after it where the runs differ in where they ran."""
+        mark = MIXED_MARK if self.differs_in else ""
         if self.interval is None:
-            return f"{self.mean * scale:.2f}"
+            return f"{self.mean * scale:.2f}{mark}"
         low, high = (bound * scale for bound in self.interval)
         spread = f"{self.mean * scale:.2f} ± {self.std * scale:.2f} ({len(self.values)})"
-        return f"{spread} [{low:.2f}, {high:.2f}]"
+        return f"{spread} [{low:.2f}, {high:.2f}]{mark}"
 
 
 @dataclass

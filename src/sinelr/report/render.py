@@ -16,6 +16,7 @@ from sinelr.report.layout import FLAT_MARGIN, FLAT_MARK, TaskTable, near_flat
 from sinelr.report.load import RUN_HEADER, run_label
 from sinelr.report.model import (
     METHOD_ORDER,
+    MIXED_MARK,
     Cell,
     Row,
     lines,
@@ -208,6 +209,9 @@ window.addEventListener("load", () => {
 #: The interval and marks of a cell and of a gap, said under each table of the dashboard
 #: (docs/report.md states the rules).
 INTERVAL = f"{LEVEL * 100:g} % Student t interval"
+MIXED_NOTE = (
+    f"{MIXED_MARK.strip()}: the cell pools runs of different commits, machines or precisions."
+)
 GAP_NOTE = (
     f"sine − plain: the mean gap [{INTERVAL}], paired by seed where both cells ran the same "
     f"seeds, else Welch's ({UNPAIRED}); ({NOT_RESOLVED}): not resolved, the interval holds 0; "
@@ -216,7 +220,7 @@ GAP_NOTE = (
 
 
 def _ours_note(scale: float) -> str:
-    return f"Ours ×{scale:g}: mean ± std (seeds) [{INTERVAL} of the mean]."
+    return f"Ours ×{scale:g}: mean ± std (seeds) [{INTERVAL} of the mean]. {MIXED_NOTE}"
 
 
 def _cells_omega(row: Row) -> set[str]:
@@ -419,6 +423,7 @@ def render_html(tables: list[TaskTable], failed: list[dict], plots: dict, note: 
         ]
         if gaps := _gaps(table):
             parts += [f"<p>{escape(GAP_NOTE)}</p>", _html_gaps(table, gaps)]
+        parts += [f'<p class="note">{escape(line)}</p>' for line in table.notes]
         parts += [f"<p>{escape(line)}</p>" for line in _deltas_text(table)]
         for path in plots.get(table.slug, []):
             data = base64.b64encode(path.read_bytes()).decode()
@@ -456,7 +461,7 @@ def render_markdown(tables: list[TaskTable], failed: list[dict], plots: dict, no
         text += ["", f"{_ours_note(table.scale)} Δ = ours − paper.", ""]
         if gaps := _gaps(table):
             text += [GAP_NOTE, "", *markdown_table(GAP_HEADER, [c for c, _ in gaps]), ""]
-        text += [f"- {line}" for line in _deltas_text(table)]
+        text += [f"- {line}" for line in [*table.notes, *_deltas_text(table)]]
         text += [f"![{p.stem}](plots/{p.name})" for p in plots.get(table.slug, [])]
         text.append("")
     text += [f"## Failed runs ({len(failed)})", ""]
