@@ -373,6 +373,184 @@ def test_a_fresh_process_loads_only_after_the_import(tmp_path):
     assert_close_to_scale(torch.load(tmp_path / "logits.pt"), expected, llama_tolerance())
 
 
+# ---- PEFT's own paths on sine adapters: peft_type, add_weighted_adapter, merging, model cards
+
+WIDTH = 16
+COMBINATION_TYPES = [
+    "svd",
+    "linear",
+    "cat",
+    "ties",
+    "ties_svd",
+    "dare_ties",
+    "dare_linear",
+    "dare_ties_svd",
+    "dare_linear_svd",
+    "magnitude_prune",
+    "magnitude_prune_svd",
+]
+
+
+def mlp_config(targets: list[str], use_dora: bool = False) -> sinelr_peft.SineLoraConfig:
+    """``init_lora_weights=False``: B is random, so every adapter changes its layers at once."""
+    return sinelr_peft.SineLoraConfig(
+        r=4,
+        lora_alpha=8,
+        omega=30,
+        target_modules=targets,
+        use_dora=use_dora,
+        init_lora_weights=False,
+    )
+
+
+def two_adapter_mlp(second_is_dora: bool, second_targets: list[str]) -> nn.Module:
+    """``first`` (sine LoRA on both linear layers) and ``second``, both active."""
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.Tanh(), nn.Linear(WIDTH, WIDTH))
+    model = peft.get_peft_model(base, mlp_config(["0", "2"]), adapter_name="first")
+    model.add_adapter("second", mlp_config(second_targets, use_dora=second_is_dora))
+    model.base_model.set_adapter(["first", "second"])
+    return model.eval()
+
+
+def mlp_input() -> Tensor:
+    return torch.randn(5, WIDTH, generator=torch.Generator().manual_seed(3))
+
+
+def test_peft_type_is_an_enum_member_as_pefts_own():
+    """PEFT reads ``peft_type.value`` and ``str(peft_type)``; adapter_config.json still holds
+    the string "SINELORA" (test_train_save_load_and_merge_give_the_same_logits)."""
+    config = sine_config(False)
+    assert config.peft_type.value == "SINELORA" and config.peft_type == "SINELORA"
+    assert str(config.peft_type).partition(".")[-1] == "SINELORA"
+    model = peft.get_peft_model(tiny_llama(), config)
+    assert model.get_model_status().peft_types == {"default": "SINELORA"}
+
+
+def test_a_mixed_model_is_refused_with_pefts_own_error():
+    with pytest.raises(ValueError, match="'SINELORA' is not compatible with the `PeftMixedModel`"):
+        peft.get_peft_model(tiny_llama(), sine_config(False), mixed=True)
+
+
+def test_hotswapping_is_refused_with_pefts_own_error(tmp_path):
+    from peft.utils.hotswap import hotswap_adapter
+
+    model = peft.get_peft_model(tiny_llama(), sine_config(False))
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="Hotswapping only supports LORA but SINELORA was passed"):
+        hotswap_adapter(model, str(tmp_path), adapter_name="default")
+
+
+@pytest.mark.parametrize("combination_type", COMBINATION_TYPES)
+@pytest.mark.parametrize(
+    ("adapters", "weights"),
+    [(["first", "second"], [1.0, 1.0]), (["first"], [2.0])],
+    ids=["two", "one"],
+)
+def test_add_weighted_adapter_is_refused_naming_sine_lora(adapters, weights, combination_type):
+    """Every combination PEFT offers treats ΔW as B·A, which a sine adapter's is not; PEFT used
+    to build the wrong adapter without a word (issue 38)."""
+    model = two_adapter_mlp(second_is_dora=False, second_targets=["0", "2"])
+    with pytest.raises(ValueError, match=r"cannot combine sine LoRA adapters: .*sin\(ω·BA\)/g"):
+        model.add_weighted_adapter(adapters, weights, "both", combination_type=combination_type)
+    assert set(model.peft_config) == {"first", "second"}
+
+
+def test_the_refusals_advice_gives_the_sum_of_the_updates():
+    """What the refusal of add_weighted_adapter suggests: both adapters active apply
+    ``W0 + ΔW_first + ΔW_second``, and merging them folds in that weight."""
+    model = two_adapter_mlp(second_is_dora=False, second_targets=["0", "2"])
+    x = mlp_input()
+    tol = 4 * math.sqrt(WIDTH) * 2**-24
+    with torch.no_grad():
+        hidden = x
+        for i, activation in ((0, torch.tanh), (2, lambda h: h)):
+            layer = model.base_model.model[i]
+            deltas = layer.get_delta_weight("first") + layer.get_delta_weight("second")
+            weight = layer.base_layer.weight + deltas
+            hidden = activation(torch.nn.functional.linear(hidden, weight, layer.base_layer.bias))
+        with model.disable_adapter():
+            assert (model(x) - hidden).abs().max() > 100 * tol * hidden.abs().max()
+        assert_close_to_scale(model(x), hidden, tol)
+        assert_close_to_scale(model.merge_and_unload()(x), hidden, tol)
+
+
+def merge_state(model: nn.Module) -> list[tuple[list[str], Tensor]]:
+    return [
+        (list(m.merged_adapters), m.get_base_layer().weight.detach().clone())
+        for m in model.modules()
+        if isinstance(m, _internals.SineLinear)
+    ]
+
+
+@pytest.mark.parametrize("merge", ["merge_and_unload", "merge_adapter", "layer.merge"])
+def test_a_refused_merge_leaves_the_model_as_it_was(merge):
+    """Sine DoRA merges exactly only into W0, so ``second`` (sine DoRA on layer 2) after
+    ``first`` is refused. Every layer is checked first: layer 0, where ``first`` merges fine, is
+    left unmerged, and so is layer 2, where ``first`` comes first (before the fix, ``first``
+    merged there and the outputs moved by its effect)."""
+    model = two_adapter_mlp(second_is_dora=True, second_targets=["2"])
+    x = mlp_input()
+    with torch.no_grad():
+        before, state = model(x), merge_state(model)
+    call = {
+        "merge_and_unload": model.merge_and_unload,
+        "merge_adapter": model.merge_adapter,
+        "layer.merge": model.base_model.model[2].merge,
+    }[merge]
+    with pytest.raises(
+        ValueError, match=r"cannot merge sine DoRA adapter 'second' .* hold \['first'\]"
+    ):
+        call()
+    after = merge_state(model)
+    assert [names for names, _ in after] == [[], []]
+    assert all(torch.equal(w, w0) for (_, w), (_, w0) in zip(after, state, strict=True))
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+        with model.disable_adapter():
+            assert (model(x) - before).abs().max() > 1e-3  # the adapters matter
+
+
+def test_sine_dora_merged_first_then_sine_lora_is_exact():
+    """The order the refusal asks for: ``second`` (sine DoRA) into W0, then ``first``'s ΔW."""
+    model = two_adapter_mlp(second_is_dora=True, second_targets=["2"])
+    x = mlp_input()
+    with torch.no_grad():
+        expected = model(x)
+        model.merge_adapter(["second", "first"])
+        assert [names for names, _ in merge_state(model)] == [["first"], ["second", "first"]]
+        assert_close_to_scale(model(x), expected, 4 * math.sqrt(WIDTH) * 2**-24)
+
+
+def test_the_layers_repr_names_its_class_by_a_path_that_imports():
+    import importlib
+
+    layer = peft.get_peft_model(tiny_llama(), sine_config(False)).base_model.model.model
+    layer = layer.layers[0].self_attn.q_proj
+    path = repr(layer).split("(", 1)[0]
+    module, _, name = path.rpartition(".")
+    assert getattr(importlib.import_module(module), name) is type(layer)
+
+
+def test_the_model_card_tags_the_method_and_says_what_to_import(tmp_path):
+    """The README.md beside each adapter: PEFT's card, tagged, with the note on loading at its
+    top once however often it is saved; an adapter saved into a subfolder gets a card too."""
+    from huggingface_hub import ModelCard
+
+    from sinelr.peft import _card
+
+    model = peft.get_peft_model(tiny_llama(), sine_config(False))
+    model.add_adapter("other", sine_config(True))
+    model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    for directory in (tmp_path, tmp_path / "other"):
+        card = ModelCard.load(directory / "README.md")
+        assert {"sine-lora", "sinelr"} <= set(card.data.tags)
+        assert card.text.startswith(_card.HEADING) and card.text.count(_card.HEADING) == 1
+        assert "import sinelr.peft" in card.text and "KeyError: 'SINELORA'" in card.text
+    assert "PEFT" in (tmp_path / "README.md").read_text()  # PEFT's own card, kept
+
+
 # ---- the PEFT internals sinelr/peft/_internals.py relies on
 
 
@@ -398,7 +576,8 @@ def test_the_internals_in_use_are_there():
 
     name = _internals.PEFT_TYPE
     assert PEFT_TYPE_TO_CONFIG_MAPPING[name] is sinelr_peft.SineLoraConfig
-    assert PEFT_TYPE_TO_TUNER_MAPPING[name] is peft.LoraModel
+    assert PEFT_TYPE_TO_TUNER_MAPPING[name] is _internals.SineLoraModel
+    assert issubclass(_internals.SineLoraModel, peft.LoraModel)
     assert PEFT_TYPE_TO_PREFIX_MAPPING[name] == "lora_"
     config = sine_config(False)
     assert config.peft_type == name and config._custom_modules == {nn.Module: _internals.SineLinear}

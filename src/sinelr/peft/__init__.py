@@ -10,20 +10,24 @@ Importing this module registers the method with PEFT (its purpose; nothing else 
 it). The adapter's update is ``ΔW = (α/r)·sin(ω·B A)/g``, computed by sinelr's own layers (the
 row-blocked path: memory at LoRA's level, exact merging); ``use_dora=True`` gives sine DoRA.
 ``save_pretrained`` writes ``peft_type: "SINELORA"`` with ``omega`` and ``gain`` to
-``adapter_config.json``; a process that has not imported sinelr.peft cannot load it (PEFT fails
-on the unknown ``peft_type``) rather than load it as plain LoRA. See docs/peft.md.
+``adapter_config.json``, and a note on what to import to the model card beside it; a process
+that has not imported sinelr.peft cannot load it (PEFT fails on the unknown ``peft_type``)
+rather than load it as plain LoRA. See docs/peft.md.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from peft import LoraConfig
 
 from sinelr.layers.config import is_positive_number
-from sinelr.peft._internals import PEFT_TYPE, claim, register
+from sinelr.peft._card import add_loading_note
+from sinelr.peft._internals import PEFT_TYPE, SineLinear, SineLoraModel, claim, register
 
-__all__ = ["PEFT_TYPE", "SineLoraConfig"]
+__all__ = ["PEFT_TYPE", "SineLinear", "SineLoraConfig", "SineLoraModel"]
 
 # The `init_lora_weights` values that leave W0 as it is. The others (pissa, olora, ...) rewrite
 # W0 so that W0' + B A = W0 for LoRA's update B A only: with the sine's update the adapted
@@ -80,6 +84,12 @@ class SineLoraConfig(LoraConfig):
                     "with B and A only"
                 )
         claim(self)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """PEFT's save, and the model card's note on loading (``sinelr/peft/_card.py``): PEFT
+        writes its card before each adapter's config, so the note survives every save."""
+        super().save_pretrained(save_directory, **kwargs)
+        add_loading_note(save_directory)
 
 
 register(SineLoraConfig)

@@ -6,19 +6,26 @@ least of it that makes sine LoRA a method of its own (tests/test_sinelr_peft.py 
 1. ``peft.mapping``'s ``PEFT_TYPE_TO_CONFIG_MAPPING``, ``PEFT_TYPE_TO_TUNER_MAPPING`` and
    ``PEFT_TYPE_TO_PREFIX_MAPPING``: the three dicts ``register_peft_method`` fills. That function
    refuses a name outside PEFT's own ``PeftType`` enum, so the entries are written here, under a
-   ``peft_type`` of our own: an adapter saved with it can never load as plain LoRA.
+   ``peft_type`` of our own (:data:`PEFT_TYPE`, a ``str`` enum member like PEFT's, whose
+   ``.value`` PEFT's messages read): an adapter saved with it can never load as plain LoRA.
 2. ``LoraConfig.__post_init__`` sets ``peft_type`` to LoRA's; :func:`claim` sets ours after it.
 3. ``LoraConfig._register_custom_module`` (experimental): ``LoraModel`` builds every targeted
    layer with the class the config maps its type to, before its own dispatch. The mapping is not
    saved with the config, so :func:`claim` runs whenever a config is built, loading included.
-4. ``lora.Linear`` and the ``LoraVariant`` protocol: ``resolve_lora_variant(config=...)`` picks a
+4. ``LoraModel`` as the tuner, subclassed (:class:`SineLoraModel`) only to refuse what LoRA's
+   algebra would get wrong: ``add_weighted_adapter``, and a merge that one layer would refuse
+   (checked for every layer before any merges: ``merge_adapter`` and
+   ``_unload_and_optionally_merge``, which ``merge_and_unload`` calls).
+5. ``lora.Linear`` and the ``LoraVariant`` protocol: ``resolve_lora_variant(config=...)`` picks a
    variant when a layer gets an adapter, and the layer calls the variant's ``init``,
    ``forward(module, active_adapter, x, result)``, ``merge_safe``, ``merge_unsafe`` and
-   ``unmerge``; ``DoraLinearVariant`` is what it picks for ``use_dora=True``.
-5. A layer's per-adapter state: ``lora_A[name].weight``, ``lora_B[name].weight``,
-   ``scaling[name]``, ``lora_dropout[name]``, ``lora_alpha``, ``r``, ``get_base_layer()``, and
-   DoRA's magnitude as the ``weight`` of a ``DoraLinearLayer`` in ``lora_magnitude_vector[name]``,
-   whose file format ``LoraModel`` keeps for ``use_dora=True``.
+   ``unmerge``; ``DoraLinearVariant`` is what it picks for ``use_dora=True``. The layer's own
+   ``merge`` is overridden (:class:`SineLinear`), checking before PEFT's.
+6. A layer's per-adapter state: ``lora_A[name].weight``, ``lora_B[name].weight``,
+   ``scaling[name]``, ``lora_dropout[name]``, ``lora_alpha``, ``r``, ``get_base_layer()``,
+   ``merged_adapters``, ``active_adapters``, and DoRA's magnitude as the
+   ``weight`` of a ``DoraLinearLayer`` in ``lora_magnitude_vector[name]``, whose file format
+   ``LoraModel`` keeps for ``use_dora=True``.
 
 Nothing here changes what PEFT does for any other ``peft_type``. PEFT 0.21.0 is the oldest
 version it was tried with (0.20 cannot save an adapter of an outside ``peft_type``).
@@ -27,6 +34,7 @@ version it was tried with (0.20 cannot save an adapter of an outside ``peft_type
 # ruff: noqa: E402  (PEFT's internals are imported after the check of its version)
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import peft
@@ -54,15 +62,30 @@ from torch import Tensor, nn
 
 from sinelr.layers import LoRALinear, SineDoRALinear, SineLoRALinear
 
-PEFT_TYPE = "SINELORA"
+
+class SinePeftType(str, enum.Enum):  # noqa: UP042  (StrEnum's str() would lose the name)
+    """sinelr.peft's ``peft_type``, made as PEFT makes its own ``PeftType`` members.
+
+    PEFT reads ``peft_type.value`` in its messages (``mixed=True``, hotswapping, gradient
+    checkpointing) and ``str(peft_type)``'s part after the dot in ``get_model_status``, so the
+    type must be an enum member, not a ``str``. As a ``str`` enum member whose name is its value,
+    it equals and hashes as ``"SINELORA"``: ``adapter_config.json`` holds that string, and the
+    string read back finds the entries registered under the member.
+    """
+
+    SINELORA = "SINELORA"
+
+
+PEFT_TYPE = SinePeftType.SINELORA
 """The ``peft_type`` in ``adapter_config.json``; unknown to a PEFT that has not imported us."""
 
 
 def register(config_cls: type[LoraConfig]) -> None:
-    """Make :data:`PEFT_TYPE` a PEFT method: ``config_cls`` its config, ``LoraModel`` its tuner."""
+    """Make :data:`PEFT_TYPE` a PEFT method: ``config_cls`` its config, :class:`SineLoraModel`
+    its tuner."""
     PEFT_TYPE_TO_CONFIG_MAPPING[PEFT_TYPE] = config_cls
-    PEFT_TYPE_TO_TUNER_MAPPING[PEFT_TYPE] = LoraModel
-    PEFT_TYPE_TO_PREFIX_MAPPING[PEFT_TYPE] = LoraModel.prefix
+    PEFT_TYPE_TO_TUNER_MAPPING[PEFT_TYPE] = SineLoraModel
+    PEFT_TYPE_TO_PREFIX_MAPPING[PEFT_TYPE] = SineLoraModel.prefix
 
 
 def claim(config: LoraConfig) -> None:
@@ -75,8 +98,60 @@ def claim(config: LoraConfig) -> None:
     config._register_custom_module({nn.Module: SineLinear})
 
 
+WEIGHTED_REFUSAL = (
+    "add_weighted_adapter cannot combine sine LoRA adapters: their ΔW is sin(ω·BA)/g, not BA, "
+    "so combining their A and B (or an SVD of ΔW) does not give the sum of their ΔW; activate "
+    "them together instead (model.base_model.set_adapter([...]) applies ΔW_a + ΔW_b) or merge them"
+)
+"""Every ``combination_type`` of LoRA's ``add_weighted_adapter`` combines ``A`` and ``B`` (or
+the SVD of ``ΔW``) as if ``ΔW`` were ``B A``, and one sine adapter cannot hold the sum of two
+sines, so none is exact for sine adapters; PEFT refuses DoRA there already."""
+
+
+class SineLoraModel(LoraModel):
+    """PEFT's ``LoraModel`` for sine adapters, refusing what LoRA's algebra would get wrong.
+
+    Only refusals are added: ``add_weighted_adapter`` (:data:`WEIGHTED_REFUSAL`), and a merge
+    that any layer would refuse, checked for every layer before any layer merges, so that a
+    refused merge leaves the model as it was (PEFT merges layer by layer).
+    """
+
+    def add_weighted_adapter(self, *args: Any, **kwargs: Any) -> None:
+        raise ValueError(WEIGHTED_REFUSAL)
+
+    def merge_adapter(
+        self, adapter_names: list[str] | None = None, safe_merge: bool = False, **kwargs: Any
+    ) -> None:
+        self._check_merge(adapter_names)
+        super().merge_adapter(adapter_names=adapter_names, safe_merge=safe_merge, **kwargs)
+
+    def _unload_and_optionally_merge(
+        self,
+        merge: bool = True,
+        progressbar: bool = False,
+        safe_merge: bool = False,
+        adapter_names: list[str] | None = None,
+    ) -> nn.Module:
+        """What ``merge_and_unload`` calls; a merge is checked before any layer is unloaded."""
+        if merge:
+            self._check_merge(adapter_names)
+        return super()._unload_and_optionally_merge(
+            merge=merge, progressbar=progressbar, safe_merge=safe_merge, adapter_names=adapter_names
+        )
+
+    def _check_merge(self, adapter_names: list[str] | None) -> None:
+        for name, module in self.model.named_modules():
+            if isinstance(module, SineLinear):
+                problem = module.merge_refusal(adapter_names)
+                if problem is not None:
+                    raise ValueError(f"{name}: {problem}; nothing was merged")
+
+
 class SineLinear(Linear):
-    """PEFT's LoRA layer whose adapters are sine LoRA (sine DoRA with ``use_dora``)."""
+    """PEFT's LoRA layer whose adapters are sine LoRA (sine DoRA with ``use_dora``).
+
+    Its merge checks every adapter before merging any (:meth:`merge`).
+    """
 
     def __init__(
         self, base_layer: nn.Module, adapter_name: str, config: LoraConfig, **kwargs: Any
@@ -109,8 +184,42 @@ class SineLinear(Linear):
         with core.autocast_off():
             return core.update_rows(slice(None), *core.weight_params())
 
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """PEFT's merge, after checking that every adapter it would merge can be merged, so that
+        a refused merge leaves the layer as it was instead of half-merged."""
+        problem = self.merge_refusal(adapter_names)
+        if problem is not None:
+            raise ValueError(problem)
+        super().merge(safe_merge=safe_merge, adapter_names=adapter_names)
+
+    def merge_refusal(self, adapter_names: list[str] | None) -> str | None:
+        """Why merging ``adapter_names`` (None: the active adapters) here would be wrong, in
+        PEFT's order; None if it would be exact.
+
+        With several adapters active, the forward pass adds each adapter's ``W' - W0`` to
+        ``W0·x``. Sine DoRA's ``W' - W0`` depends on ``W0`` (it normalises ``W0 + ΔW`` row by
+        row), so its merge is exact only into ``W0``: not after another adapter, merged earlier
+        or before it in this call. Sine LoRA's ``ΔW`` does not, so it merges after anything.
+        (PEFT's DoRA merges there because its forward pass chains DoRA adapters instead, each
+        rescaling the output of those before it, where dropout is off.)
+        """
+        held = list(self.merged_adapters)
+        for name in self.active_adapters if adapter_names is None else adapter_names:
+            if name in held or name not in self.lora_A:
+                continue
+            variant = self.lora_variant[name]
+            if isinstance(variant, SineVariant) and variant.dora and held:
+                return (
+                    f"cannot merge sine DoRA adapter {name!r} into a weight that would hold "
+                    f"{held}: sine DoRA normalises W0 + ΔW, so it merges exactly only into W0; "
+                    "merge it first, or keep it unmerged"
+                )
+            held.append(name)
+        return None
+
     def __repr__(self) -> str:
-        return "sinelr.peft." + super().__repr__()
+        # lora.Linear's repr prefixes "lora."; this class is sinelr.peft.SineLinear.
+        return "sinelr.peft." + nn.Module.__repr__(self)
 
 
 class SineVariant(LoraVariant):
@@ -195,13 +304,8 @@ class SineVariant(LoraVariant):
             return core.unmerged_weight().to(orig_weight.dtype)
 
     def _merged(self, module: Linear, adapter: str) -> Tensor:
-        """``W'`` by sinelr's merge, on the weight the layer holds now."""
-        if self.dora and module.merged_adapters:
-            # DoRA normalises W0 + ΔW; with another adapter merged in, the weight is not W0.
-            raise ValueError(
-                f"cannot merge sine DoRA adapter {adapter!r} into a layer that already holds "
-                f"{module.merged_adapters}: merge it first, or unmerge the others"
-            )
+        """``W'`` by sinelr's merge, on the weight the layer holds now (``W0`` for sine DoRA:
+        :meth:`SineLinear.merge_refusal` refused the rest)."""
         core = self.bind(module, adapter)
         with core.autocast_off():
             return core.merged_weight()
