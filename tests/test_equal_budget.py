@@ -1,0 +1,131 @@
+"""The equal-budget protocol (issue #36): each arm's winner is chosen on validation among the same
+number of trials as its rival's, then scored at seeds the search never used."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from hydra_plugins.sinelr_sweeper.equal_budget_sweeper import EqualBudgetSweeper
+from scripts.report import main as report_main
+from sinelr.equal_budget import ProtocolError, Trial, best_trial, merged, read_selection, reason
+from tests.helpers import compose_config
+
+
+def test_the_winner_is_the_best_validation_mean_and_a_failed_trial_ranks_last():
+    trials = [
+        Trial(["task.lr=1e-3"], "val/acc", [0.80, 0.90]),  # mean 0.85
+        Trial(["task.lr=3e-3"], "val/acc", [0.95, None]),  # one seed failed: last
+        Trial(["task.lr=1e-2"], "val/acc", [0.86, 0.86]),  # mean 0.86: the winner
+    ]
+    winner = best_trial(trials)
+    assert winner is trials[2]
+    why = reason(winner, trials)
+    assert why.startswith("highest mean val/acc over the search seeds: 0.86")
+    assert "task.lr=1e-3: 0.85" in why and "1 trial(s) failed" in why
+
+
+def test_a_lower_is_better_selection_picks_the_lowest():
+    trials = [Trial([f"omega={w}"], "val/loss", [v], False) for w, v in ((30, 0.4), (100, 0.3))]
+    assert best_trial(trials).overrides == ["omega=100"]
+    assert reason(best_trial(trials), trials).startswith("lowest mean val/loss")
+
+
+def test_an_arm_whose_every_trial_failed_stops_the_protocol():
+    with pytest.raises(ProtocolError, match="every trial of an arm failed: omega=30"):
+        best_trial([Trial(["omega=30"], None, [None])])
+
+
+def test_ties_keep_the_grids_first_setting():
+    trials = [Trial([f"omega={w}"], "val/acc", [0.5]) for w in (30, 100)]
+    assert best_trial(trials).overrides == ["omega=30"]
+
+
+def test_an_arms_setting_replaces_the_cells_value_of_the_same_key():
+    assert merged(["task.shape=lucy", "rank=1"], ["rank=null", "task.lr=1e-3"]) == [
+        "task.shape=lucy", "rank=null", "task.lr=1e-3",
+    ]  # fmt: skip
+
+
+def test_read_selection_takes_the_validation_metric_of_a_completed_run_only(tmp_path: Path):
+    selection = {"name": "val/acc", "value": 0.7, "higher_is_better": True, "independent": True}
+    (tmp_path / "results.json").write_text(
+        json.dumps({"status": "completed", "selection": selection, "metric": {"value": 0.9}})
+    )
+    assert read_selection(tmp_path) == ("val/acc", 0.7, True)
+    (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "selection": selection}))
+    assert read_selection(tmp_path) == ("val/acc", None, True)
+    assert read_selection(tmp_path / "missing") == (None, None, True)
+
+
+def sweeper(**overrides) -> EqualBudgetSweeper:
+    settings = {
+        "arms": {"plain": {"omega": "null", "task.lr": "1e-3,3e-3"}, "sine": {"omega": "30,100"}},
+        "search_seeds": [0],
+        "seeds": [1, 2],
+    }
+    return EqualBudgetSweeper(**{**settings, **overrides})
+
+
+def test_a_seed_both_searched_and_tested_is_refused():
+    with pytest.raises(ProtocolError, match=r"seeds \[0\] are both searched and tested"):
+        sweeper(seeds=[0, 1])
+
+
+def test_a_single_arm_is_refused():
+    with pytest.raises(ProtocolError, match="at least two arms"):
+        sweeper(arms={"sine": {"omega": "30,100"}})
+
+
+def test_unequal_budgets_are_refused(monkeypatch):
+    unequal = sweeper(arms={"plain": {"task.lr": "1e-3,3e-3,1e-2"}, "sine": {"omega": "30,100"}})
+    monkeypatch.setattr(unequal, "_grid", lambda o: [[x] for x in o[0].split("=")[1].split(",")])
+    with pytest.raises(ProtocolError, match=r"unequal tuning budgets \{'plain': 3, 'sine': 2\}"):
+        unequal.arm_trials()
+
+
+@pytest.mark.parametrize(
+    "experiment", ["equal_budget_bof_k1", "equal_budget_vit", "equal_budget_glue"]
+)
+def test_each_experiment_gives_its_arms_the_same_budget(experiment):
+    cfg = compose_config(f"+experiment={experiment}", hydra=True)
+    arms = cfg.hydra.sweeper.arms
+    sizes = {
+        name: len([v for values in arm.values() for v in str(values).split(",")])
+        - (len(arm) - 1)  # an arm's fixed keys (omega: null) are one value each
+        for name, arm in arms.items()
+    }
+    assert len(set(sizes.values())) == 1 and next(iter(sizes.values())) == 4
+    assert not set(cfg.hydra.sweeper.search_seeds) & set(cfg.hydra.sweeper.seeds)
+    assert len(cfg.hydra.sweeper.seeds) >= 3
+
+
+def test_the_glue_experiment_selects_on_held_out_examples():
+    cfg = compose_config("+experiment=equal_budget_glue", "preset=mini")
+    assert cfg.task.protocol == "sora" and cfg.trainer.limit_val_batches == 1.0
+
+
+@pytest.mark.slow
+def test_one_command_searches_tests_and_the_report_prints_the_gap(run_cli, tmp_path, capsys):
+    """The protocol end to end on bof's smoke preset: 4 + 4 trials at seed 0, each winner at
+    seeds 1-3, equal_budget.json naming each winner, and the report's paired gap."""
+    sweep = tmp_path / "eb"
+    run = run_cli(
+        "-m", "+experiment=equal_budget_bof_k1", "preset=smoke",
+        "hydra.sweeper.params={task.shape:trefoil}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    record = json.loads((sweep / "equal_budget.json").read_text())
+    (cell,) = record["cells"]
+    assert set(cell["arms"]) == {"plain", "sine"}
+    for arm in cell["arms"].values():
+        assert len(arm["trials"]) == 4 and arm["why"]
+    assert len(list((sweep / "search").glob("*/results.json"))) == 8
+    tested = [json.loads(p.read_text()) for p in (sweep / "test").glob("*/results.json")]
+    assert sorted(r["seed"] for r in tested) == [1, 1, 2, 2, 3, 3]
+    assert report_main([str(sweep / "test"), "--markdown"]) == 0
+    printed = capsys.readouterr().out
+    assert "sine − plain" in printed and re.search(r"[+-]\d+\.\d+ \[", printed)
