@@ -522,6 +522,78 @@ def test_sine_dora_merged_first_then_sine_lora_is_exact():
         assert_close_to_scale(model(x), expected, 4 * math.sqrt(WIDTH) * 2**-24)
 
 
+def count_base_calls(layer: nn.Module) -> list[None]:
+    """Appends to the returned list whenever the layer's frozen nn.Linear runs."""
+    calls: list[None] = []
+    layer.get_base_layer().register_forward_hook(lambda *_: calls.append(None))
+    return calls
+
+
+@pytest.mark.parametrize("use_dora", [False, True], ids=["sine_lora", "sine_dora"])
+def test_one_adapter_is_one_product_equal_to_pefts_two(use_dora):
+    """One active adapter: ``W'·x`` as one row-blocked product (the frozen layer never runs on
+    its own), with the outputs and gradients of PEFT's ``W0·x`` plus the adapter's term."""
+    torch.manual_seed(0)
+    model = peft.get_peft_model(nn.Sequential(nn.Linear(WIDTH, WIDTH)), mlp_config(["0"], use_dora))
+    layer = model.base_model.model[0]
+    calls = count_base_calls(layer)
+    x = mlp_input().requires_grad_(True)
+    probe = torch.randn(5, WIDTH, generator=torch.Generator().manual_seed(4))
+    params = [p for p in layer.parameters() if p.requires_grad]
+    assert len(params) == (3 if use_dora else 2)
+
+    def run(forward) -> list[Tensor]:
+        out = forward(x)
+        return [out.detach(), *torch.autograd.grad((out * probe).sum(), [x, *params])]
+
+    one = run(layer)
+    assert not calls
+    two = run(lambda x: PeftLoraLinear.forward(layer, x))
+    assert len(calls) == 1
+    tol = 4 * math.sqrt(WIDTH) * 2**-24
+    with torch.no_grad():
+        assert (one[0] - layer.get_base_layer()(x)).abs().max() > 100 * tol * one[0].abs().max()
+    for mine, peft_s in zip(one, two, strict=True):
+        assert_close_to_scale(mine, peft_s, tol)
+
+
+@pytest.mark.parametrize(
+    ("case", "one_product"),
+    [
+        ("eval, dropout set", True),
+        ("bf16 under autocast", True),
+        ("training, dropout set", False),
+        ("two adapters active", False),
+        ("bf16 without autocast", False),
+        ("adapters disabled", False),
+    ],
+)
+def test_the_one_product_runs_only_where_it_computes_what_pefts_two_do(case, one_product):
+    """Dropout feeds the adapter's term only; several adapters each add their own term; a bf16
+    model outside autocast runs PEFT's adapter term in the factors' fp32, which ``W'`` in bf16
+    would round to W0's precision: those keep PEFT's forward (the frozen layer runs)."""
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(WIDTH, WIDTH))
+    config = mlp_config(["0"])
+    config.lora_dropout = 0.1 if "dropout" in case else 0.0
+    model = peft.get_peft_model(base.to(torch.bfloat16) if "bf16" in case else base, config)
+    model.train("training" in case)
+    if "two" in case:
+        model.add_adapter("second", mlp_config(["0"]))
+        model.base_model.set_adapter(["default", "second"])
+    layer = model.base_model.model[0]
+    calls = count_base_calls(layer)
+    x = mlp_input().to(layer.get_base_layer().weight.dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled="under autocast" in case):
+        if "disabled" in case:
+            with model.disable_adapter():
+                model(x)
+        else:
+            model(x)
+    assert layer.lora_A["default"].weight.dtype == torch.float32
+    assert (not calls) == one_product
+
+
 def test_the_layers_repr_names_its_class_by_a_path_that_imports():
     import importlib
 

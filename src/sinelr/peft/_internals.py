@@ -20,10 +20,10 @@ least of it that makes sine LoRA a method of its own (tests/test_sinelr_peft.py 
    variant when a layer gets an adapter, and the layer calls the variant's ``init``,
    ``forward(module, active_adapter, x, result)``, ``merge_safe``, ``merge_unsafe`` and
    ``unmerge``; ``DoraLinearVariant`` is what it picks for ``use_dora=True``. The layer's own
-   ``merge`` is overridden (:class:`SineLinear`), checking before PEFT's.
+   ``forward`` and ``merge`` are overridden (:class:`SineLinear`), falling back to PEFT's.
 6. A layer's per-adapter state: ``lora_A[name].weight``, ``lora_B[name].weight``,
    ``scaling[name]``, ``lora_dropout[name]``, ``lora_alpha``, ``r``, ``get_base_layer()``,
-   ``merged_adapters``, ``active_adapters``, and DoRA's magnitude as the
+   ``merged_adapters``, ``active_adapters``, ``disable_adapters``, and DoRA's magnitude as the
    ``weight`` of a ``DoraLinearLayer`` in ``lora_magnitude_vector[name]``, whose file format
    ``LoraModel`` keeps for ``use_dora=True``.
 
@@ -61,6 +61,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import Tensor, nn
 
 from sinelr.layers import LoRALinear, SineDoRALinear, SineLoRALinear
+from sinelr.layers.functional import blockwise_linear
 
 
 class SinePeftType(str, enum.Enum):  # noqa: UP042  (StrEnum's str() would lose the name)
@@ -150,7 +151,9 @@ class SineLoraModel(LoraModel):
 class SineLinear(Linear):
     """PEFT's LoRA layer whose adapters are sine LoRA (sine DoRA with ``use_dora``).
 
-    Its merge checks every adapter before merging any (:meth:`merge`).
+    Its forward pass applies ``W'·x`` as one product where PEFT's applies ``W0·x`` and then
+    each adapter's term (:meth:`forward`), and its merge checks every adapter before merging
+    any (:meth:`merge`).
     """
 
     def __init__(
@@ -183,6 +186,51 @@ class SineLinear(Linear):
         core = variant.bind(self, adapter)
         with core.autocast_off():
             return core.update_rows(slice(None), *core.weight_params())
+
+    def forward(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        """``W'·x`` in one row-blocked product, as sinelr's own layer computes it, where one
+        adapter is active, its dropout is off and the product runs in one dtype; PEFT's forward
+        (``W0·x`` plus each adapter's ``(W' - W0)·x``) otherwise.
+
+        The dtype condition: under autocast both of PEFT's products run in its dtype; without
+        it, a half-precision input (a bf16 model) meets PEFT's base product in bf16 but the
+        adapter's in its factors' fp32, and ``W'`` as one bf16 product would round ``ΔW`` to
+        the precision of ``W0``, so that case keeps PEFT's two products.
+        """
+        adapter = self._single_product_adapter(x, args, kwargs)
+        if adapter is None:
+            return super().forward(x, *args, **kwargs)
+        variant = self.lora_variant[adapter]
+        assert isinstance(variant, SineVariant)
+        core = variant.bind(self, adapter)
+        # In the dtype PEFT's two products would return: the autocast dtype, or x's.
+        return blockwise_linear(
+            x,
+            core.weight_rows,
+            core.weight_params,
+            core.out_features,
+            self.get_base_layer().bias,
+            core.block_elems,
+            core.weight_rows_vjp,
+        )
+
+    def _single_product_adapter(
+        self, x: Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> str | None:
+        """The adapter whose ``W'·x`` is this call's whole output, if one is (see forward)."""
+        if args or kwargs or self.disable_adapters or self.merged:
+            return None  # PEFT's arguments (adapter_names, ...), or the base layer alone
+        active = [name for name in self.active_adapters if name in self.lora_A]
+        if len(active) != 1:
+            return None
+        (adapter,) = active
+        dropout = self.lora_dropout[adapter]
+        if dropout.training and not isinstance(dropout, nn.Identity):
+            return None  # dropout feeds the adapter's term only, as in PEFT
+        factors = self.lora_A[adapter].weight.dtype
+        if not torch.is_autocast_enabled(x.device.type) and x.dtype != factors:
+            return None
+        return adapter
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         """PEFT's merge, after checking that every adapter it would merge can be merged, so that
