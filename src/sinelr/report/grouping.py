@@ -121,14 +121,14 @@ def selection_notes(runs: list[dict]) -> list[str]:
     the reported one: a "best" setting chosen on it has read the number it is scored by (bof,
     which fits one shape, docs/contract.md)."""
     found = {
-        (r["selection"]["name"], r["metric"]["name"])
+        r["metric"]["name"]
         for r in runs
         if r.get("selection") and r["selection"].get("independent") is False
     }
     return [
-        f"selection: {name} is not independent of {metric} (no data apart from the test "
-        f"data): a setting chosen on it is chosen on the reported score"
-        for name, metric in sorted(found)
+        f"selection: these runs have no data apart from their test data, so a setting chosen "
+        f"among them is chosen on the reported {metric}"
+        for metric in sorted(found)
     ]
 
 
