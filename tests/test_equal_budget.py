@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from hydra_plugins.sinelr_sweeper.equal_budget_sweeper import EqualBudgetSweeper
+from scripts.equal_budget_summary import main as summary_main
 from scripts.report import main as report_main
 from sinelr.equal_budget import ProtocolError, Trial, best_trial, merged, read_selection, reason
 from tests.helpers import compose_config
@@ -129,3 +132,35 @@ def test_one_command_searches_tests_and_the_report_prints_the_gap(run_cli, tmp_p
     assert report_main([str(sweep / "test"), "--markdown"]) == 0
     printed = capsys.readouterr().out
     assert "sine − plain" in printed and re.search(r"[+-]\d+\.\d+ \[", printed)
+
+
+def test_the_summary_pairs_each_arms_winner_with_the_sine_by_seed(tmp_path, capsys):
+    cell = ["task.shape=lucy", "rank=1"]
+    winners = {"plain": ["omega=null", "task.lr=0.003"], "sine": ["omega=300"]}
+    record = {
+        "search_seeds": [0], "seeds": [1, 2, 3],
+        "cells": [{"cell": cell, "arms": {
+            arm: {"winner": w, "why": "", "trials": [
+                {"overrides": w, "selection": "val/iou", "scores": [0.5], "mean": 0.5},
+            ]} for arm, w in winners.items()
+        }}],
+    }  # fmt: skip
+    (tmp_path / "equal_budget.json").write_text(json.dumps(record))
+    scores = {"plain": [0.70, 0.72, 0.71], "sine": [0.80, 0.83, 0.81]}
+    for arm, values in scores.items():
+        for seed, value in zip((1, 2, 3), values, strict=True):
+            run_dir = tmp_path / "test" / f"{arm}{seed}"
+            run_dir.mkdir(parents=True)
+            command = [*cell, *winners[arm], f"seed={seed}"]
+            result = {"status": "completed", "seed": seed, "metric": {"value": value},
+                      "provenance": {"command": command}, "diagnostics": {}}  # fmt: skip
+            (run_dir / "results.json").write_text(json.dumps(result))
+    assert summary_main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    # Paired by seed: differences 0.10, 0.11, 0.10 (x100): mean 10.33, t(2) interval.
+    diffs = [10.0, 11.0, 10.0]
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(diffs) / 3**0.5
+    mean = statistics.fmean(diffs)
+    assert f"+10.33 [{mean - half:.2f}, {mean + half:.2f}]" in printed
+    assert "| plain | omega=null task.lr=0.003 | 71.00 ± 1.00 (3)" in printed
+    assert summary_main([str(tmp_path / "test")]) == 2  # not a sweep: one line, status 2
