@@ -671,14 +671,14 @@ def test_sine_dora_files_have_peft_doras_tensor_names(tmp_path):
     assert any(key.endswith("lora_magnitude_vector") for key in sine)
 
 
-README_EXAMPLE = re.compile(r"## Sine LoRA in your PEFT code\n.*?```python\n(.*?)```", re.DOTALL)
+DOCS_EXAMPLE = re.compile(r"## Sine LoRA in your PEFT code\n.*?```python\n(.*?)```", re.DOTALL)
 
 
-def test_the_readme_example_runs(tmp_path, monkeypatch):
-    """README.md's "Sine LoRA in your PEFT code" example, as written (it asserts its own
+def test_the_docs_example_runs(tmp_path, monkeypatch):
+    """docs/peft.md's "Sine LoRA in your PEFT code" example, as written (it asserts its own
     results), in a scratch directory."""
-    example = README_EXAMPLE.search((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert example, "README.md lost its 'Sine LoRA in your PEFT code' example"
+    example = DOCS_EXAMPLE.search((ROOT / "docs" / "peft.md").read_text(encoding="utf-8"))
+    assert example, "docs/peft.md lost its 'Sine LoRA in your PEFT code' example"
     monkeypatch.chdir(tmp_path)
-    exec(compile(textwrap.dedent(example.group(1)), "README.md", "exec"), {})
+    exec(compile(textwrap.dedent(example.group(1)), "docs/peft.md", "exec"), {})
     assert (tmp_path / "sine-adapter" / "adapter_config.json").is_file()
