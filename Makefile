@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo report test test-slow test-all lint format clean
+.PHONY: install demo report test test-slow test-all lint format docs clean
 
 install: $(STAMP)
 
@@ -37,6 +37,12 @@ test-slow: install
 
 test-all: install
 	$(BIN)/python -m pytest -n auto
+
+# The documentation site (mkdocs-material, mkdocs.yml) from README.md and docs/, into outputs/site/.
+# Strict: any warning fails it, and every internal link and anchor is checked (docs/development.md).
+# (NO_MKDOCS_2_WARNING: Material's banner about MkDocs 2, which pyproject's `mkdocs<2` rules out.)
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: install
 	$(BIN)/ruff check .
