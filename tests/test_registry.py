@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -20,6 +21,7 @@ from sinelr.export import peft_variants, save_peft
 from sinelr.layers import (
     LOWRANK_LAYERS,
     DoRALinear,
+    GainRule,
     LoRALinear,
     LowRankConfig,
     LowRankLayer,
@@ -55,6 +57,7 @@ class SineHalfLowRank(SineLowRankLinear, HalfLowRank):
     """``W = sin(ω·U V / 2) / g``."""
 
     sine_of = "half_toy"
+    gain_rule = GainRule.FAN_IN  # the sine is the weight
 
     def weight_rows(self, rows: slice, U: Tensor, V: Tensor) -> Tensor:
         return self.sine(U[rows] / 2, V)
@@ -77,6 +80,7 @@ class SineFrozenALoRA(SineLoRALinear, FrozenALoRA):
     """``ΔW = (α/r)·sin(ω·B A)/g`` with ``A`` frozen."""
 
     sine_of = "lorafa_toy"
+    gain_rule = GainRule.FAN_IN  # the sine is added to W0
 
 
 TOYS = {
@@ -287,12 +291,23 @@ class TwinClaimingPeft(SineDoRALinear):
     peft_method = "dora"
 
 
+class TwinInheritingTheGain(SineDoRALinear):
+    sine_of = "dora_toy"  # all else right, but the gain rule is sine DoRA's, not its own
+
+
+class TwinWithAGainNumber(SineDoRALinear):
+    sine_of = "dora_toy"
+    gain_rule: ClassVar = 1.0  # a number, not a rule: it would not follow the layer's shape
+
+
 @pytest.mark.parametrize(
     ("twin", "message"),
     [
         (TwinWithoutTheNorm, "reads omega and every setting dora_toy reads.*lacks detach_norm"),
         (TwinOfAnotherKind, "kind 'scratch' differs from dora_toy's 'adapter'"),
         (TwinClaimingPeft, "a sine variant equals no PEFT method"),
+        (TwinInheritingTheGain, "a sine twin declares its default gain on the class itself"),
+        (TwinWithAGainNumber, "a sine twin declares its default gain on the class itself"),
     ],
 )
 def test_a_sine_twin_matches_its_plain_variant(twin, message):
@@ -303,6 +318,43 @@ def test_a_sine_twin_matches_its_plain_variant(twin, message):
         assert "sine_dora_toy" not in LOWRANK_LAYERS
     finally:
         unregister_lowrank("dora_toy")
+
+
+#: Each sine twin's default gain (docs/method.md, "Gain per sine twin"): ``√d_in`` where the sine
+#: is a weight or is added to one, 1 where it is HiRA's relative change. A new twin must be added
+#: here, with its reason in the docs.
+GAIN_RULES = {
+    "sine_lowrank": GainRule.FAN_IN,
+    "sine_lora": GainRule.FAN_IN,
+    "sine_dora": GainRule.FAN_IN,
+    "sine_pissa": GainRule.FAN_IN,
+    "sine_vera": GainRule.FAN_IN,
+    "sine_loraxs": GainRule.FAN_IN,
+    "sine_hira": GainRule.UNIT,
+}
+
+
+def test_each_sine_twin_builds_the_gain_its_rule_gives_unless_one_is_given():
+    twins = {name: cls for name, cls in LOWRANK_LAYERS.items() if cls.sine_of is not None}
+    assert set(twins) == set(GAIN_RULES)
+    expected = {GainRule.FAN_IN: 3.0, GainRule.UNIT: 1.0}  # d_in = 9: √9 or 1
+    for name, cls in twins.items():
+        assert vars(cls)["gain_rule"] is GAIN_RULES[name], name
+        torch.manual_seed(0)
+        layer = cls.from_linear(nn.Linear(9, 5), LowRankConfig(name, 2, omega=30.0))
+        assert layer.gain == expected[GAIN_RULES[name]], name
+        given = cls.from_linear(nn.Linear(9, 5), LowRankConfig(name, 2, omega=30.0, gain=2.5))
+        assert given.gain == 2.5, name  # lowrank.gain wins over every rule
+
+
+def test_the_method_doc_states_each_twins_gain_rule():
+    """docs/method.md's table row per twin names the gain its class declares."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "method.md").read_text("utf-8")
+    written = {GainRule.FAN_IN: "`√d_in`", GainRule.UNIT: "`1`"}
+    for name, rule in GAIN_RULES.items():
+        rows = [line for line in text.splitlines() if line.startswith(f"| `{name}` |")]
+        assert len(rows) == 1, name
+        assert rows[0].rstrip().endswith(f"| {written[rule]} |"), rows[0]
 
 
 # A value other than the default for every setting, valid for every variant that reads it.

@@ -293,6 +293,47 @@ def test_sine_loraxs_starts_omega_over_g_times_the_plain_change():
     )
 
 
+def test_sine_hiras_default_gain_lets_each_entry_move_by_its_own_size():
+    """Sine HiRA's default ``g`` is 1 (docs/method.md, "Gain per sine twin"): ``ΔW / W0`` is
+    ``sin(ω·BA)``, which reaches ±1 once the phases spread. The other twins' ``√d_in`` would
+    hold every entry's change under ``1/√384`` (5.1 %) of itself, whatever ω."""
+    layer = make_layer("sine_hira", d_in=384, d_out=16, rank=8, omega=200.0)  # B ≠ 0
+    assert layer.gain == 1.0
+    relative = (layer.factorised_weight() / layer.base_layer.weight).detach().abs()
+    assert 0.99 < float(relative.max()) <= 1.0 + 1e-12
+
+
+def test_sine_hira_starts_out_as_plain_hira_at_the_same_phase():
+    """The same room as plain HiRA at the same phase: while ``|ω·BA| ≪ 1``,
+    ``W0 ⊙ sin(ω·BA)/g`` with ``g = 1`` is plain HiRA's ``W0 ⊙ B'A`` with ``B' = ω·B``, to
+    within the sine's cubic term, ``(ω·|BA|)²/6`` relatively. ``g = √d_in`` would make it
+    ``√d_in`` times smaller."""
+    sine = make_layer("sine_hira", d_in=384, d_out=16, rank=8, omega=200.0, trained=False)
+    plain = make_layer("hira", d_in=384, d_out=16, rank=8, trained=False)
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        sine.lora_B.copy_(1e-6 * torch.randn(16, 8, generator=generator, dtype=torch.float64))
+        plain.lora_A.copy_(sine.lora_A)
+        plain.lora_B.copy_(200.0 * sine.lora_B)
+    phase = float((200.0 * sine.lora_B @ sine.lora_A).detach().abs().max())
+    assert 0 < phase < 1e-2
+    torch.testing.assert_close(
+        sine.factorised_weight(), plain.factorised_weight(), rtol=phase**2, atol=0
+    )
+
+
+def test_an_explicit_gain_replaces_sine_hiras_rule():
+    """``lowrank.gain`` wins over the rule: ``√384`` gives back the former default's update,
+    every entry's change under ``1/√384`` of itself."""
+    root = math.sqrt(384)
+    layer = make_layer("sine_hira", d_in=384, d_out=16, rank=8, omega=200.0, gain=root)
+    assert layer.gain == root
+    W0 = layer.base_layer.weight
+    expected = W0 * torch.sin(200.0 * (layer.lora_B @ layer.lora_A)) / root
+    torch.testing.assert_close(layer.factorised_weight(), expected, rtol=1e-12, atol=0)
+    assert float((layer.factorised_weight() / W0).detach().abs().max()) <= 1 / root + 1e-12
+
+
 def test_trained_parameters_per_layer():
     """LoRA-XS trains ``r²`` numbers per layer, VeRA ``r + d_out``, PiSSA and HiRA LoRA's
     ``r(d_in + d_out)``; frozen projections are buffers, not counted as parameters."""

@@ -21,11 +21,13 @@ from sinelr.layers.hira import HiRALinear, SineHiRALinear
 from sinelr.layers.loraxs import LoRAXSLinear, SineLoRAXSLinear
 from sinelr.layers.pissa import PiSSALinear, SinePiSSALinear
 from sinelr.layers.scratch import LowRankLinear, SineLowRankLinear
+from sinelr.layers.sine import GainRule
 from sinelr.layers.vera import SineVeRALinear, VeRALinear
 
 __all__ = [
     "LOWRANK_LAYERS",
     "DoRALinear",
+    "GainRule",
     "HiRALinear",
     "LoRALinear",
     "LoRAXSLinear",

@@ -29,7 +29,7 @@ from sinelr.layers.functional import (
     matmul_dtype,
     sine_rows_vjp,
 )
-from sinelr.layers.sine import SINE_SETTINGS, SineActivated
+from sinelr.layers.sine import SINE_SETTINGS, GainRule, SineActivated
 
 
 @register_lowrank("lora")
@@ -216,6 +216,7 @@ class SineLoRALinear(SineDelta, LoRALinear):
 
     sine_of = "lora"
     peft_method = None
+    gain_rule = GainRule.FAN_IN  # the sine is added to W0
     hyperparameters = LoRALinear.hyperparameters | SINE_SETTINGS
 
     def weight_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
@@ -319,4 +320,5 @@ class SineDoRALinear(SineDelta, DoRALinear):
 
     sine_of = "dora"
     peft_method = None
+    gain_rule = GainRule.FAN_IN  # the sine is added to W0 inside the norm
     hyperparameters = DoRALinear.hyperparameters | SINE_SETTINGS

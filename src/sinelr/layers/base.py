@@ -28,6 +28,7 @@ from sinelr.layers.functional import (
     autograd_vjp,
     blockwise_linear,
 )
+from sinelr.layers.sine import GainRule
 
 if TYPE_CHECKING:
     from sinelr.layers.config import AutoOmega
@@ -53,7 +54,8 @@ class LowRankLayer(nn.Module, abc.ABC):
 
     A registered variant declares, on its class, what the rest of sinelr needs to know of it
     (checked by :func:`register_lowrank`): :attr:`kind`, :attr:`sine_of`, :attr:`peft_method`
-    and :attr:`hyperparameters`.
+    and :attr:`hyperparameters`, and a sine twin its default gain
+    (:attr:`~sinelr.layers.sine.SineActivated.gain_rule`).
     """
 
     variant: ClassVar[str]
@@ -288,6 +290,14 @@ def _check_consistent(name: str, cls: type[LowRankLayer]) -> None:
         raise fail(
             f"a sine twin reads omega and every setting {cls.sine_of} reads; "
             f"hyperparameters lacks {', '.join(sorted(missing))}"
+        )
+    # On the class itself, as peft_method: what the sine stands for is the twin's own fact.
+    if not isinstance(vars(cls).get("gain_rule"), GainRule):
+        raise fail(
+            "a sine twin declares its default gain on the class itself: gain_rule = "
+            "GainRule.FAN_IN (the sine is a weight, or is added to one: g = sqrt(d_in)) or "
+            "GainRule.UNIT (a relative change multiplied into W0: g = 1); see "
+            "sinelr.layers.sine.GainRule"
         )
 
 

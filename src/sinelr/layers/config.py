@@ -50,12 +50,15 @@ class AutoOmega:
 class LowRankConfig:
     """Hyper-parameters of one factorised layer.
 
-    ``gain=None`` means ``sqrt(d_in)``, the authors' choice; ``alpha=None`` means ``alpha = rank``
-    (adapter scaling 1). ``fused`` selects the memory-lean sine path; ``fused=False`` is plain
-    autograd, kept to compare against. ``detach_norm`` (DoRA and sine DoRA only) treats the row
-    norms ``||W0 + ΔW||`` as a constant in the backward pass, as DoRA's paper (§4.3), PEFT and
-    the sine paper's own code do; ``False`` differentiates through them (the exact gradient).
-    The forward pass, and so ``merge``, is the same either way.
+    ``gain=None`` means the sine twin's own rule (its class's ``gain_rule``): ``sqrt(d_in)``, the
+    authors' choice, where the sine is a weight or is added to one, and 1 for sine HiRA, whose
+    sine is a relative change (:class:`~sinelr.layers.sine.GainRule`); a number is taken as it
+    is. ``alpha=None`` means ``alpha = rank`` (adapter scaling 1) for every variant that reads
+    one; a task's paper preset sets its recipe's α. ``fused`` selects the memory-lean sine path;
+    ``fused=False`` is plain autograd, kept to compare against. ``detach_norm`` (DoRA and sine
+    DoRA only) treats the row norms ``||W0 + ΔW||`` as a constant in the backward pass, as
+    DoRA's paper (§4.3), PEFT and the sine paper's own code do; ``False`` differentiates through
+    them (the exact gradient). The forward pass, and so ``merge``, is the same either way.
 
     ``omega`` is a number, None (plain variant) or :class:`AutoOmega` (resolved per layer by
     ``apply_lowrank``). ``learn_omega`` makes each sine layer's ω a parameter ``log_omega``

@@ -9,7 +9,11 @@ high-rank wherever ``W0`` is (``rank(W0 ⊙ BA) ≤ rank(W0)·r``), with LoRA's 
 scaling ``α``. This is PEFT's ``HiraConfig`` (its default ``init_weights=True``).
 
 ``sine_hira`` applies ``ΔW = W0 ⊙ sin(ω·B A)/g``; ``B = 0`` gives ``sin(0) = 0``, unchanged at
-step 0. Both materialise ``ΔW`` (it is no low-rank product), so both train on LoRA's row-blocked
+step 0. Its default gain is ``g = 1``, not the other twins' ``√d_in``: ``B A`` is a relative
+change (``ΔW_ij / W0_ij``), so the sine takes its place unscaled, and ``W0`` gives the update a
+weight's scale as it does plain HiRA's. With ``g = √d_in`` no entry could move by more than
+``1/√d_in`` of itself, whatever ω (:class:`~sinelr.layers.sine.GainRule` derives both rules).
+Both materialise ``ΔW`` (it is no low-rank product), so both train on LoRA's row-blocked
 path: a block of rows of ``W0 + ΔW`` is built in the forward pass and again in the backward
 pass, never the whole matrix. The sine twin's block backward is written out (sine LoRA's, its
 incoming gradient multiplied by ``W0``'s block).
@@ -26,7 +30,7 @@ from torch import Tensor, nn
 from sinelr.layers.adapters import VJP, LoRALinear, SineDelta
 from sinelr.layers.base import register_lowrank
 from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
-from sinelr.layers.sine import SINE_SETTINGS
+from sinelr.layers.sine import SINE_SETTINGS, GainRule
 
 
 @register_lowrank("hira")
@@ -82,6 +86,9 @@ class SineHiRALinear(SineDelta, HiRALinear):
     kind = "adapter"
     sine_of = "hira"
     peft_method = None
+    #: ``g = 1``: ``sin(ω·BA)`` stands for ``BA``, a relative change that ``W0`` scales
+    #: already (:class:`~sinelr.layers.sine.GainRule`; the module docstring).
+    gain_rule = GainRule.UNIT
     hyperparameters = HiRALinear.hyperparameters | SINE_SETTINGS
 
     def update_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:

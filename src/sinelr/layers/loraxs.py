@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from sinelr.layers.adapters import SineLoRALinear
 from sinelr.layers.base import register_lowrank
 from sinelr.layers.projected import ProjectedAdapter, truncated_svd
-from sinelr.layers.sine import SINE_SETTINGS
+from sinelr.layers.sine import SINE_SETTINGS, GainRule
 
 
 @register_lowrank("loraxs")
@@ -68,4 +68,5 @@ class SineLoRAXSLinear(SineLoRALinear, LoRAXSLinear):
     kind = "adapter"
     sine_of = "loraxs"
     peft_method = None
+    gain_rule = GainRule.FAN_IN  # the sine is added to W0
     hyperparameters = LoRAXSLinear.hyperparameters | SINE_SETTINGS

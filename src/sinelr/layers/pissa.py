@@ -28,7 +28,7 @@ import torch
 from sinelr.layers.adapters import LoRALinear, SineLoRALinear
 from sinelr.layers.base import register_lowrank
 from sinelr.layers.projected import truncated_svd
-from sinelr.layers.sine import SINE_SETTINGS
+from sinelr.layers.sine import SINE_SETTINGS, GainRule
 
 
 class PrincipalInit:
@@ -74,4 +74,5 @@ class SinePiSSALinear(PrincipalInit, SineLoRALinear):
     kind = "adapter"
     sine_of = "pissa"
     peft_method = None
+    gain_rule = GainRule.FAN_IN  # the sine is added to the residual
     hyperparameters = PiSSALinear.hyperparameters | SINE_SETTINGS

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from sinelr.layers.base import LowRankLayer, register_lowrank
 from sinelr.layers.config import LowRankConfig
 from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS, VJP, sine_rows_vjp
-from sinelr.layers.sine import SINE_SETTINGS, SineActivated
+from sinelr.layers.sine import SINE_SETTINGS, GainRule, SineActivated
 
 
 @register_lowrank("lowrank")
@@ -104,6 +104,7 @@ class SineLowRankLinear(SineActivated, LowRankLinear):
 
     materialises_weight = True
     sine_of = "lowrank"
+    gain_rule = GainRule.FAN_IN  # the sine is the weight
     hyperparameters = LowRankLinear.hyperparameters | SINE_SETTINGS
 
     def weight_rows(self, rows: slice, U: Tensor, V: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ from sinelr.layers.adapters import SineLoRALinear
 from sinelr.layers.base import register_lowrank
 from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
 from sinelr.layers.projected import ProjectedAdapter
-from sinelr.layers.sine import SINE_SETTINGS
+from sinelr.layers.sine import SINE_SETTINGS, GainRule
 
 
 def vera_projections(d_out: int, d_in: int, rank: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -95,4 +95,5 @@ class SineVeRALinear(SineLoRALinear, VeRALinear):
     kind = "adapter"
     sine_of = "vera"
     peft_method = None
+    gain_rule = GainRule.FAN_IN  # the sine is added to W0
     hyperparameters = VeRALinear.hyperparameters | SINE_SETTINGS
