@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from sinelr.accounting import count_parameters
 from sinelr.apply import apply_lowrank
 from sinelr.layers import LOWRANK_LAYERS, LowRankConfig, get_lowrank_class
-from tests.helpers import dry_run, rel
+from sinelr.run_config import lowrank_config
+from tests.helpers import compose_config, dry_run, rel
 from tests.test_layers import LargestNewTensor, assert_dropout_feeds_the_adapter_only
 
 PLAIN = ["pissa", "vera", "loraxs", "hira"]
@@ -332,6 +333,24 @@ def test_an_explicit_gain_replaces_sine_hiras_rule():
     expected = W0 * torch.sin(200.0 * (layer.lora_B @ layer.lora_A)) / root
     torch.testing.assert_close(layer.factorised_weight(), expected, rtol=1e-12, atol=0)
     assert float((layer.factorised_weight() / W0).detach().abs().max()) <= 1 / root + 1e-12
+
+
+@pytest.mark.parametrize("omega", [None, 200], ids=["loraxs", "sine_loraxs"])
+def test_loraxs_alpha_is_the_rank_and_its_authors_16_under_the_glue_paper_preset(omega):
+    """docs/method.md (LoRA-XS): α = r by default (scaling 1, the authors' math-reasoning
+    value); the GLUE paper preset gives it the authors' GLUE α = 16 at every rank, scaling
+    16/r; the GLUE mini leaves α at r."""
+    variant = "loraxs" if omega is None else "sine_loraxs"
+    layer = make_layer(variant, rank=3, trained=False)
+    assert (layer.alpha, layer.scaling) == (3.0, 1.0)
+    for rank in (1, 8):
+        command = ["task=glue", "adapter=loraxs", f"rank={rank}", f"omega={omega or 'null'}"]
+        paper = lowrank_config(compose_config(*command, "preset=paper"), "glue")
+        assert paper is not None and (paper.variant, paper.alpha) == (variant, 16)
+        built = get_lowrank_class(variant).from_linear(base_linear(), paper)
+        assert built.scaling == 16 / rank
+        mini = lowrank_config(compose_config(*command, "preset=mini"), "glue")
+        assert mini is not None and mini.alpha is None
 
 
 def test_trained_parameters_per_layer():
