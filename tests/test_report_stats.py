@@ -17,7 +17,7 @@ from scipy import stats
 from scripts.report import main as report_main
 from sinelr.report import layout, load_results, summarise
 from sinelr.report.model import lines, sine_gap, sine_pair
-from sinelr.report.stats import Gap
+from sinelr.report.stats import Gap, share
 
 AMD = {"cpu": "AMD EPYC 7B13", "cpu_flags": ["avx2", "avx512f", "avx512_bf16"], "cores": 2,
        "gpu": None}  # fmt: skip
@@ -228,3 +228,37 @@ def test_a_selection_that_reads_the_test_data_is_noted_under_its_table():
     )
     (table,) = layout(held_out)
     assert not any(note.startswith("selection:") for note in table.notes)
+
+
+def test_a_share_is_of_the_ceiling_chosen_on_validation_with_a_bootstrap_interval():
+    plain = {0: 0.50, 1: 0.60, 2: 0.70}
+    arm = {0: 0.70, 1: 0.80, 2: 0.90}  # +0.20 at every seed
+    high = {0: 0.90, 1: 1.00, 2: 1.10}  # +0.40: the best on test
+    low = {0: 0.80, 1: 0.90, 2: 1.00}  # +0.30
+    # Chosen on its own values: the ceiling is `high`, half of its gain; every resample agrees.
+    found = share(plain, arm, [low, high])
+    assert found.ceiling == 1 and found.value == pytest.approx(0.5)
+    assert found.interval == pytest.approx((0.5, 0.5)) and found.text() == "50 % [50, 50]"
+    # Validation prefers `low`: it is the ceiling, and the arm recovers two thirds of its gain.
+    validation = [{0: 0.9, 1: 0.9, 2: 0.9}, {0: 0.1, 1: 0.1, 2: 0.1}]
+    chosen = share(plain, arm, [low, high], chosen_by=validation)
+    assert chosen.ceiling == 0 and chosen.value == pytest.approx(2 / 3)
+
+
+def test_a_share_interval_resamples_seeds_together():
+    plain = {0: 0.5, 1: 0.5, 2: 0.5}
+    arm = {0: 0.6, 1: 0.7, 2: 0.8}
+    ceiling = {0: 0.9, 1: 0.9, 2: 0.9}
+    found = share(plain, arm, [ceiling])
+    assert found.value == pytest.approx(0.5)
+    # Per seed the share is 0.25, 0.5, 0.75; a resample's share is the mean of its draws', so
+    # the interval lies inside [0.25, 0.75] (to float rounding of the means: 1e-12) and
+    # strictly contains the point.
+    low, high = found.interval
+    assert 0.25 - 1e-12 <= low < 0.5 < high <= 0.75 + 1e-12
+
+
+def test_no_share_without_a_gain_or_two_common_seeds():
+    plain = {0: 0.9, 1: 0.9}
+    assert share(plain, {0: 0.95, 1: 0.95}, [{0: 0.8, 1: 0.8}]) is None  # nothing to recover
+    assert share({0: 0.1}, {0: 0.2}, [{0: 0.3}]) is None  # one seed: no interval possible

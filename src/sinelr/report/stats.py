@@ -16,6 +16,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy.special import stdtrit  # the report already loads scipy (sinelr.bjontegaard)
 
 LEVEL = 0.95  # the coverage of every interval the report prints
@@ -98,3 +99,75 @@ def gap(
         diffs = [value - by_seed[seed] for seed, value in zip(sine_seeds, sine, strict=True)]
         return Gap(statistics.fmean(diffs), mean_interval(diffs), True)
     return Gap(statistics.fmean(sine) - statistics.fmean(plain), welch_interval(plain, sine), False)
+
+
+#: Bootstrap resamples for a share's interval, and their fixed seed: the same runs always print
+#: the same interval.
+RESAMPLES, BOOTSTRAP_SEED = 10_000, 0
+
+
+@dataclass(frozen=True)
+class Share:
+    """How much of the best setting's gain over plain an arm recovers:
+    ``(arm − plain) / (ceiling − plain)``, with a bootstrap interval over the seeds."""
+
+    value: float
+    interval: tuple[float, float] | None
+    ceiling: int  # the index of the candidate that is the ceiling
+
+    def text(self) -> str:
+        """``87 % [52, 130]``; ``87 % [no interval]`` where the resamples give none."""
+        if self.interval is None:
+            return f"{100 * self.value:.0f} % [no interval]"
+        low, high = self.interval
+        return f"{100 * self.value:.0f} % [{100 * low:.0f}, {100 * high:.0f}]"
+
+
+def share(
+    plain: dict[int, float],
+    arm: dict[int, float],
+    candidates: Sequence[dict[int, float]],
+    chosen_by: Sequence[dict[int, float]] | None = None,
+) -> Share | None:
+    """The share of the best candidate's gain that ``arm`` recovers, each a ``seed → value`` map.
+
+    The ceiling is the candidate with the best mean of ``chosen_by`` (its validation scores,
+    results.json's ``selection``; the candidates' own values where there are none, which the
+    caller must say), over the seeds every map shares; the share is of means over those seeds.
+    The interval resamples the seeds with replacement, all maps together (a resample keeps the
+    pairing by seed), and chooses the ceiling again in each, so the choice's luck is in the
+    interval; the 2.5th and 97.5th percentiles of the resamples whose ceiling gains over plain.
+    None where the seeds shared are fewer than two or the ceiling does not gain over plain.
+    """
+    chosen_by = chosen_by if chosen_by is not None else candidates
+    maps = [plain, arm, *candidates, *chosen_by]
+    seeds = sorted(set.intersection(*(set(m) for m in maps)))
+    if len(seeds) < 2 or not candidates:
+        return None
+
+    def table(m: dict[int, float]) -> np.ndarray:
+        return np.array([m[s] for s in seeds])
+
+    p, a = table(plain), table(arm)
+    c = np.stack([table(m) for m in candidates])
+    v = np.stack([table(m) for m in chosen_by])
+
+    def shares(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        best = v[:, index].mean(axis=-1).argmax(axis=0)
+        ceiling = np.take_along_axis(c[:, index].mean(axis=-1), best[None], axis=0)[0]
+        base = p[index].mean(axis=-1)
+        return (a[index].mean(axis=-1) - base) / (ceiling - base), ceiling - base
+
+    whole = np.arange(len(seeds))
+    value, gain = shares(whole)
+    if gain <= 0:
+        return None
+    draws = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(seeds), (RESAMPLES, len(seeds)))
+    values, gains = shares(draws)
+    kept = values[gains > 0]
+    interval = None
+    if len(kept) >= RESAMPLES // 2:  # most resamples have a gain to share
+        low, high = np.percentile(kept, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+        interval = (float(low), float(high))
+    best = int(v.mean(axis=-1).argmax())
+    return Share(float(value), interval, best)

@@ -1,0 +1,81 @@
+"""How much of the best ω's gain over plain each sine setting recovers, with its interval.
+
+    python scripts/shares.py benchmarks/runs/omega_bof_e768a23 benchmarks/runs/ceilings_e768a23 \
+        --task bof --data lucy --rank 1
+
+For one (task, data item, rank): the plain cell (``lowrank`` or the plain adapter) and every
+sine cell, by ω and ω mode (given, ``auto``, learnt), seeds pooled. The ceiling is the given-ω
+cell with the best multi-seed mean: of its validation scores (results.json's ``selection``)
+where every candidate's runs record an independent one, else of the test metric itself, which
+the output then says. Each sine cell's share of the ceiling's gain is printed with a bootstrap
+interval over the seeds the cells share (``sinelr.report.stats.share``: the ceiling is chosen
+again in every resample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from sinelr.layers.base import SINE_PREFIX
+from sinelr.report.load import data_name, load_results, row_omega
+from sinelr.report.model import FIXED
+from sinelr.report.stats import share
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tasks/ is importable: the report asks each run's Task class
+
+
+def label(method: str, omega: float | None, mode: str) -> str:
+    if omega is None or mode != FIXED:
+        return f"{method} ({mode or 'given'})"
+    return f"{method} ω {omega:g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories (searched deeply)")
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--data", required=True, help="the data item (shape, scene, data set)")
+    parser.add_argument("--rank", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    tests: dict[tuple, dict[int, float]] = defaultdict(dict)
+    selections: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in load_results(args.paths):
+        if (r["task"], data_name(r), r["rank"]) != (args.task, args.data, args.rank):
+            continue
+        key = (r["method"], *row_omega(r))
+        tests[key][r["seed"]] = r["metric"]["value"]
+        selection = r.get("selection") or {}
+        if selection.get("independent") and selection.get("value") is not None:
+            selections[key][r["seed"]] = selection["value"]
+    plain = [k for k in tests if not k[0].startswith(SINE_PREFIX)]
+    if len(plain) != 1:
+        found = ", ".join(k[0] for k in plain) or "none"
+        print(f"error: need one plain cell for {args.task} {args.data} k={args.rank}, found "
+              f"{found}", file=sys.stderr)  # fmt: skip
+        return 2
+    candidates = [
+        k for k in tests if k[0].startswith(SINE_PREFIX) and k[2] == FIXED and len(tests[k]) > 1
+    ]
+    on_validation = all(len(selections[k]) == len(tests[k]) for k in candidates)
+    chosen_by = [selections[k] for k in candidates] if on_validation else None
+    print(
+        f"{args.task} {args.data} k={args.rank}: plain {len(tests[plain[0]])} seeds; ceiling "
+        f"among {', '.join(label(*k) for k in candidates) or 'no multi-seed candidate'}, "
+        + ("chosen on validation" if on_validation else "chosen on the test metric itself")
+    )
+    for key in (k for k in tests if k[0].startswith(SINE_PREFIX) and len(tests[k]) > 1):
+        found = share(tests[plain[0]], tests[key], [tests[k] for k in candidates], chosen_by)
+        text = "no share (fewer than two seeds in common, or no gain over plain)"
+        if found is not None:
+            text = f"{found.text()} of {label(*candidates[found.ceiling])}'s gain"
+        print(f"  {label(*key)} ({len(tests[key])} seeds): {text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
