@@ -594,6 +594,23 @@ def test_the_one_product_runs_only_where_it_computes_what_pefts_two_do(case, one
     assert (not calls) == one_product
 
 
+@pytest.mark.parametrize("use_dora", [False, True], ids=["sine_lora", "sine_dora"])
+def test_adapter_tensors_that_are_not_parameters_are_used(use_dora):
+    """FSDP1 (``use_orig_params``) and ``torch.func.functional_call`` hand the layer plain
+    tensors where its parameters were; PEFT's own run of its suite found the layer refusing
+    them (``cannot assign ... as parameter 'lora_A'``). Doubled B must give another output, the
+    one of a model whose B was doubled in place."""
+    torch.manual_seed(0)
+    model = peft.get_peft_model(nn.Sequential(nn.Linear(WIDTH, WIDTH)), mlp_config(["0"], use_dora))
+    x = mlp_input()
+    swapped = {n: 2 * p.detach() for n, p in model.named_parameters() if "lora_B" in n}
+    with torch.no_grad():
+        out = torch.func.functional_call(model, swapped, (x,))
+        for name, tensor in swapped.items():
+            model.get_parameter(name).copy_(tensor)
+        assert torch.equal(out, model(x))
+
+
 def test_the_layers_repr_names_its_class_by_a_path_that_imports():
     import importlib
 

@@ -298,6 +298,9 @@ class SineVariant(LoraVariant):
             if self.dora
             else SineLoRALinear(shape, rank, **options)
         )
+        # Its own (meta) factors go: bind() sets PEFT's tensors in their place each call.
+        for name, _ in list(self.core.named_parameters(recurse=False)):
+            delattr(self.core, name)
         if self.dora:
             self._add_magnitude(module, adapter_name)
 
@@ -319,14 +322,20 @@ class SineVariant(LoraVariant):
         module.lora_magnitude_vector[adapter] = holder
 
     def bind(self, module: Linear, adapter: str) -> LoRALinear:
-        """``core``, computing with ``adapter``'s tensors in ``module`` as they are now."""
+        """``core``, computing with ``adapter``'s tensors in ``module`` as they are now.
+
+        They are set as plain attributes, bypassing ``nn.Module.__setattr__``: where FSDP1's
+        flat-parameter views or ``torch.func.functional_call`` put plain tensors in place of
+        PEFT's parameters, a registered parameter of ``core`` would refuse them.
+        """
         core = self.core
         assert core is not None, "SineVariant.init was not called"
         core.base_layer = module.get_base_layer()
-        core.lora_A = module.lora_A[adapter].weight
-        core.lora_B = module.lora_B[adapter].weight
+        tensors = {"lora_A": module.lora_A[adapter].weight, "lora_B": module.lora_B[adapter].weight}
         if self.dora:
-            core.magnitude = module.lora_magnitude_vector[adapter].weight
+            tensors["magnitude"] = module.lora_magnitude_vector[adapter].weight
+        for name, tensor in tensors.items():
+            object.__setattr__(core, name, tensor)
         core.scaling = module.scaling[adapter]
         return core
 
