@@ -166,7 +166,7 @@ def train(plan: RunPlan, model: nn.Module | None, result: RunResult) -> None:
         ckpt_path = result.resumed_from = str(plan.resume_from)
         log.info("resuming from %s", ckpt_path)
     hint = (
-        f"omega={result.omega}, lowrank.gain={cfg.lowrank.gain or 'sqrt(d_in)'}, "
+        f"omega={result.omega}, lowrank.gain={cfg.lowrank.gain or 'the variant default'}, "
         f"task.lr={cfg.task.get('lr', 'n/a')}"
     )
     ctx = RunContext(
