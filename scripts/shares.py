@@ -34,6 +34,36 @@ def label(method: str, omega: float | None, mode: str) -> str:
     return f"{method} ω {omega:g}"
 
 
+def print_shares(
+    args: argparse.Namespace,
+    method: str,
+    tests: dict[tuple, dict[int, float]],
+    selections: dict[tuple, dict[int, float]],
+) -> None:
+    """The shares of every multi-seed cell of the sine method ``method`` against its plain
+    twin (``sine_lora`` against ``lora``), the ceiling among its given-ω cells."""
+    plain = next((v for k, v in tests.items() if k[0] == method.removeprefix(SINE_PREFIX)), None)
+    where = f"{args.task} {args.data} k={args.rank} {method}"
+    if plain is None:
+        print(f"{where}: no {method.removeprefix(SINE_PREFIX)} runs to measure a gain from")
+        return
+    cells = [k for k in tests if k[0] == method and len(tests[k]) > 1]
+    candidates = [k for k in cells if k[2] == FIXED]
+    on_validation = all(len(selections[k]) == len(tests[k]) for k in candidates)
+    chosen_by = [selections[k] for k in candidates] if on_validation else None
+    print(
+        f"{where}: plain {len(plain)} seeds; ceiling among "
+        f"{', '.join(label(*k) for k in candidates) or 'no multi-seed candidate'}, "
+        + ("chosen on validation" if on_validation else "chosen on the test metric itself")
+    )
+    for key in cells:
+        found = share(plain, tests[key], [tests[k] for k in candidates], chosen_by)
+        text = "no share (fewer than two seeds in common, or no gain over plain)"
+        if found is not None:
+            text = f"{found.text()} of {label(*candidates[found.ceiling])}'s gain"
+        print(f"  {label(*key)} ({len(tests[key])} seeds): {text}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run directories (searched deeply)")
@@ -52,28 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         selection = r.get("selection") or {}
         if selection.get("independent") and selection.get("value") is not None:
             selections[key][r["seed"]] = selection["value"]
-    plain = [k for k in tests if not k[0].startswith(SINE_PREFIX)]
-    if len(plain) != 1:
-        found = ", ".join(k[0] for k in plain) or "none"
-        print(f"error: need one plain cell for {args.task} {args.data} k={args.rank}, found "
-              f"{found}", file=sys.stderr)  # fmt: skip
+    sines = sorted({k[0] for k in tests if k[0].startswith(SINE_PREFIX)})
+    if not sines:
+        print(f"error: no sine runs for {args.task} {args.data} k={args.rank} under the paths "
+              "given", file=sys.stderr)  # fmt: skip
         return 2
-    candidates = [
-        k for k in tests if k[0].startswith(SINE_PREFIX) and k[2] == FIXED and len(tests[k]) > 1
-    ]
-    on_validation = all(len(selections[k]) == len(tests[k]) for k in candidates)
-    chosen_by = [selections[k] for k in candidates] if on_validation else None
-    print(
-        f"{args.task} {args.data} k={args.rank}: plain {len(tests[plain[0]])} seeds; ceiling "
-        f"among {', '.join(label(*k) for k in candidates) or 'no multi-seed candidate'}, "
-        + ("chosen on validation" if on_validation else "chosen on the test metric itself")
-    )
-    for key in (k for k in tests if k[0].startswith(SINE_PREFIX) and len(tests[k]) > 1):
-        found = share(tests[plain[0]], tests[key], [tests[k] for k in candidates], chosen_by)
-        text = "no share (fewer than two seeds in common, or no gain over plain)"
-        if found is not None:
-            text = f"{found.text()} of {label(*candidates[found.ceiling])}'s gain"
-        print(f"  {label(*key)} ({len(tests[key])} seeds): {text}")
+    for method in sines:
+        print_shares(args, method, tests, selections)
     return 0
 
 

@@ -15,6 +15,7 @@ import pytest
 from scipy import stats
 
 from scripts.report import main as report_main
+from scripts.shares import main as shares_main
 from sinelr.report import layout, load_results, summarise
 from sinelr.report.model import lines, sine_gap, sine_pair
 from sinelr.report.stats import Gap, share
@@ -262,3 +263,23 @@ def test_no_share_without_a_gain_or_two_common_seeds():
     plain = {0: 0.9, 1: 0.9}
     assert share(plain, {0: 0.95, 1: 0.95}, [{0: 0.8, 1: 0.8}]) is None  # nothing to recover
     assert share({0: 0.1}, {0: 0.2}, [{0: 0.3}]) is None  # one seed: no interval possible
+
+
+def test_the_shares_script_chooses_the_ceiling_on_validation_where_runs_record_it(tmp_path, capsys):
+    """Two candidates: ω 400 is best on test, ω 200 on validation; the script must take 200."""
+
+    def sel(value: float) -> dict:
+        return {"selection": {"name": "val/iou", "value": value, "independent": True}}
+
+    runs = []
+    for seed in range(3):
+        runs += [
+            run("lowrank", 1, 0.50, seed, **sel(0.5)),
+            run("sine_lowrank", 1, 0.90, seed, 400.0, **sel(0.6)),  # best on test
+            run("sine_lowrank", 1, 0.70, seed, 200.0, **sel(0.8)),  # best on validation
+        ]
+    root = write(tmp_path / "runs", runs)
+    assert shares_main([str(root), "--task", "bof", "--data", "lucy", "--rank", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen on validation" in printed
+    assert "sine_lowrank ω 400 (3 seeds): 200 % [200, 200] of sine_lowrank ω 200's gain" in printed

@@ -156,7 +156,8 @@ def share(
         best = v[:, index].mean(axis=-1).argmax(axis=0)
         ceiling = np.take_along_axis(c[:, index].mean(axis=-1), best[None], axis=0)[0]
         base = p[index].mean(axis=-1)
-        return (a[index].mean(axis=-1) - base) / (ceiling - base), ceiling - base
+        with np.errstate(divide="ignore", invalid="ignore"):  # no gain: dropped below
+            return (a[index].mean(axis=-1) - base) / (ceiling - base), ceiling - base
 
     whole = np.arange(len(seeds))
     value, gain = shares(whole)
