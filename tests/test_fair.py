@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import run
 from sinelr import provenance
@@ -27,7 +28,8 @@ from tasks.nerf.data import LLFFDataModule
 from tasks.vision.data import Augment, VisionDataModule
 from tests.helpers import compose_config, run_in_process
 from tests.test_nerf import write_scene
-from tests.test_vision import write_mnist
+from tests.test_sweeps import multirun, sweep_results
+from tests.test_vision import write_cifar100, write_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ("task=bof", "rank=1", "omega=200", "preset=smoke")
@@ -83,9 +85,7 @@ def test_a_search_maximises_the_validation_metric_not_the_test_metric():
         selection=Selection("val/acc", 0.4, True, True),
     )  # fmt: skip
     assert run.search_value(result) == 0.4
-    assert RunResult.from_json(result.to_json()).selection == (
-        result.selection
-    )
+    assert RunResult.from_json(result.to_json()).selection == (result.selection)
 
 
 @pytest.mark.parametrize("dataset", ["vit_cifar", "convnext_cifar", "vit_imagenet"])
@@ -149,3 +149,22 @@ def test_glue_picks_its_best_epoch_on_validation_held_out_of_the_scored_examples
 
 def test_bof_cannot_validate_apart():
     assert not build_task(compose_config(*SMOKE)).validates_apart
+
+
+@pytest.mark.slow
+def test_omega_optuna_maximises_the_validation_metric(tmp_path):
+    """Optuna maximises what run.py returns: each trial's results.json ``selection`` (val/acc on
+    images held out of training), not its test accuracy."""
+    write_cifar100(tmp_path / "no-data")
+    sweep = tmp_path / "sweep"
+    proc = multirun(
+        "task=vit_cifar", "preset=smoke", "hparams_search=omega_optuna", "task.val_fraction=0.25",
+        "hydra.sweeper.n_trials=3", sweep_dir=sweep,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trials = list(sweep_results(sweep).values())
+    assert len(trials) == 3
+    for trial in trials:
+        assert trial["selection"]["name"] == "val/acc" and trial["selection"]["independent"]
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert best.best_value == max(t["selection"]["value"] for t in trials)
