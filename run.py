@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
     from sinelr.results import RunResult
@@ -79,6 +79,7 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     try:
         result = run(cfg, hydra_cfg.runtime.output_dir)
+        return search_value(result, OmegaConf.select(hydra_cfg, "sweeper.direction"))
     except INPUT_ERRORS as error:
         if not is_input_error(error) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -86,14 +87,27 @@ def main(cfg: DictConfig) -> float | None:
             raise RunFailed(f"{type(error).__name__}: {error}") from None
         print(f"error: {error}", file=sys.stderr)
         sys.exit(INPUT_ERROR_EXIT)
-    return search_value(result)
 
 
-def search_value(result: RunResult) -> float | None:
+def search_value(result: RunResult, direction: str | None = None) -> float | None:
     """What a sweeper optimising the job's return value (``hparams_search=omega_optuna``) reads:
     results.json's ``selection``, the validation metric, never the test metric reported beside
-    it. A run with no selection (a dry run) returns its metric, which is then None too."""
-    return result.selection.value if result.selection is not None else result.metric.value
+    it; None for a run without one (a dry run, or a result written before selections were
+    recorded, which a search must not read the test metric of).
+
+    ``direction`` (the sweeper's ``maximize``/``minimize``, where it has one) must agree with
+    the selection's: commonsense selects on ``val/loss``, and maximising it would search for the
+    worst setting.
+    """
+    if result.selection is None:
+        return None
+    wanted = "maximize" if result.selection.higher_is_better else "minimize"
+    if direction is not None and direction != wanted:
+        raise ValueError(
+            f"hydra.sweeper.direction={direction}, but {result.selection.name} (results.json's "
+            f"selection) wants {wanted}: add hydra.sweeper.direction={wanted}"
+        )
+    return result.selection.value
 
 
 if __name__ == "__main__":

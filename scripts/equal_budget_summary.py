@@ -19,24 +19,41 @@ from pathlib import Path
 
 from hydra_plugins.sinelr_sweeper.table_sweeper import canonical_job
 from sinelr.equal_budget import merged
+from sinelr.keys import override_key
 from sinelr.report.stats import gap, mean_interval
 
 SINE = "sine"  # the arm every other arm is compared with
 #: Overrides of a cell that do not tell it from the sweep's other cells.
 UNSHOWN = ("+", "preset=", "skip_done=", "trainer.enable_progress_bar=")
+#: Overrides that do not change what a job computes (conf/hydra/default.yaml's exclude_keys).
+NOT_COMPUTED = {
+    "experiment", "skip_done", "resume", "ckpt_path", "logger", "paths.data_dir",
+    "paths.cache_dir", "paths.runs_dir", "trainer.enable_progress_bar", "hparams_search",
+}  # fmt: skip
 
 
-def test_runs(sweep: Path, cell: list[str], winner: list[str]) -> list[dict]:
-    """The completed test runs of ``winner`` in ``cell``, by seed: each test job's overrides as
-    typed (``provenance.command``) hold the cell's and the winner's."""
-    expected = set(canonical_job(merged(cell, winner)))
-    runs = []
-    for path in sorted((sweep / "test").glob("*/results.json")):
-        result = json.loads(path.read_text())
-        command = set(result.get("provenance", {}).get("command", []))
-        if result["status"] == "completed" and expected <= command:
-            runs.append(result)
-    return sorted(runs, key=lambda r: r["seed"])
+def computed(overrides: list[str] | set[str]) -> set[str]:
+    """The overrides that change what a job computes: not ``skip_done``, the logger, paths, ...
+    (those Hydra's ``override_dirname`` leaves out, conf/hydra/default.yaml)."""
+    return {o for o in overrides if override_key(o).lstrip("+") not in NOT_COMPUTED}
+
+
+def test_runs(sweep: Path, cell: list[str], arm: dict) -> list[dict]:
+    """The completed test runs of an arm's winner, by seed: the directories the sweeper
+    recorded, or (a record without them) each test job whose overrides as typed
+    (``provenance.command``) hold the cell's and the winner's."""
+    if "tests" in arm:
+        paths = [Path(d) / "results.json" for d in arm["tests"]]
+        runs = [json.loads(p.read_text()) for p in paths if p.is_file()]
+    else:
+        expected = computed(canonical_job(merged(cell, arm["winner"])))
+        runs = [
+            result
+            for path in sorted((sweep / "test").glob("*/results.json"))
+            if expected <= computed((result := json.loads(path.read_text()))
+                                    .get("provenance", {}).get("command", []))
+        ]  # fmt: skip
+    return sorted((r for r in runs if r["status"] == "completed"), key=lambda r: r["seed"])
 
 
 def stable_rank(result: dict) -> float | None:
@@ -52,7 +69,11 @@ def cell_tables(sweep: Path, scale: float) -> list[str]:
         shown = (o for o in cell["cell"] if not o.startswith(UNSHOWN))
         cell_name = " ".join(shown)
         lines += [f"**{sweep.name}** ({cell_name}), search seeds {record['search_seeds']}:", ""]
-        lines += ["| arm | trial | validation |", "|---|---|---:|"]
+        independent = all(
+            t.get("independent", True) for a in cell["arms"].values() for t in a["trials"]
+        )
+        column = "selection (validation)" if independent else "selection (test: no data apart)"
+        lines += [f"| arm | trial | {column} |", "|---|---|---:|"]
         for arm, data in cell["arms"].items():
             for trial in data["trials"]:
                 mark = "**" if trial["overrides"] == data["winner"] else ""
@@ -64,13 +85,15 @@ def cell_tables(sweep: Path, scale: float) -> list[str]:
             "|---|---|---|---|---:|---|",
         ]
         tested = {
-            arm: test_runs(sweep, cell["cell"], d["winner"]) for arm, d in cell["arms"].items()
+            arm: test_runs(sweep, cell["cell"], d) if d["winner"] else []
+            for arm, d in cell["arms"].items()
         }
         sine = tested.get(SINE, [])
         for arm, runs in tested.items():
             values = [r["metric"]["value"] for r in runs]
             if not values:
-                lines.append(f"| {arm} | {' '.join(cell['arms'][arm]['winner'])} | not run | | | |")
+                winner = " ".join(cell["arms"][arm]["winner"] or ["none (every trial failed)"])
+                lines.append(f"| {arm} | {winner} | not run | | | |")
                 continue
             std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
             interval = mean_interval(values)

@@ -39,6 +39,7 @@ def print_shares(
     method: str,
     tests: dict[tuple, dict[int, float]],
     selections: dict[tuple, dict[int, float]],
+    directions: dict[str, bool],
 ) -> None:
     """The shares of every multi-seed cell of the sine method ``method`` against its plain
     twin (``sine_lora`` against ``lora``), the ceiling among its given-ω cells."""
@@ -57,7 +58,10 @@ def print_shares(
         + ("chosen on validation" if on_validation else "chosen on the test metric itself")
     )
     for key in cells:
-        found = share(plain, tests[key], [tests[k] for k in candidates], chosen_by)
+        found = share(
+            plain, tests[key], [tests[k] for k in candidates], chosen_by,
+            directions.get("metric", True), directions.get("chosen"),
+        )  # fmt: skip
         text = "no share (fewer than two seeds in common, or no gain over plain)"
         if found is not None:
             text = f"{found.text()} of {label(*candidates[found.ceiling])}'s gain"
@@ -70,25 +74,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", required=True)
     parser.add_argument("--data", required=True, help="the data item (shape, scene, data set)")
     parser.add_argument("--rank", type=int, required=True)
+    parser.add_argument("--preset", help="only runs of this preset (NeRF: mini or midi)")
     args = parser.parse_args(argv)
 
     tests: dict[tuple, dict[int, float]] = defaultdict(dict)
     selections: dict[tuple, dict[int, float]] = defaultdict(dict)
+    where: dict[tuple, str] = {}
+    directions: dict[str, bool] = {}
     for r in load_results(args.paths):
         if (r["task"], data_name(r), r["rank"]) != (args.task, args.data, args.rank):
             continue
+        if args.preset is not None and r["preset"] != args.preset:
+            continue
         key = (r["method"], *row_omega(r))
+        if r["seed"] in tests[key]:  # two runs of one cell and seed: a different setting
+            first = where[(*key, r["seed"])]
+            again = r.get("output_dir", "?")
+            print(f"error: {label(*key)} seed {r['seed']} ran twice ({first} and {again}): "
+                  "narrow the paths or give --preset", file=sys.stderr)  # fmt: skip
+            return 2
+        where[(*key, r["seed"])] = r.get("output_dir", "?")
         tests[key][r["seed"]] = r["metric"]["value"]
         selection = r.get("selection") or {}
         if selection.get("independent") and selection.get("value") is not None:
             selections[key][r["seed"]] = selection["value"]
+            directions["chosen"] = selection["higher_is_better"]
+        directions["metric"] = r["metric"]["higher_is_better"]
     sines = sorted({k[0] for k in tests if k[0].startswith(SINE_PREFIX)})
     if not sines:
         print(f"error: no sine runs for {args.task} {args.data} k={args.rank} under the paths "
               "given", file=sys.stderr)  # fmt: skip
         return 2
     for method in sines:
-        print_shares(args, method, tests, selections)
+        print_shares(args, method, tests, selections, directions)
     return 0
 
 

@@ -14,7 +14,15 @@ from scipy import stats
 from hydra_plugins.sinelr_sweeper.equal_budget_sweeper import EqualBudgetSweeper
 from scripts.equal_budget_summary import main as summary_main
 from scripts.report import main as report_main
-from sinelr.equal_budget import ProtocolError, Trial, best_trial, merged, read_selection, reason
+from sinelr.equal_budget import (
+    ProtocolError,
+    Trial,
+    best_trial,
+    merged,
+    read_selection,
+    reason,
+    score,
+)
 from tests.helpers import compose_config
 
 
@@ -58,10 +66,19 @@ def test_read_selection_takes_the_validation_metric_of_a_completed_run_only(tmp_
     (tmp_path / "results.json").write_text(
         json.dumps({"status": "completed", "selection": selection, "metric": {"value": 0.9}})
     )
-    assert read_selection(tmp_path) == ("val/acc", 0.7, True)
+    assert read_selection(tmp_path) == selection
     (tmp_path / "results.json").write_text(json.dumps({"status": "failed", "selection": selection}))
-    assert read_selection(tmp_path) == ("val/acc", None, True)
-    assert read_selection(tmp_path / "missing") == (None, None, True)
+    assert read_selection(tmp_path) == {**selection, "value": None}
+    assert read_selection(tmp_path / "missing") == {}
+
+
+def test_a_trial_says_whether_its_selection_was_apart_from_the_test_data():
+    held_out = {"name": "val/acc", "value": 0.7, "higher_is_better": True, "independent": True}
+    fitted = {"name": "test/iou", "value": 0.9, "higher_is_better": True, "independent": False}
+    assert score(["omega=30"], [held_out, held_out]).independent
+    assert not score(["omega=30"], [fitted]).independent
+    failed = score(["omega=30"], [held_out, {}])  # one seed wrote nothing: the trial failed
+    assert failed.selection == "val/acc" and failed.scores == [0.7, None] and failed.mean is None
 
 
 def sweeper(**overrides) -> EqualBudgetSweeper:
@@ -145,13 +162,20 @@ def test_the_summary_pairs_each_arms_winner_with_the_sine_by_seed(tmp_path, caps
             ]} for arm, w in winners.items()
         }}],
     }  # fmt: skip
+    # The plain arm's test directories are recorded (as the sweeper does); the sine's are not (a
+    # record from before it did), so its runs are found by their commands.
+    record["cells"][0]["arms"]["plain"]["tests"] = [
+        str(tmp_path / "test" / f"plain{seed}") for seed in (1, 2, 3)
+    ]
     (tmp_path / "equal_budget.json").write_text(json.dumps(record))
     scores = {"plain": [0.70, 0.72, 0.71], "sine": [0.80, 0.83, 0.81]}
     for arm, values in scores.items():
         for seed, value in zip((1, 2, 3), values, strict=True):
             run_dir = tmp_path / "test" / f"{arm}{seed}"
             run_dir.mkdir(parents=True)
-            command = [*cell, *winners[arm], f"seed={seed}"]
+            # The sine's runs were typed with overrides that change nothing they compute.
+            extra = ["skip_done=true", "logger=csv"] if arm == "sine" else []
+            command = [*cell, *winners[arm], f"seed={seed}", *extra]
             result = {"status": "completed", "seed": seed, "metric": {"value": value},
                       "provenance": {"command": command}, "diagnostics": {}}  # fmt: skip
             (run_dir / "results.json").write_text(json.dumps(result))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -59,7 +60,23 @@ def test_a_run_records_its_provenance_outside_its_fingerprint(tmp_path):
 
 
 def test_git_state_outside_a_checkout_is_null(tmp_path):
-    assert provenance.git_state(tmp_path) == {"commit": None, "dirty": None}
+    assert provenance.git_state(tmp_path / "provenance.py") == {"commit": None, "dirty": None}
+
+
+@pytest.mark.skipif(not _in_checkout(), reason="needs a git checkout of sinelr")
+def test_code_installed_inside_a_checkout_but_not_tracked_there_has_no_commit(tmp_path):
+    """A wheel installed into a virtual environment inside some checkout (this one, or a user's
+    project) is not the code of that checkout's HEAD."""
+    installed = ROOT / "outputs" / f"site-packages-{tmp_path.name}" / "sinelr"
+    installed.mkdir(parents=True)
+    try:
+        copy = installed / "provenance.py"
+        copy.write_text(Path(provenance.__file__).read_text())
+        assert provenance.git_state(copy) == {"commit": None, "dirty": None}
+        tracked = provenance.git_state(Path(provenance.__file__))
+        assert re.fullmatch(r"[0-9a-f]{40}", tracked["commit"])
+    finally:
+        shutil.rmtree(installed.parent)
 
 
 def test_skip_done_keeps_the_first_runs_provenance_and_a_continued_run_gets_its_own(tmp_path):
@@ -71,6 +88,9 @@ def test_skip_done_keeps_the_first_runs_provenance_and_a_continued_run_gets_its_
     continued = run_in_process(tmp_path, *SMOKE, "skip_done=true")
     assert continued["resumed_from"] and continued["metric"] == first["metric"]
     assert continued["provenance"]["started_at"] >= first["provenance"]["finished_at"]
+    # The part before the cut keeps its own record: a run resumed at another commit or on
+    # another machine says so.
+    assert continued["provenance"]["resumed"] == [first["provenance"]]
 
 
 def test_bof_selects_on_its_test_metric_and_says_so(tmp_path):
@@ -108,7 +128,8 @@ def test_vision_validation_is_held_out_of_training_and_never_the_test_split(tmp_
     )  # fmt: skip
     data.setup("fit")
     train, val, test = (data.splits[name].source for name in ("train", "val", "test"))
-    assert val.source is train.source and test is not train.source
+    assert val.source is train.source
+    assert len(test) == 10 and len(train.source) == 40  # write_mnist's 50 images, split 80/20
     held, kept = set(val.indices.tolist()), set(train.indices.tolist())
     assert not held & kept and len(held | kept) == len(train.source)
     assert len(held) == round(0.25 * len(train.source))
@@ -168,3 +189,28 @@ def test_omega_optuna_maximises_the_validation_metric(tmp_path):
         assert trial["selection"]["name"] == "val/acc" and trial["selection"]["independent"]
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     assert best.best_value == max(t["selection"]["value"] for t in trials)
+    # Only telling if validation and test disagree somewhere (12 and 40 images: they do).
+    assert any(t["selection"]["value"] != t["metric"]["value"] for t in trials)
+
+
+def test_a_search_in_the_wrong_direction_for_its_selection_is_refused():
+    loss = RunResult(
+        task="commonsense", method="lora", rank=8, omega=None, adapter="lora", seed=0,
+        preset="smoke", metric=Metric("test/acc", 0.5, True), status="completed",
+        selection=Selection("val/loss", 1.2, False, True),
+    )  # fmt: skip
+    assert run.search_value(loss, "minimize") == 1.2
+    with pytest.raises(ValueError, match=r"add hydra\.sweeper\.direction=minimize"):
+        run.search_value(loss, "maximize")
+    old = RunResult.from_json({**loss.to_json(), "selection": None})  # before selections
+    assert old.selection is None and run.search_value(old, "maximize") is None
+
+
+def test_validating_apart_with_validation_turned_off_is_refused_before_training(tmp_path):
+    write_mnist(tmp_path / "no-data")
+    with pytest.raises(ValueError, match=r"trainer\.limit_val_batches=0 turns validation off"):
+        run_in_process(
+            tmp_path, "task=vit_cifar", "task.dataset=mnist", "preset=smoke", "rank=1",
+            f"paths.data_dir={tmp_path / 'no-data'}", "trainer.limit_val_batches=0",
+        )  # fmt: skip
+    assert json.loads((tmp_path / RESULTS_FILE).read_text())["steps"] == 0

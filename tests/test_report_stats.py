@@ -269,7 +269,8 @@ def test_the_shares_script_chooses_the_ceiling_on_validation_where_runs_record_i
     """Two candidates: ω 400 is best on test, ω 200 on validation; the script must take 200."""
 
     def sel(value: float) -> dict:
-        return {"selection": {"name": "val/iou", "value": value, "independent": True}}
+        selection = {"name": "val/iou", "value": value, "higher_is_better": True}
+        return {"selection": {**selection, "independent": True}}
 
     runs = []
     for seed in range(3):
@@ -283,3 +284,16 @@ def test_the_shares_script_chooses_the_ceiling_on_validation_where_runs_record_i
     printed = capsys.readouterr().out
     assert "chosen on validation" in printed
     assert "sine_lowrank ω 400 (3 seeds): 200 % [200, 200] of sine_lowrank ω 200's gain" in printed
+
+
+def test_a_lower_is_better_selection_chooses_the_lowest_validation_loss():
+    plain = {0: 0.5, 1: 0.5}
+    arm = {0: 0.6, 1: 0.6}
+    first, second = {0: 0.9, 1: 0.9}, {0: 0.7, 1: 0.7}
+    losses = [{0: 2.0, 1: 2.0}, {0: 1.0, 1: 1.0}]  # the second has the lower validation loss
+    found = share(plain, arm, [first, second], losses, chosen_higher_is_better=False)
+    assert found.ceiling == 1 and found.value == pytest.approx(0.5)
+    # A lower-is-better metric: the same numbers negated give the same share.
+    negated = share({0: -0.5, 1: -0.5}, {0: -0.6, 1: -0.6}, [{0: -0.7, 1: -0.7}],
+                    higher_is_better=False)  # fmt: skip
+    assert negated.value == pytest.approx(0.5)

@@ -66,6 +66,12 @@ def test_experiment_composes_and_its_sweep_parses(experiment: str, preset: str):
     parser = OverridesParser.create()
     overrides = parser.parse_overrides([f"{key}={value}" for key, value in params.items()])
     (jobs,) = TableSweeper.split_arguments(overrides, None)
+    arms = cfg.hydra.sweeper.get("arms")
+    if arms:  # the equal-budget protocol: its arms' trials are the jobs of each cell
+        jobs = [
+            [*jobs[-1], *(f"{key}={str(values).split(',')[-1]}" for key, values in arm.items())]
+            for arm in arms.values()
+        ]
     assert len(jobs) >= 2
     # Each job's overrides are legal for the composed config (keys exist, groups have options).
     compose_config(f"+experiment={experiment}", f"preset={preset}", *jobs[-1])

@@ -117,8 +117,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         result.error = f"{type(error).__name__}: {error}"
         raise
     finally:
-        result.provenance = provenance.collect(command_line(), trainer_precision(cfg), started_at)
-        finalise(cfg, result, model, output_dir, start)
+        finalise(cfg, result, model, output_dir, start, started_at)
 
 
 def command_line() -> list[str]:
@@ -207,14 +206,26 @@ def selection(task: Task, metrics: dict[str, float]) -> Selection:
 
 
 def finalise(
-    cfg: DictConfig, result: RunResult, model: nn.Module | None, output_dir: Path, start: float
+    cfg: DictConfig,
+    result: RunResult,
+    model: nn.Module | None,
+    output_dir: Path,
+    start: float,
+    started_at: str,
 ) -> None:
     """Record the run, whatever its outcome: rank diagnostics of a completed one, the wall
-    time, results.json (rank 0 only under DDP), and W&B if asked for."""
+    time, the provenance (with each earlier part's, for a resumed run), results.json (rank 0
+    only under DDP), and W&B if asked for."""
     if model is not None and result.status == "completed":
         result.diagnostics = {"rank": gathered_rank_diagnostics(model)}
         _log_diagnostics(result.diagnostics["rank"])
     record_omegas(result, model)  # a learnt ω as it ended
+    earlier = []
+    if result.resumed_from is not None:  # <run dir>/checkpoints/last.ckpt: that run's record
+        earlier = provenance.earlier_parts(Path(result.resumed_from).parents[1] / RESULTS_FILE)
+    result.provenance = provenance.collect(
+        command_line(), trainer_precision(cfg), started_at, earlier
+    )
     result.wall_time_s = time.perf_counter() - start
     if rank_zero_only.rank == 0:
         path = result.write(output_dir)

@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra.errors import CompactHydraException
 
@@ -20,7 +21,8 @@ from sinelr.keys import override_key
 
 
 class ProtocolError(CompactHydraException):
-    """The protocol as configured cannot be fair (unequal budgets, a seed searched and tested)."""
+    """The protocol cannot be run fairly as configured (unequal budgets, a seed both searched
+    and tested), or an arm has no trial to choose (every one failed)."""
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Trial:
     selection: str | None
     scores: list[float | None]
     higher_is_better: bool = True
+    #: Whether ``selection`` is scored on data apart from the test data (bof: it is not).
+    independent: bool = True
 
     @property
     def mean(self) -> float | None:
@@ -69,16 +73,30 @@ def reason(winner: Trial, trials: Sequence[Trial]) -> str:
     return line + (f"; {failed} trial(s) failed" if failed else "")
 
 
-def read_selection(output_dir: Path) -> tuple[str | None, float | None, bool]:
-    """``selection`` of the results.json in ``output_dir``: name, value (None unless completed)
-    and direction."""
+def read_selection(output_dir: Path) -> dict[str, Any]:
+    """``selection`` of the results.json in ``output_dir`` (name, value, higher_is_better,
+    independent), its value None unless the run completed; empty where there is none."""
     try:
         data = json.loads((output_dir / "results.json").read_text())
     except (OSError, ValueError):
-        return None, None, True
-    selection = data.get("selection") or {}
-    value = selection.get("value") if data.get("status") == "completed" else None
-    return selection.get("name"), value, selection.get("higher_is_better", True)
+        return {}
+    selection = dict(data.get("selection") or {})
+    if data.get("status") != "completed":
+        selection["value"] = None
+    return selection
+
+
+def score(setting: list[str], selections: Sequence[dict[str, Any]]) -> Trial:
+    """``setting`` as a trial, from the selections of its runs at the search seeds."""
+    found = [s for s in selections if s.get("name")]
+    first = found[0] if found else {}
+    return Trial(
+        setting,
+        first.get("name"),
+        [s.get("value") for s in selections],
+        first.get("higher_is_better", True),
+        all(s.get("independent", False) for s in found) if found else False,
+    )
 
 
 def merged(cell: Sequence[str], setting: Sequence[str]) -> list[str]:

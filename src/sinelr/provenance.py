@@ -10,6 +10,7 @@ same run, and ``skip_done`` must still find it.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -41,13 +42,15 @@ def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def git_state(directory: Path) -> dict[str, Any]:
-    """``commit`` (40 hex) and ``dirty`` of the checkout holding ``directory``; both None outside
-    one (an installed wheel, a copied tree) or where git is missing.
+def git_state(source: Path) -> dict[str, Any]:
+    """``commit`` (40 hex) and ``dirty`` of the checkout ``source`` (a file of the running code)
+    is tracked in; both None where it is not tracked (an installed wheel, even one installed
+    into a virtual environment inside some checkout; a copied tree) or git is missing.
 
     ``dirty`` counts tracked files only: the runs a sweep writes into the tree are not changes
     to the code that produced them.
     """
+    directory = source.parent
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -55,6 +58,7 @@ def git_state(directory: Path) -> dict[str, Any]:
         ).stdout.strip()
 
     try:
+        git("ls-files", "--error-unmatch", source.name)  # fails unless git tracks this code
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
@@ -110,14 +114,21 @@ def versions() -> dict[str, str | None]:
     return {"python": platform.python_version(), **found, "torch": torch.__version__}
 
 
-def collect(command: list[str], precision: str | None, started_at: str) -> dict[str, Any]:
+def collect(
+    command: list[str],
+    precision: str | None,
+    started_at: str,
+    earlier: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """results.json's ``provenance`` for a run started at ``started_at`` and ending now.
 
     ``command`` is the run's overrides as typed; ``precision`` the trainer's (``bf16-mixed``,
-    ``32-true``, ...), None for a task without a trainer.
+    ``32-true``, ...), None for a task without a trainer. ``earlier``: the provenance of each
+    earlier part of a resumed run, oldest first, so that a run trained at two commits or on two
+    machines says so (``resumed``).
     """
-    return {
-        "git": git_state(Path(__file__).resolve().parent),
+    record = {
+        "git": git_state(Path(__file__).resolve()),
         "started_at": started_at,
         "finished_at": utc_now(),
         "machine": machine(),
@@ -125,3 +136,19 @@ def collect(command: list[str], precision: str | None, started_at: str) -> dict[
         "precision": precision,
         "command": list(command),
     }
+    if earlier:
+        record["resumed"] = earlier
+    return record
+
+
+def earlier_parts(results_file: Path) -> list[dict[str, Any]]:
+    """The provenance of every part of the run whose results.json is ``results_file`` (a run cut
+    short and now resumed), oldest first; empty where there is none to read."""
+    try:
+        previous = json.loads(results_file.read_text()).get("provenance")
+    except (OSError, ValueError):
+        return []
+    if not previous:
+        return []
+    parts = previous.pop("resumed", [])
+    return [*parts, previous]

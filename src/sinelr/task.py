@@ -70,6 +70,8 @@ class Task(abc.ABC):
 
     @property
     def selection_higher_is_better(self) -> bool:
+        """The selection metric's direction: the headline's, unless the task selects on
+        something else (a loss)."""
         return self.higher_is_better
 
     @property
@@ -113,10 +115,6 @@ class LightningTask(Task):
     #: them to ``trainer.max_epochs``.
     epochs: int | None = None
 
-    @property
-    def validates_apart(self) -> bool:
-        return True
-
     @abc.abstractmethod
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> L.LightningModule: ...
 
@@ -137,6 +135,11 @@ class LightningTask(Task):
         data = self.datamodule(ctx)
         trainer = ctx.make_trainer(callbacks=list(self.callbacks(ctx)), **self.trainer_overrides())
         require_one_step_per_batch(trainer, self.name)
+        if self.validates_apart and trainer.limit_val_batches == 0:
+            raise ValueError(
+                f"{self.name} selects on {self.selection_metric}, but trainer.limit_val_batches=0 "
+                "turns validation off: drop that override"
+            )
         trainer.fit(module, datamodule=data, ckpt_path=ctx.ckpt_path)
         metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ values
         if self.validates_apart:

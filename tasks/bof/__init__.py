@@ -3,6 +3,11 @@
 A mesh becomes a solid occupancy grid at ``R³``; a Gaussian-activated MLP learns it; the score
 is the IoU of the thresholded prediction over the whole grid, and the predicted surface is
 saved as ``surface.ply`` beside results.json.
+
+The task is to fit one shape, so the fit is the score: the grid it validates on is the grid it
+is scored on, and the task does not claim to validate apart (``Task.validates_apart``): a
+setting chosen on it is chosen on the reported number, which results.json's ``selection`` and
+the report say.
 """
 
 from __future__ import annotations
@@ -26,13 +31,6 @@ from tasks.bof.shapes import find_mesh
 class BofTask(LightningTask):
     metric = "test/iou"
     data_key = "shape"
-
-    @property
-    def validates_apart(self) -> bool:
-        # The task is to fit one shape, so the fit is the score: the grid it validates on is the
-        # grid it is scored on, and a setting chosen on it is chosen on the reported number
-        # (docs/tasks.md says so; the report marks such a selection).
-        return False
 
     def __init__(
         self,

@@ -81,10 +81,15 @@ class CommonsenseTask(LightningTask):
         self.dtype = weights_dtype(dtype)
         self._tokenizer = None
 
-    #: DoRA's recipe validates by the loss on held-out training examples; generating answers
-    #: for them would cost what scoring a test set does.
-    selection_metric = "val/loss"
-    selection_higher_is_better = False
+    @property
+    def selection_metric(self) -> str:
+        # DoRA's recipe validates by the loss on held-out training examples; generating answers
+        # for them would cost what scoring a test set does.
+        return "val/loss"
+
+    @property
+    def selection_higher_is_better(self) -> bool:
+        return False
 
     @property
     def validates_apart(self) -> bool:

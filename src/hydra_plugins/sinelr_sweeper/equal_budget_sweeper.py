@@ -38,11 +38,11 @@ from hydra_plugins.sinelr_sweeper.table_sweeper import (
 )
 from sinelr.equal_budget import (
     ProtocolError,
-    Trial,
     best_trial,
     merged,
     read_selection,
     reason,
+    score,
 )
 from sinelr.io import atomic_write_json
 from sinelr.keys import override_key
@@ -132,59 +132,65 @@ class EqualBudgetSweeper(BasicSweeper):
             tuple(overrides): Path(OmegaConf.select(r.hydra_cfg, "hydra.runtime.output_dir"))
             for overrides, r in zip(searches, returns[0], strict=True)
         }
-        record: list[dict[str, Any]] = []
+        record = {
+            "protocol": "equal tuning budget: each arm's trials at search_seeds, chosen on "
+            "results.json's selection (the validation metric where independent is true), then "
+            "the winner at seeds, scored on test",
+            "search_seeds": self.search_seeds,
+            "seeds": self.seeds,
+            "trials_per_arm": len(next(iter(trials.values()))),
+            "cells": [],
+        }
         tests: list[list[str]] = []
+        owners: list[dict[str, Any]] = []  # the arm record each test job reports to
         for cell in cells:
-            arms = {}
+            arms: dict[str, Any] = {}
             for name, settings in trials.items():
                 scored = [
-                    self._trial(
-                        dirs,
-                        [job(SEARCH, cell, *s, f"seed={seed}") for seed in self.search_seeds],
+                    score(
                         s,
+                        [
+                            read_selection(dirs[tuple(job(SEARCH, cell, *s, f"seed={seed}"))])
+                            for seed in self.search_seeds
+                        ],
                     )
                     for s in settings
                 ]
-                winner = best_trial(scored)
+                trials_record = [asdict(t) | {"mean": t.mean} for t in scored]
+                try:
+                    winner = best_trial(scored)
+                except ProtocolError as error:  # this cell's arm has nothing to test
+                    log.warning("%s %s: %s", " ".join(cell), name, error)
+                    arms[name] = {"winner": None, "why": str(error), "trials": trials_record}
+                    continue
                 why = reason(winner, scored)
                 log.info(
                     "%s %s: %s wins, %s", " ".join(cell), name, " ".join(winner.overrides), why
                 )
-                arms[name] = {
-                    "winner": winner.overrides,
-                    "why": why,
-                    "trials": [asdict(t) | {"mean": t.mean} for t in scored],
-                }
-                tests += [job(TEST, cell, *winner.overrides, f"seed={s}") for s in self.seeds]
-            record.append({"cell": cell, "arms": arms})
-            atomic_write_json(sweep_dir / RECORD, self._record(record))
+                arms[name] = {"winner": winner.overrides, "why": why, "trials": trials_record}
+                arms[name]["tests"] = []
+                for seed in self.seeds:
+                    tests.append(job(TEST, cell, *winner.overrides, f"seed={seed}"))
+                    owners.append(arms[name])
+            record["cells"].append({"cell": cell, "arms": arms})
+            atomic_write_json(sweep_dir / RECORD, record)
         returns.append(self._launch(tests, len(searches)))
-        failed = [r for batch in returns for r in batch if r.status != JobStatus.COMPLETED]
-        if failed:
-            raise MultirunFailed(failure_report(failed, len(searches) + len(tests)))
+        for owner, ret in zip(owners, returns[-1], strict=True):
+            owner["tests"].append(OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir"))
+        atomic_write_json(sweep_dir / RECORD, record)
+        # A diverged search trial is part of the protocol (it ranks last); a failed test run or
+        # an arm with no trial left is not.
+        failed = [r for r in returns[-1] if r.status != JobStatus.COMPLETED]
+        unchosen = [
+            f"{' '.join(c['cell'])} {name}: {arm['why']}"
+            for c in record["cells"]
+            for name, arm in c["arms"].items()
+            if arm["winner"] is None
+        ]
+        if failed or unchosen:
+            lines = [failure_report(failed, len(tests))] if failed else []
+            raise MultirunFailed("\n".join([*lines, *unchosen]))
         return returns
-
-    def _record(self, cells: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "protocol": "equal tuning budget: each arm's trials at search_seeds, chosen on the "
-            "validation metric (results.json selection), then the winner at seeds",
-            "search_seeds": self.search_seeds,
-            "seeds": self.seeds,
-            "trials_per_arm": len(next(iter(self.arm_trials().values()))),
-            "cells": cells,
-        }
-
-    @staticmethod
-    def _trial(
-        dirs: Mapping[tuple[str, ...], Path], jobs: Sequence[list[str]], setting: list[str]
-    ) -> Trial:
-        """``setting`` scored at the search seeds (``jobs``; ``dirs``: where each job ran)."""
-        names, scores, direction = set(), [], True
-        for overrides in jobs:
-            name, value, direction = read_selection(dirs[tuple(overrides)])
-            names.add(name)
-            scores.append(value)
-        return Trial(setting, next(iter(names - {None}), None), scores, direction)
 
     def _launch(self, jobs: list[list[str]], first: int) -> Sequence[JobReturn]:
         assert self.launcher is not None

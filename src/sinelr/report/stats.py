@@ -128,6 +128,8 @@ def share(
     arm: dict[int, float],
     candidates: Sequence[dict[int, float]],
     chosen_by: Sequence[dict[int, float]] | None = None,
+    higher_is_better: bool = True,
+    chosen_higher_is_better: bool | None = None,
 ) -> Share | None:
     """The share of the best candidate's gain that ``arm`` recovers, each a ``seed → value`` map.
 
@@ -138,6 +140,8 @@ def share(
     pairing by seed), and chooses the ceiling again in each, so the choice's luck is in the
     interval; the 2.5th and 97.5th percentiles of the resamples whose ceiling gains over plain.
     None where the seeds shared are fewer than two or the ceiling does not gain over plain.
+    ``higher_is_better`` is the values' direction, ``chosen_higher_is_better`` that of
+    ``chosen_by`` (a validation loss: False; None: the values').
     """
     chosen_by = chosen_by if chosen_by is not None else candidates
     maps = [plain, arm, *candidates, *chosen_by]
@@ -148,9 +152,15 @@ def share(
     def table(m: dict[int, float]) -> np.ndarray:
         return np.array([m[s] for s in seeds])
 
-    p, a = table(plain), table(arm)
-    c = np.stack([table(m) for m in candidates])
-    v = np.stack([table(m) for m in chosen_by])
+    # Negated where lower is better: the best is then the largest, the gain positive, and the
+    # ratio of two gains unchanged.
+    sign = 1.0 if higher_is_better else -1.0
+    chosen_sign = (
+        sign if chosen_higher_is_better is None else (1.0 if chosen_higher_is_better else -1.0)
+    )
+    p, a = sign * table(plain), sign * table(arm)
+    c = sign * np.stack([table(m) for m in candidates])
+    v = chosen_sign * np.stack([table(m) for m in chosen_by])
 
     def shares(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         best = v[:, index].mean(axis=-1).argmax(axis=0)
