@@ -56,6 +56,23 @@ def test_runs(sweep: Path, cell: list[str], arm: dict) -> list[dict]:
     return sorted((r for r in runs if r["status"] == "completed"), key=lambda r: r["seed"])
 
 
+def independent(cell: dict, tested: dict[str, list[dict]]) -> bool:
+    """Whether the trials were chosen on data apart from the test data: the record's word, or
+    (a record from before it said) the test runs' ``selection.independent``."""
+    trials = [t for arm in cell["arms"].values() for t in arm["trials"]]
+    if all("independent" in t for t in trials):
+        return all(t["independent"] for t in trials)
+    runs = [r for rs in tested.values() for r in rs]
+    return bool(runs) and all((r.get("selection") or {}).get("independent") for r in runs)
+
+
+def at_edge(arm: dict) -> bool:
+    """Whether an arm's winner is the first or last setting of a grid of three or more: its
+    best may lie outside what was searched."""
+    settings = [t["overrides"] for t in arm["trials"]]
+    return len(settings) >= 3 and arm["winner"] in (settings[0], settings[-1])
+
+
 def stable_rank(result: dict) -> float | None:
     layers = result.get("diagnostics", {}).get("rank", {})
     ranks = [d["stable_rank"] for d in layers.values()]
@@ -69,25 +86,25 @@ def cell_tables(sweep: Path, scale: float) -> list[str]:
         shown = (o for o in cell["cell"] if not o.startswith(UNSHOWN))
         cell_name = " ".join(shown)
         lines += [f"**{sweep.name}** ({cell_name}), search seeds {record['search_seeds']}:", ""]
-        independent = all(
-            t.get("independent", True) for a in cell["arms"].values() for t in a["trials"]
-        )
-        column = "selection (validation)" if independent else "selection (test: no data apart)"
+        tested = {
+            arm: test_runs(sweep, cell["cell"], d) if d["winner"] else []
+            for arm, d in cell["arms"].items()
+        }
+        column = "selection (validation)" if independent(cell, tested) else "selection (test)"
         lines += [f"| arm | trial | {column} |", "|---|---|---:|"]
         for arm, data in cell["arms"].items():
             for trial in data["trials"]:
                 mark = "**" if trial["overrides"] == data["winner"] else ""
                 mean = "failed" if trial["mean"] is None else f"{trial['mean'] * scale:.2f}"
                 lines.append(f"| {arm} | {' '.join(trial['overrides'])} | {mark}{mean}{mark} |")
+        edge = [arm for arm, d in cell["arms"].items() if at_edge(d)]
+        if edge:
+            lines += ["", f"At the edge of its grid: {', '.join(edge)} (its best may lie beyond)."]
         lines += ["", f"Winners at seeds {record['seeds']} (test):", ""]
         lines += [
             "| arm | winner | test mean ± std | 95 % interval | stable rank | sine − arm |",
             "|---|---|---|---|---:|---|",
         ]
-        tested = {
-            arm: test_runs(sweep, cell["cell"], d) if d["winner"] else []
-            for arm, d in cell["arms"].items()
-        }
         sine = tested.get(SINE, [])
         for arm, runs in tested.items():
             values = [r["metric"]["value"] for r in runs]

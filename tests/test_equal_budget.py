@@ -188,3 +188,12 @@ def test_the_summary_pairs_each_arms_winner_with_the_sine_by_seed(tmp_path, caps
     assert f"+10.33 [{mean - half:.2f}, {mean + half:.2f}]" in printed
     assert "| plain | omega=null task.lr=0.003 | 71.00 ± 1.00 (3)" in printed
     assert summary_main([str(tmp_path / "test")]) == 2  # not a sweep: one line, status 2
+
+
+def test_a_winner_at_the_edge_of_its_grid_is_flagged():
+    from scripts.equal_budget_summary import at_edge
+
+    trials = [{"overrides": [f"task.lr={lr}"]} for lr in ("1e-3", "3e-3", "1e-2")]
+    assert at_edge({"winner": ["task.lr=1e-2"], "trials": trials})
+    assert at_edge({"winner": ["task.lr=1e-3"], "trials": trials})
+    assert not at_edge({"winner": ["task.lr=3e-3"], "trials": trials})
