@@ -17,66 +17,12 @@ import statistics
 import sys
 from pathlib import Path
 
-from hydra_plugins.sinelr_sweeper.table_sweeper import canonical_job
-from sinelr.equal_budget import merged
-from sinelr.keys import override_key
+from sinelr.equal_budget import at_edge, chose_on_validation, stable_rank, winner_runs
 from sinelr.report.stats import gap, mean_interval
 
 SINE = "sine"  # the arm every other arm is compared with
 #: Overrides of a cell that do not tell it from the sweep's other cells.
 UNSHOWN = ("+", "preset=", "skip_done=", "trainer.enable_progress_bar=")
-#: Overrides that do not change what a job computes (conf/hydra/default.yaml's exclude_keys).
-NOT_COMPUTED = {
-    "experiment", "skip_done", "resume", "ckpt_path", "logger", "paths.data_dir",
-    "paths.cache_dir", "paths.runs_dir", "trainer.enable_progress_bar", "hparams_search",
-}  # fmt: skip
-
-
-def computed(overrides: list[str] | set[str]) -> set[str]:
-    """The overrides that change what a job computes: not ``skip_done``, the logger, paths, ...
-    (those Hydra's ``override_dirname`` leaves out, conf/hydra/default.yaml)."""
-    return {o for o in overrides if override_key(o).lstrip("+") not in NOT_COMPUTED}
-
-
-def test_runs(sweep: Path, cell: list[str], arm: dict) -> list[dict]:
-    """The completed test runs of an arm's winner, by seed: the directories the sweeper
-    recorded, or (a record without them) each test job whose overrides as typed
-    (``provenance.command``) hold the cell's and the winner's."""
-    if "tests" in arm:
-        paths = [Path(d) / "results.json" for d in arm["tests"]]
-        runs = [json.loads(p.read_text()) for p in paths if p.is_file()]
-    else:
-        expected = computed(canonical_job(merged(cell, arm["winner"])))
-        runs = [
-            result
-            for path in sorted((sweep / "test").glob("*/results.json"))
-            if expected <= computed((result := json.loads(path.read_text()))
-                                    .get("provenance", {}).get("command", []))
-        ]  # fmt: skip
-    return sorted((r for r in runs if r["status"] == "completed"), key=lambda r: r["seed"])
-
-
-def independent(cell: dict, tested: dict[str, list[dict]]) -> bool:
-    """Whether the trials were chosen on data apart from the test data: the record's word, or
-    (a record from before it said) the test runs' ``selection.independent``."""
-    trials = [t for arm in cell["arms"].values() for t in arm["trials"]]
-    if all("independent" in t for t in trials):
-        return all(t["independent"] for t in trials)
-    runs = [r for rs in tested.values() for r in rs]
-    return bool(runs) and all((r.get("selection") or {}).get("independent") for r in runs)
-
-
-def at_edge(arm: dict) -> bool:
-    """Whether an arm's winner is the first or last setting of a grid of three or more: its
-    best may lie outside what was searched."""
-    settings = [t["overrides"] for t in arm["trials"]]
-    return len(settings) >= 3 and arm["winner"] in (settings[0], settings[-1])
-
-
-def stable_rank(result: dict) -> float | None:
-    layers = result.get("diagnostics", {}).get("rank", {})
-    ranks = [d["stable_rank"] for d in layers.values()]
-    return statistics.fmean(ranks) if ranks else None
 
 
 def cell_tables(sweep: Path, scale: float) -> list[str]:
@@ -87,10 +33,12 @@ def cell_tables(sweep: Path, scale: float) -> list[str]:
         cell_name = " ".join(shown)
         lines += [f"**{sweep.name}** ({cell_name}), search seeds {record['search_seeds']}:", ""]
         tested = {
-            arm: test_runs(sweep, cell["cell"], d) if d["winner"] else []
+            arm: winner_runs(sweep, cell["cell"], d) if d["winner"] else []
             for arm, d in cell["arms"].items()
         }
-        column = "selection (validation)" if independent(cell, tested) else "selection (test)"
+        column = (
+            "selection (validation)" if chose_on_validation(cell, tested) else "selection (test)"
+        )
         lines += [f"| arm | trial | {column} |", "|---|---|---:|"]
         for arm, data in cell["arms"].items():
             for trial in data["trials"]:

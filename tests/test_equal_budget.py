@@ -17,6 +17,7 @@ from scripts.report import main as report_main
 from sinelr.equal_budget import (
     ProtocolError,
     Trial,
+    at_edge,
     best_trial,
     merged,
     read_selection,
@@ -191,8 +192,6 @@ def test_the_summary_pairs_each_arms_winner_with_the_sine_by_seed(tmp_path, caps
 
 
 def test_a_winner_at_the_edge_of_its_grid_is_flagged():
-    from scripts.equal_budget_summary import at_edge
-
     trials = [{"overrides": [f"task.lr={lr}"]} for lr in ("1e-3", "3e-3", "1e-2")]
     assert at_edge({"winner": ["task.lr=1e-2"], "trials": trials})
     assert at_edge({"winner": ["task.lr=1e-3"], "trials": trials})

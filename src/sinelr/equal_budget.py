@@ -2,7 +2,8 @@
 
 The sweeper that runs the protocol (``hparams_search=equal_budget``,
 :mod:`hydra_plugins.sinelr_sweeper.equal_budget_sweeper`) launches the jobs; this decides among
-their results.json, so that the rule can be read and tested without a multirun.
+their results.json, so that the rule can be read and tested without a multirun, and reads a
+finished sweep back for its tables (scripts/equal_budget_summary.py, scripts/findings.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from hydra.errors import CompactHydraException
 
-from sinelr.keys import override_key
+from sinelr.keys import canonical_job, override_key
 
 
 class ProtocolError(CompactHydraException):
@@ -104,3 +105,57 @@ def merged(cell: Sequence[str], setting: Sequence[str]) -> list[str]:
     the cell's rank (Hydra refuses one key given twice)."""
     keys = {override_key(o) for o in setting}
     return [*(o for o in cell if override_key(o) not in keys), *setting]
+
+
+#: Overrides that do not change what a job computes (conf/hydra/default.yaml's exclude_keys).
+NOT_COMPUTED = {
+    "experiment", "skip_done", "resume", "ckpt_path", "logger", "paths.data_dir",
+    "paths.cache_dir", "paths.runs_dir", "trainer.enable_progress_bar", "hparams_search",
+}  # fmt: skip
+
+
+def computed(overrides: list[str] | set[str]) -> set[str]:
+    """The overrides that change what a job computes: not ``skip_done``, the logger, paths, ...
+    (those Hydra's ``override_dirname`` leaves out, conf/hydra/default.yaml)."""
+    return {o for o in overrides if override_key(o) not in NOT_COMPUTED}
+
+
+def winner_runs(sweep: Path, cell: list[str], arm: dict) -> list[dict]:
+    """The completed test runs of an arm's winner, by seed: the directories the sweeper
+    recorded, or (a record without them) each test job whose overrides as typed
+    (``provenance.command``) hold the cell's and the winner's."""
+    if "tests" in arm:
+        paths = [Path(d) / "results.json" for d in arm["tests"]]
+        runs = [json.loads(p.read_text()) for p in paths if p.is_file()]
+    else:
+        expected = computed(canonical_job(merged(cell, arm["winner"])))
+        runs = [
+            result
+            for path in sorted((sweep / "test").glob("*/results.json"))
+            if expected <= computed((result := json.loads(path.read_text()))
+                                    .get("provenance", {}).get("command", []))
+        ]  # fmt: skip
+    return sorted((r for r in runs if r["status"] == "completed"), key=lambda r: r["seed"])
+
+
+def chose_on_validation(cell: dict, tested: dict[str, list[dict]]) -> bool:
+    """Whether the trials were chosen on data apart from the test data: the record's word, or
+    (a record from before it said) the test runs' ``selection.independent``."""
+    trials = [t for arm in cell["arms"].values() for t in arm["trials"]]
+    if all("independent" in t for t in trials):
+        return all(t["independent"] for t in trials)
+    runs = [r for rs in tested.values() for r in rs]
+    return bool(runs) and all((r.get("selection") or {}).get("independent") for r in runs)
+
+
+def at_edge(arm: dict) -> bool:
+    """Whether an arm's winner is the first or last setting of a grid of three or more: its
+    best may lie outside what was searched."""
+    settings = [t["overrides"] for t in arm["trials"]]
+    return len(settings) >= 3 and arm["winner"] in (settings[0], settings[-1])
+
+
+def stable_rank(result: dict) -> float | None:
+    layers = result.get("diagnostics", {}).get("rank", {})
+    ranks = [d["stable_rank"] for d in layers.values()]
+    return statistics.fmean(ranks) if ranks else None

@@ -23,3 +23,11 @@ def override_key(override: str) -> str:
     """The setting a command-line override names: ``checkpoint.every_n_epochs`` of
     ``+checkpoint.every_n_epochs=2`` (and of ``~checkpoint.every_n_epochs``)."""
     return override.lstrip("+~").partition("=")[0]
+
+
+def canonical_job(job: list[str]) -> list[str]:
+    """A sweep job's overrides with ``omega=null`` where ``rank=null`` (the dense baseline takes
+    no ω): the sweepers run it once, and the record of a sweep names it so."""
+    if "rank=null" not in job:
+        return job
+    return [f"{o.partition('=')[0]}=null" if override_key(o) == "omega" else o for o in job]

@@ -29,7 +29,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
-from sinelr.keys import override_key
+from sinelr.keys import canonical_job
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,6 @@ class MultirunFailed(CompactHydraException):
     A compact Hydra exception: Hydra prints its message alone, without a traceback of the
     sweeper (each job's own error is in the message and in its results.json).
     """
-
-
-def canonical_job(job: list[str]) -> list[str]:
-    """The job with ``omega=null`` where ``rank=null`` (the dense baseline takes no ω)."""
-    if "rank=null" not in job:
-        return job
-    return [f"{o.partition('=')[0]}=null" if override_key(o) == "omega" else o for o in job]
 
 
 def unique_jobs(jobs: list[list[str]]) -> list[list[str]]:
