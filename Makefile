@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo report test test-slow test-all lint format docs clean
+.PHONY: install demo report findings test test-slow test-all lint format docs clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: install
 # The dashboard of every run under outputs/: outputs/report/index.html, report.md, plots/.
 report: install
 	$(BIN)/python scripts/report.py outputs --out outputs/report
+
+# docs/findings.md and docs/findings.svg from the runs benchmarks/findings.yaml names.
+findings: install
+	$(BIN)/python scripts/findings.py
 
 # One worker per core (pytest-xdist); each test runs single-threaded (tests/conftest.py).
 # `test`: everything checked in-process (a minute or two). `test-slow`: the tests marked slow,

@@ -192,7 +192,12 @@ def test_the_summary_pairs_each_arms_winner_with_the_sine_by_seed(tmp_path, caps
 
 
 def test_a_winner_at_the_edge_of_its_grid_is_flagged():
-    trials = [{"overrides": [f"task.lr={lr}"]} for lr in ("1e-3", "3e-3", "1e-2")]
+    trials = [
+        {"overrides": [f"task.lr={lr}"], "mean": mean}
+        for lr, mean in (("1e-3", 0.5), ("3e-3", 0.6), ("1e-2", 0.7))
+    ]
     assert at_edge({"winner": ["task.lr=1e-2"], "trials": trials})
     assert at_edge({"winner": ["task.lr=1e-3"], "trials": trials})
     assert not at_edge({"winner": ["task.lr=3e-3"], "trials": trials})
+    tied = [{**t, "mean": 0.5} for t in trials]  # all tied: the first won by the tie rule only
+    assert not at_edge({"winner": ["task.lr=1e-3"], "trials": tied})

@@ -152,7 +152,8 @@ def at_edge(arm: dict) -> bool:
     """Whether an arm's winner is the first or last setting of a grid of three or more: its
     best may lie outside what was searched."""
     settings = [t["overrides"] for t in arm["trials"]]
-    return len(settings) >= 3 and arm["winner"] in (settings[0], settings[-1])
+    tied = len({t.get("mean") for t in arm["trials"]}) == 1  # no best: the grid's first won
+    return len(settings) >= 3 and not tied and arm["winner"] in (settings[0], settings[-1])
 
 
 def stable_rank(result: dict) -> float | None:
