@@ -70,7 +70,7 @@ class SineLoraConfig(LoraConfig):
         if self.init_lora_weights not in _INITS:
             raise ValueError(
                 f"init_lora_weights={self.init_lora_weights!r} is made for LoRA's update B A, "
-                f"not the sine's; use one of {_INITS}"
+                f"not sine LoRA's; use one of {_INITS}"
             )
         unsupported = {
             "lora_bias": self.lora_bias,
