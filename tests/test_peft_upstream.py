@@ -27,7 +27,9 @@ What the plugin and this file change, and nothing else:
    relatively; the sdist has none), a stand-in ``diffusers`` module with an empty
    ``StableDiffusionPipeline`` class where diffusers is not installed (PEFT's
    ``testing_common.py`` imports it for two ``isinstance`` checks that custom models never
-   meet), and ``-o addopts=`` (PEFT's ``addopts`` ask for pytest-cov's ``--cov``).
+   meet), ``-o addopts=`` (PEFT's ``addopts`` ask for pytest-cov's ``--cov``), and
+   ``HF_HUB_OFFLINE=1`` (PEFT's custom models need nothing from the Hub), without this
+   process's ``PYTEST_*`` variables (an xdist worker's, ``PYTEST_ADDOPTS``).
 
 Every failure must then be one of:
 
@@ -341,9 +343,10 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> Suite:
         *shlex.split(os.environ.get("SINELR_PEFT_UPSTREAM_ARGS", "")),
     ]
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if not name.startswith("PYTEST_")},
         "PYTHONPATH": os.pathsep.join(filter(None, [str(plugins), os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "HF_HUB_OFFLINE": "1",
     }
     proc = subprocess.run(
         command, cwd=root, env=env, capture_output=True, text=True, timeout=4 * 3600
