@@ -21,7 +21,7 @@ dir>/test`` compares the arms at their chosen settings.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -144,34 +144,14 @@ class EqualBudgetSweeper(BasicSweeper):
         tests: list[list[str]] = []
         owners: list[dict[str, Any]] = []  # the arm record each test job reports to
         for cell in cells:
-            arms: dict[str, Any] = {}
-            for name, settings in trials.items():
-                scored = [
-                    score(
-                        s,
-                        [
-                            read_selection(dirs[tuple(job(SEARCH, cell, *s, f"seed={seed}"))])
-                            for seed in self.search_seeds
-                        ],
-                    )
-                    for s in settings
-                ]
-                trials_record = [asdict(t) | {"mean": t.mean} for t in scored]
-                try:
-                    winner = best_trial(scored)
-                except ProtocolError as error:  # this cell's arm has nothing to test
-                    log.warning("%s %s: %s", " ".join(cell), name, error)
-                    arms[name] = {"winner": None, "why": str(error), "trials": trials_record}
-                    continue
-                why = reason(winner, scored)
-                log.info(
-                    "%s %s: %s wins, %s", " ".join(cell), name, " ".join(winner.overrides), why
-                )
-                arms[name] = {"winner": winner.overrides, "why": why, "trials": trials_record}
-                arms[name]["tests"] = []
-                for seed in self.seeds:
-                    tests.append(job(TEST, cell, *winner.overrides, f"seed={seed}"))
-                    owners.append(arms[name])
+            arms = {
+                name: self._choose(cell, name, settings, dirs, job)
+                for name, settings in trials.items()
+            }
+            for arm in arms.values():
+                for seed in self.seeds if arm["winner"] is not None else ():
+                    tests.append(job(TEST, cell, *arm["winner"], f"seed={seed}"))
+                    owners.append(arm)
             record["cells"].append({"cell": cell, "arms": arms})
             atomic_write_json(sweep_dir / RECORD, record)
         returns.append(self._launch(tests, len(searches)))
@@ -191,6 +171,36 @@ class EqualBudgetSweeper(BasicSweeper):
             lines = [failure_report(failed, len(tests))] if failed else []
             raise MultirunFailed("\n".join([*lines, *unchosen]))
         return returns
+
+    def _choose(
+        self,
+        cell: list[str],
+        name: str,
+        settings: list[list[str]],
+        dirs: Mapping[tuple[str, ...], Path],
+        job: Callable[..., list[str]],
+    ) -> dict[str, Any]:
+        """One arm's record in one cell: its trials as scored at the search seeds, its winner
+        and why (no winner, and why, where every trial failed)."""
+        scored = [
+            score(
+                s,
+                [
+                    read_selection(dirs[tuple(job(SEARCH, cell, *s, f"seed={seed}"))])
+                    for seed in self.search_seeds
+                ],
+            )
+            for s in settings
+        ]
+        trials = [asdict(t) | {"mean": t.mean} for t in scored]
+        try:
+            winner = best_trial(scored)
+        except ProtocolError as error:  # this cell's arm has nothing to test
+            log.warning("%s %s: %s", " ".join(cell), name, error)
+            return {"winner": None, "why": str(error), "trials": trials}
+        why = reason(winner, scored)
+        log.info("%s %s: %s wins, %s", " ".join(cell), name, " ".join(winner.overrides), why)
+        return {"winner": winner.overrides, "why": why, "trials": trials, "tests": []}
 
     def _launch(self, jobs: list[list[str]], first: int) -> Sequence[JobReturn]:
         assert self.launcher is not None
