@@ -21,7 +21,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -30,7 +29,7 @@ from sinelr import provenance
 from sinelr.accounting import count_parameters
 from sinelr.checkpoint import fingerprint_diff, result_fingerprint
 from sinelr.omega import record_omegas
-from sinelr.plan import RunPlan, describe, new_result
+from sinelr.plan import RunPlan, command_line, describe, new_result
 from sinelr.provenance import utc_now
 from sinelr.report.publish import publish_to_wandb
 from sinelr.resolvers import register_resolvers
@@ -118,11 +117,6 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         raise
     finally:
         finalise(cfg, result, model, output_dir, start, started_at)
-
-
-def command_line() -> list[str]:
-    """The run's overrides as typed (for a multirun job: the job's own)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def trainer_precision(cfg: DictConfig) -> str | None:

@@ -120,16 +120,20 @@ def describe(cfg: DictConfig, output_dir: Path, result: RunResult) -> RunPlan:
         lowrank = None
         result.method = task.method or DENSE
         result.omega = resolve_number(cfg.omega)
-    command_line = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     return RunPlan(
         cfg=cfg,
         output_dir=output_dir,
         task=task,
         lowrank=lowrank,
         fingerprint=run_fingerprint,
-        checkpoint_every=checkpoint_intervals(cfg.checkpoint, command_line),
+        checkpoint_every=checkpoint_intervals(cfg.checkpoint, command_line()),
         resume_from=resume_from,
     )
+
+
+def command_line() -> list[str]:
+    """The run's overrides as typed (for a multirun job: the job's own); empty in-process."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def build_task(cfg: DictConfig) -> Task:
