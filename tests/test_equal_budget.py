@@ -169,6 +169,11 @@ def test_the_summary_pairs_each_arms_winner_with_the_sine_by_seed(tmp_path, caps
         str(tmp_path / "test" / f"plain{seed}") for seed in (1, 2, 3)
     ]
     (tmp_path / "equal_budget.json").write_text(json.dumps(record))
+    # The sweep's own config, as Hydra saves it: which overrides its job directories leave out.
+    excluded = {"exclude_keys": ["skip_done", "logger"]}
+    (tmp_path / "multirun.yaml").write_text(
+        json.dumps({"hydra": {"job": {"config": {"override_dirname": excluded}}}})
+    )
     scores = {"plain": [0.70, 0.72, 0.71], "sine": [0.80, 0.83, 0.81]}
     for arm, values in scores.items():
         for seed, value in zip((1, 2, 3), values, strict=True):

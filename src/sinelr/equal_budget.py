@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import CompactHydraException
+from omegaconf import OmegaConf
 
 from sinelr.keys import canonical_job, override_key
 
@@ -107,17 +108,10 @@ def merged(cell: Sequence[str], setting: Sequence[str]) -> list[str]:
     return [*(o for o in cell if override_key(o) not in keys), *setting]
 
 
-#: Overrides that do not change what a job computes (conf/hydra/default.yaml's exclude_keys).
-NOT_COMPUTED = {
-    "experiment", "skip_done", "resume", "ckpt_path", "logger", "paths.data_dir",
-    "paths.cache_dir", "paths.runs_dir", "trainer.enable_progress_bar", "hparams_search",
-}  # fmt: skip
-
-
-def computed(overrides: list[str] | set[str]) -> set[str]:
-    """The overrides that change what a job computes: not ``skip_done``, the logger, paths, ...
-    (those Hydra's ``override_dirname`` leaves out, conf/hydra/default.yaml)."""
-    return {o for o in overrides if override_key(o) not in NOT_COMPUTED}
+def computed(overrides: list[str] | set[str], excluded: set[str]) -> set[str]:
+    """The overrides that change what a job computes: not those in ``excluded``, the keys the
+    sweep's ``override_dirname`` leaves out (``skip_done``, the logger, paths, ...)."""
+    return {o for o in overrides if override_key(o) not in excluded}
 
 
 def winner_runs(sweep: Path, cell: list[str], arm: dict) -> list[dict]:
@@ -128,12 +122,14 @@ def winner_runs(sweep: Path, cell: list[str], arm: dict) -> list[dict]:
         paths = [Path(d) / "results.json" for d in arm["tests"]]
         runs = [json.loads(p.read_text()) for p in paths if p.is_file()]
     else:
-        expected = computed(canonical_job(merged(cell, arm["winner"])))
+        settings = OmegaConf.load(sweep / "multirun.yaml").hydra.job.config.override_dirname
+        excluded = set(settings.exclude_keys)
+        expected = computed(canonical_job(merged(cell, arm["winner"])), excluded)
         runs = [
             result
             for path in sorted((sweep / "test").glob("*/results.json"))
             if expected <= computed((result := json.loads(path.read_text()))
-                                    .get("provenance", {}).get("command", []))
+                                    .get("provenance", {}).get("command", []), excluded)
         ]  # fmt: skip
     return sorted((r for r in runs if r["status"] == "completed"), key=lambda r: r["seed"])
 
