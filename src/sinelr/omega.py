@@ -29,6 +29,7 @@ from torch import nn
 from sinelr.layers import LowRankConfig, get_lowrank_class, sine_twin
 from sinelr.layers.config import AutoOmega
 from sinelr.layers.sine import SineActivated
+from sinelr.rounding import round_significant
 
 if TYPE_CHECKING:
     from sinelr.results import RunResult
@@ -107,11 +108,6 @@ class OmegaChoice:
     spread_omega: float
     #: ``ε/(lr·s)``: the largest ω whose phase step stays under ε; None if lr is unknown.
     step_omega: float | None
-
-
-def round_significant(value: float, digits: int = 3) -> float:
-    """``value`` to ``digits`` significant figures: the rule is not more precise than that."""
-    return float(f"{value:.{digits - 1}e}")
 
 
 def auto_omega(

@@ -29,15 +29,13 @@ from sinelr.layers.functional import (
     blockwise_linear,
 )
 from sinelr.layers.sine import GainRule
+from sinelr.results import DENSE, SINE_PREFIX
 
 if TYPE_CHECKING:
     from sinelr.layers.config import AutoOmega
 
 Kind = Literal["scratch", "adapter"]
 KINDS: tuple[Kind, ...] = ("scratch", "adapter")
-SINE_PREFIX = "sine_"
-#: The method name of the full-rank baseline (``rank=null``), which no layer implements.
-DENSE = "dense"
 #: The settings of the row-blocked path (:func:`~sinelr.layers.functional.blockwise_linear`):
 #: how a weight is computed, not what. Registration adds them to every variant's
 #: ``hyperparameters``, so that a benchmark or a test can set them for every variant alike; a

@@ -13,20 +13,30 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, overload
 
-from sinelr.layers import method_names
-from sinelr.layers.base import SINE_PREFIX
-from sinelr.omega import round_significant
 from sinelr.report.stats import Gap, gap, mean_interval
+from sinelr.results import SINE_PREFIX
+from sinelr.rounding import round_significant
 
 if TYPE_CHECKING:
     from sinelr.report.numbers import PaperRow
     from sinelr.report.provenance import Source
 
 
+def method_names() -> list[str]:
+    """:func:`sinelr.layers.method_names`, the registry's order, imported at the first table
+    that orders methods rather than with the report: the registry is filled by importing every
+    variant's module, and so torch, which ``import sinelr.report`` (a reader of results.json
+    files) must not load. The order is the registry's alone, so that a new variant needs no
+    edit here."""
+    from sinelr.layers import method_names as registry_order
+
+    return registry_order()
+
+
 class MethodOrder(Sequence[str]):
-    """results.json's methods in the order tables list them: :func:`sinelr.layers.method_names`,
-    read from the registry at each use, so that a variant registered after this module was
-    imported (a user's, a test's) has its place too."""
+    """results.json's methods in the order tables list them: :func:`method_names`, read from
+    the registry at each use, so that a variant registered after this module was imported (a
+    user's, a test's) has its place too."""
 
     @overload
     def __getitem__(self, index: int) -> str: ...
