@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 ROW = 17
 GET_DATA = (
     "LLFF scenes live at <data_dir>/nerf_llff_data/<scene>/ (poses_bounds.npy and images_*/): "
-    "fetch them with `python scripts/download_data.py llff` (the NeRF authors' release), or set "
+    "fetch them with `python -m scripts.download_data llff` (the NeRF authors' release), or set "
     "SINELR_DATA (or paths.data_dir) to a directory holding nerf_llff_data/"
 )
 
