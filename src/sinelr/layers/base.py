@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sinelr.errors import InputError
 from sinelr.layers.config import LowRankConfig
 from sinelr.layers.functional import (
     VJP,
@@ -318,7 +319,7 @@ def get_lowrank_class(name: str) -> type[LowRankLayer]:
         return LOWRANK_LAYERS[name]
     except KeyError:
         known = ", ".join(sorted(LOWRANK_LAYERS))
-        raise ValueError(f"unknown low-rank variant {name!r}; registered: {known}") from None
+        raise InputError(f"unknown low-rank variant {name!r}; registered: {known}") from None
 
 
 def plain_variants(kind: Kind) -> list[str]:
@@ -359,16 +360,16 @@ def variant_name(
     """
     if adapter is not None and adapter not in plain_variants("adapter"):
         choices = ", ".join(plain_variants("adapter"))
-        raise ValueError(f"adapter must be one of {choices} or null, got {adapter!r}")
+        raise InputError(f"adapter must be one of {choices} or null, got {adapter!r}")
     if scratch is not None and scratch not in plain_variants("scratch"):
         choices = ", ".join(plain_variants("scratch"))
         hint = " (adapters are chosen with adapter=)" if scratch in LOWRANK_LAYERS else ""
-        raise ValueError(
+        raise InputError(
             f"lowrank.variant must be a plain from-scratch variant, one of {choices}, "
             f"or null, got {scratch!r}{hint}"
         )
     if adapter is not None and scratch is not None:
-        raise ValueError(
+        raise InputError(
             f"adapter={adapter} and lowrank.variant={scratch} both given: adapter= chooses the "
             "adapter of a fine-tuning task, lowrank.variant= the layers of a from-scratch one"
         )
@@ -379,7 +380,7 @@ def variant_name(
         return plain
     twin = sine_twin(plain)
     if twin is None:
-        raise ValueError(
+        raise InputError(
             f"omega={omega} asks for the sine twin of {plain}, but no {SINE_PREFIX}{plain} is "
             "registered; pass omega=null for the plain variant"
         )
