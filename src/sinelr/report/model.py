@@ -22,37 +22,37 @@ if TYPE_CHECKING:
     from sinelr.report.provenance import Source
 
 
-def method_names() -> list[str]:
-    """:func:`sinelr.layers.method_names`, the registry's order, imported at the first table
-    that orders methods rather than with the report: the registry is filled by importing every
-    variant's module, and so torch, which ``import sinelr.report`` (a reader of results.json
-    files) must not load. The order is the registry's alone, so that a new variant needs no
-    edit here."""
-    from sinelr.layers import method_names as registry_order
+def registry_order() -> list[str]:
+    """results.json's methods in the registry's order (:func:`sinelr.layers.method_names`), so
+    that a new variant needs no edit here. The registry is imported here, by the first table
+    that orders methods, not with the report: it is filled by importing every variant's module,
+    and so torch, which ``import sinelr.report`` (a reader of results.json files) must not
+    load."""
+    from sinelr.layers import method_names
 
-    return registry_order()
+    return method_names()
 
 
 class MethodOrder(Sequence[str]):
-    """results.json's methods in the order tables list them: :func:`method_names`, read from
-    the registry at each use, so that a variant registered after this module was imported (a
-    user's, a test's) has its place too."""
+    """results.json's methods in the order tables list them: :func:`registry_order`, read at
+    each use, so that a variant registered after this module was imported (a user's, a test's)
+    has its place too."""
 
     @overload
     def __getitem__(self, index: int) -> str: ...
     @overload
     def __getitem__(self, index: slice) -> list[str]: ...
     def __getitem__(self, index: int | slice) -> str | list[str]:
-        return method_names()[index]
+        return registry_order()[index]
 
     def __len__(self) -> int:
-        return len(method_names())
+        return len(registry_order())
 
     def __iter__(self) -> Iterator[str]:
-        return iter(method_names())
+        return iter(registry_order())
 
     def __repr__(self) -> str:
-        return repr(method_names())
+        return repr(registry_order())
 
 
 METHOD_ORDER = MethodOrder()
