@@ -18,15 +18,15 @@ $(STAMP): pyproject.toml
 demo: install
 	rm -rf outputs/demo
 	$(BIN)/python run.py -m +experiment=demo_bof hydra.sweep.dir=outputs/demo
-	$(BIN)/python scripts/report.py outputs/demo --scale 100
+	$(BIN)/python -m scripts.report outputs/demo --scale 100
 
 # The dashboard of every run under outputs/: outputs/report/index.html, report.md, plots/.
 report: install
-	$(BIN)/python scripts/report.py outputs --out outputs/report
+	$(BIN)/python -m scripts.report outputs --out outputs/report
 
 # docs/findings.md and docs/findings.svg from the runs benchmarks/findings.yaml names.
 findings: install
-	$(BIN)/python scripts/findings.py
+	$(BIN)/python -m scripts.findings
 
 # One worker per core (pytest-xdist); each test runs single-threaded (tests/conftest.py).
 # `test`: everything checked in-process (a minute or two). `test-slow`: the tests marked slow,

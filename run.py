@@ -17,14 +17,11 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from sinelr.errors import InputError
+
 if TYPE_CHECKING:
     from sinelr.results import RunResult
 
-#: Errors that mean "fix your input" when the project raises them on purpose: reported as one
-#: line, not a traceback (HYDRA_FULL_ERROR=1 shows the traceback anyway). A ValueError from
-#: inside a library is more likely a bug of ours and keeps its traceback.
-INPUT_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
-PROJECT_MODULES = ("sinelr", "tasks", "hydra_plugins.sinelr_sweeper", "__main__", "run")
 #: Exit status of a run stopped by its input, as argparse uses for a bad command line.
 INPUT_ERROR_EXIT = 2
 
@@ -34,20 +31,13 @@ class RunFailed(CompactHydraException):
 
 
 def is_input_error(error: BaseException) -> bool:
-    """Whether ``error`` reports bad input (missing data, a bad value, an unknown name).
-
-    A missing file always does. Otherwise the project must have raised it itself: the
-    innermost frame of its traceback belongs to sinelr, a task or this script.
+    """Whether ``error`` reports bad input, which run.py prints as one line, not a traceback
+    (HYDRA_FULL_ERROR=1 shows the traceback anyway): one the project raised as such
+    (:class:`~sinelr.errors.InputError`), or a missing file, wherever it was noticed. Any other
+    error, a ValueError from inside a library included, is more likely a bug and keeps its
+    traceback.
     """
-    if isinstance(error, FileNotFoundError):
-        return True
-    if not isinstance(error, INPUT_ERRORS) or error.__traceback__ is None:
-        return False
-    tb = error.__traceback__
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    module = tb.tb_frame.f_globals.get("__name__", "")
-    return any(module == name or module.startswith(name + ".") for name in PROJECT_MODULES)
+    return isinstance(error, InputError | FileNotFoundError)
 
 
 def _not_litlogger_tip(record: logging.LogRecord) -> bool:
@@ -80,7 +70,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         result = run(cfg, hydra_cfg.runtime.output_dir)
         return search_value(result, OmegaConf.select(hydra_cfg, "sweeper.direction"))
-    except INPUT_ERRORS as error:
+    except Exception as error:
         if not is_input_error(error) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if hydra_cfg.mode == RunMode.MULTIRUN:  # the sweeper lists each failed job at the end
@@ -103,7 +93,7 @@ def search_value(result: RunResult, direction: str | None = None) -> float | Non
         return None
     wanted = "maximize" if result.selection.higher_is_better else "minimize"
     if direction is not None and direction != wanted:
-        raise ValueError(
+        raise InputError(
             f"hydra.sweeper.direction={direction}, but {result.selection.name} (results.json's "
             f"selection) wants {wanted}: add hydra.sweeper.direction={wanted}"
         )

@@ -30,9 +30,9 @@ time over PEFT LoRA's (≤ 1.05), sine LoRA's peak over PEFT LoRA's (≤ 1.05), 
 PEFT DoRA's (≤ 1), PEFT + sinelr.peft's sine LoRA / sine DoRA peaks over PEFT LoRA's / DoRA's
 (≤ 1.05).
 
-    python scripts/bench_adapters.py [--device cuda] [--bf16] [--json out.json]
-    python scripts/bench_adapters.py --hidden 256 --layers 1 --reps 1   # a check, seconds
-    python scripts/bench_adapters.py --memory-only --variants peft_lora peft_sine_lora \
+    python -m scripts.bench_adapters [--device cuda] [--bf16] [--json out.json]
+    python -m scripts.bench_adapters --hidden 256 --layers 1 --reps 1   # a check, seconds
+    python -m scripts.bench_adapters --memory-only --variants peft_lora peft_sine_lora \
         peft_dora peft_sine_dora                                       # sinelr.peft's peaks
 """
 
@@ -44,9 +44,7 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_layers import PeakMemory, adam_step, json_child, median_time  # noqa: E402
+from scripts.bench_layers import PeakMemory, adam_step, json_child, median_time
 
 VARIANTS = [
     "peft_lora", "lora", "sine_lora",
@@ -198,15 +196,16 @@ def run_isolated(variant: str, args: argparse.Namespace) -> dict:
         "--rank", str(args.rank), "--vocab", str(args.vocab),
         *(["--bf16"] if args.bf16 else []),
     ]  # fmt: skip
+    one_step = ["--warmup", "1", "--reps", "1"]
     if args.memory_only:
-        one_step = ["--warmup", "1", "--reps", "1"]
-        return {**json_child(__file__, [*shared, *one_step], args.device == "cpu"), "time_s": None}
+        return {
+            **json_child(__spec__.name, [*shared, *one_step], args.device == "cpu"),
+            "time_s": None,
+        }
     timing = ["--warmup", str(args.warmup), "--reps", str(args.reps)]
-    row = json_child(__file__, [*shared, *timing], pin=False)
+    row = json_child(__spec__.name, [*shared, *timing], pin=False)
     if args.device == "cpu":
-        row["peak_bytes"] = json_child(__file__, [*shared, "--warmup", "1", "--reps", "1"], True)[
-            "peak_bytes"
-        ]
+        row["peak_bytes"] = json_child(__spec__.name, [*shared, *one_step], True)["peak_bytes"]
     return row
 
 

@@ -4,7 +4,7 @@ The ``mini`` preset of ``bof`` trains under bf16 autocast on a CPU that computes
 and in fp32 on one that does not; this is the measurement behind that choice. One Adam step on
 a batch of 8,192 points (the preset's batch), the paper's MLP at rank 1.
 
-    python scripts/bench_bof.py [--reps N]
+    python -m scripts.bench_bof [--reps N]
 
 The last line printed is one JSON object of fp32/bf16 time ratios (> 1: bf16 is faster).
 """
@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tasks/ is importable from the repository root
-from bench_layers import adam_step, median_time  # noqa: E402
-
-from sinelr.apply import apply_lowrank  # noqa: E402
-from sinelr.layers import LowRankConfig  # noqa: E402
-from tasks.bof.model import OccupancyMLP  # noqa: E402
+from scripts.bench_layers import adam_step, median_time
+from sinelr.apply import apply_lowrank
+from sinelr.layers import LowRankConfig
+from tasks.bof.model import OccupancyMLP
 
 BATCH = 8192
 METHODS = {"dense": None, "lowrank": ("lowrank", None), "sine_lowrank": ("sine_lowrank", 200.0)}

@@ -7,7 +7,7 @@ Each answered by timing the library's own code both ways in one process:
 * a whole training step (forward + backward) of the two workloads of ``bench_layers.py`` with
   the fused sine layers, as ``model`` and as ``torch.compile(model)``.
 
-    python scripts/bench_compile.py [--reps N]
+    python -m scripts.bench_compile [--reps N]
 
 The last line printed is one JSON object of eager/compiled time ratios (> 1: compile helps).
 """
@@ -17,13 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_layers import build, median_time, train_step
-
+from scripts.bench_layers import build, median_time, train_step
 from sinelr.layers import sine_weight
 
 

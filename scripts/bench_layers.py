@@ -18,7 +18,7 @@ with the default allocator.
 
 The last line printed is one JSON object with the headline ratios.
 
-    python scripts/bench_layers.py [--quick] [--device cpu|cuda] [--json out.json]
+    python -m scripts.bench_layers [--quick] [--device cpu|cuda] [--json out.json]
 """
 
 from __future__ import annotations
@@ -197,26 +197,30 @@ def measure_one(workload: str, variant: str, device: str, warmup: int, reps: int
     }
 
 
-def json_child(script: str, args: list[str], pin: bool) -> dict:
-    """Run ``script args`` in a fresh interpreter; its last line of output is a JSON object.
+def json_child(module: str, args: list[str], pin: bool) -> dict:
+    """Run ``python -m module args`` in a fresh interpreter, from the repository root (where
+    ``scripts`` and ``tasks`` import); its last line of output is a JSON object.
 
     ``pin``: glibc's malloc returns every freed tensor to the kernel at once, so that the
     process's peak resident set follows its live tensors (for memory, not for time).
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    if pin:
-        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"} if pin else None
     proc = subprocess.run(
-        [sys.executable, script, *args], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{Path(script).name} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _child(workload: str, variant: str, device: str, warmup: int, reps: int, pin: bool) -> dict:
     args = ["--one", workload, variant, "--device", device]
-    return json_child(__file__, [*args, "--warmup", str(warmup), "--reps", str(reps)], pin)
+    return json_child(__spec__.name, [*args, "--warmup", str(warmup), "--reps", str(reps)], pin)
 
 
 def run_isolated(workload: str, variant: str, device: str, warmup: int, reps: int) -> dict:

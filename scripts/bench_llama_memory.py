@@ -35,9 +35,9 @@ at a time), as ``conf/task/commonsense.yaml`` trains by default.
 ``--paths naive`` also measures the sine and DoRA variants with ``fused=False``: the update
 built whole by plain autograd, kept for backward, as the authors' sine LoRA does.
 
-    python scripts/bench_llama_memory.py --batches 16 --head-batches 1 2 4 --paths fused naive \
+    python -m scripts.bench_llama_memory --batches 16 --head-batches 1 2 4 --paths fused naive \
         --json benchmarks/table6_memory_cpu.json                     # RESULTS §14, ~50 min
-    python scripts/bench_llama_memory.py --batches 2 4 8             # smaller steps, a line
+    python -m scripts.bench_llama_memory --batches 2 4 8             # smaller steps, a line
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ from pathlib import Path
 
 import yaml
 
+from scripts.bench_adapters import omega_for
+from scripts.bench_layers import PeakMemory, json_child
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_adapters import omega_for  # noqa: E402
-from bench_layers import PeakMemory, json_child  # noqa: E402
 
 MODEL = "meta-llama/Meta-Llama-3-8B"
 TASK = yaml.safe_load((ROOT / "conf" / "task" / "commonsense.yaml").read_text())
@@ -309,7 +309,9 @@ def main() -> int:
         if path == "fused" or method != "lora"  # LoRA never builds its update: one path
     ]
     for part, method, rank, batch, fused in jobs:
-        row = json_child(__file__, [*child_args(part, method, rank, batch, args, fused)], pin=True)
+        row = json_child(
+            __spec__.name, child_args(part, method, rank, batch, args, fused), pin=True
+        )
         rows.append(row)
         print(
             f"{part:5s} {method:9s} k={rank:<3d} {row['path']:5s} batch {batch:3d}: saved "

@@ -11,9 +11,9 @@ that no data is needed, at the paper's ranks 1, 5, 10, 30 and 60 (Tables 3 and 1
   activations count and the interpreter does not. On CUDA ``torch.cuda.max_memory_allocated``;
   on CPU the peak resident set with glibc's malloc returning freed tensors at once.
 
-    python scripts/bench_nerf.py [--rays 1024] [--reps 5] [--ranks 1 5 10 30 60]
-    python scripts/bench_nerf.py --memory-only --json benchmarks/table12_memory_cpu.json
-    python scripts/bench_nerf.py --device cuda --json bench_nerf_cuda.json
+    python -m scripts.bench_nerf [--rays 1024] [--reps 5] [--ranks 1 5 10 30 60]
+    python -m scripts.bench_nerf --memory-only --json benchmarks/table12_memory_cpu.json
+    python -m scripts.bench_nerf --device cuda --json bench_nerf_cuda.json
 
 The last line printed is one JSON object: rays/s per configuration, the sine/dense and
 plain/dense time ratios, peak MiB per configuration and the sine/plain peak ratio per rank.
@@ -30,15 +30,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]  # tasks/ and bench_layers importable
-from bench_layers import PeakMemory, adam_step, compare_methods, json_child  # noqa: E402
-
-from sinelr.apply import apply_lowrank  # noqa: E402
-from sinelr.layers import LowRankConfig  # noqa: E402
-from sinelr.paper import paper_omega  # noqa: E402
-from tasks.nerf.model import NeRF  # noqa: E402
-from tasks.nerf.render import RenderSettings, render_rays  # noqa: E402
+from scripts.bench_layers import PeakMemory, adam_step, compare_methods, json_child
+from sinelr.apply import apply_lowrank
+from sinelr.layers import LowRankConfig
+from sinelr.paper import paper_omega
+from tasks.nerf.model import NeRF
+from tasks.nerf.render import RenderSettings, render_rays
 
 TARGETS = r"(coarse|fine)\..*"
 MIB = 2**20
@@ -98,7 +95,7 @@ def memory_table(args: argparse.Namespace) -> list[dict]:
     for bf16 in (p == "bf16" for p in args.memory_precisions):
         for method, rank in configs(args.ranks):
             one = ["--one", method, str(rank or 0), *shared, *(["--bf16"] if bf16 else [])]
-            row = json_child(__file__, one, pin=args.device == "cpu")
+            row = json_child(__spec__.name, one, pin=args.device == "cpu")
             rows.append(row)
             precision = "bf16" if bf16 else "fp32"
             name = config_name(method, rank)

@@ -4,7 +4,7 @@ One AdamW step on a batch of 32×32 images (random pixels, so no data is needed)
 ``python run.py task=vit_cifar preset=paper`` trains: the task config is composed and its own
 ``build_model`` builds it. Each configuration is timed in the same process, one after the other.
 
-    python scripts/bench_vision.py [--batch 64] [--reps 5] [--ranks 1 10 60]
+    python -m scripts.bench_vision [--batch 64] [--reps 5] [--ranks 1 10 60]
 
 The last line printed is one JSON object: images/s per configuration and the sine/dense and
 plain/dense time ratios.
@@ -22,12 +22,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tasks/ is importable from the repository root
-from bench_layers import adam_step, compare_methods  # noqa: E402
+from scripts.bench_layers import adam_step, compare_methods
+from sinelr.run_config import lowrank_config
+from sinelr.task import Task
 
-from sinelr.run_config import lowrank_config  # noqa: E402
-from sinelr.task import Task  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(task_name: str, method: str, rank: int | None) -> tuple[Task, torch.nn.Module]:

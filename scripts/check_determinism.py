@@ -5,7 +5,7 @@ it, in its own run directory; every run's ``metric`` and ``train/loss`` are coll
 several ``--root`` checkouts (say, a worktree of an older commit) runs alternate between them,
 so both see the same machine load.
 
-    python scripts/check_determinism.py [--runs N] [--root PATH ...] [-- override ...]
+    python -m scripts.check_determinism [--runs N] [--root PATH ...] [-- override ...]
 
 The default configuration is the resume test's: ``bof`` smoke at 32³, rank 2, ω = 100, four
 epochs. Progress goes to stderr; the last line printed is one JSON object: per checkout, the

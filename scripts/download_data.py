@@ -1,9 +1,9 @@
 """Fetch the paper's public datasets into ``paths.data_dir`` (default ``$SINELR_DATA`` or ./data).
 
-    python scripts/download_data.py llff              # the 8 LLFF scenes (~1.9 GB zip)
-    python scripts/download_data.py llff --fern-only  # fern alone, from NeRF's example data
-    python scripts/download_data.py llff --url FILE_OR_URL   # a copy you already have
-    python scripts/download_data.py thai              # the Thai statue mesh (a large scan)
+    python -m scripts.download_data llff              # the 8 LLFF scenes (~1.9 GB zip)
+    python -m scripts.download_data llff --fern-only  # fern alone, from NeRF's example data
+    python -m scripts.download_data llff --url FILE_OR_URL   # a copy you already have
+    python -m scripts.download_data thai              # the Thai statue mesh (a large scan)
 
 Offline, it says what it could not reach and where to put the files by hand. Extraction goes to
 a temporary folder first, so an interrupted download never leaves a half scene (or mesh) behind.

@@ -1,6 +1,6 @@
 """The tables of an equal-budget sweep (``hparams_search=equal_budget``), from its runs.
 
-    python scripts/equal_budget_summary.py benchmarks/runs/eb_<commit>/<cell> [...] [--scale 100]
+    python -m scripts.equal_budget_summary benchmarks/runs/eb_<commit>/<cell> [...] [--scale 100]
 
 For each cell: every arm's search trials with their validation score (what chose the winner),
 then each winner's test score over the fresh seeds (mean ± std and a 95 % t interval), the

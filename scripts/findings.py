@@ -1,6 +1,6 @@
 """docs/findings.md and its figure, generated from the runs a manifest names.
 
-    python scripts/findings.py            # or: make findings
+    python -m scripts.findings            # or: make findings
 
 Each finding of benchmarks/findings.yaml is one cell of an equal-budget sweep
 (``hparams_search=equal_budget``): the sine arm against a rival arm, each at the setting it won

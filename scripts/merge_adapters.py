@@ -1,7 +1,7 @@
 """Export a fine-tuned run: adapters merged into a plain transformers checkpoint, or PEFT adapters.
 
-    python scripts/merge_adapters.py outputs/runs/<run> --out merged/         # merged weights
-    python scripts/merge_adapters.py outputs/runs/<run>/checkpoints/last.ckpt --out lora/ --peft
+    python -m scripts.merge_adapters outputs/runs/<run> --out merged/         # merged weights
+    python -m scripts.merge_adapters outputs/runs/<run>/checkpoints/last.ckpt --out lora/ --peft
 
 The run (a directory with ``checkpoints/last.ckpt``, or the checkpoint itself) is rebuilt from
 the configuration its checkpoint carries, which needs its base model (``task.model``) at hand.
@@ -19,9 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tasks/ is importable from the repository root
-from sinelr.export import load_run, peft_format, save_merged, save_peft  # noqa: E402
+from sinelr.export import load_run, peft_format, save_merged, save_peft
 
 
 def main(argv: list[str] | None = None) -> int:

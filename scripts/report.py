@@ -1,4 +1,4 @@
-"""Compare runs: ``python scripts/report.py outputs/multirun/<sweep> [more dirs] [--markdown]``.
+"""Compare runs: ``python -m scripts.report outputs/multirun/<sweep> [more dirs] [--markdown]``.
 
 Reads every completed results.json below the given paths and prints one row per
 (task, data, rank) with one column per method, seeds pooled as ``mean ± std (n) [95 %
@@ -37,9 +37,6 @@ from sinelr.report import (
     upload_wandb,
     write_dashboard,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tasks/ is importable: the report asks each run's Task class
 
 
 def main(argv: list[str] | None = None) -> int:

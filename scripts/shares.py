@@ -1,6 +1,6 @@
 """How much of the best ω's gain over plain each sine setting recovers, with its interval.
 
-    python scripts/shares.py benchmarks/runs/omega_bof_e768a23 benchmarks/runs/ceilings_e768a23 \
+    python -m scripts.shares benchmarks/runs/omega_bof_e768a23 benchmarks/runs/ceilings_e768a23 \
         --task bof --data lucy --rank 1
 
 For one (task, data item, rank): the plain cell (``lowrank`` or the plain adapter) and every
@@ -19,13 +19,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from sinelr.layers.base import SINE_PREFIX
 from sinelr.report.load import data_name, load_results, row_omega
 from sinelr.report.model import FIXED
 from sinelr.report.stats import share
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tasks/ is importable: the report asks each run's Task class
+from sinelr.results import SINE_PREFIX
 
 
 def label(method: str, omega: float | None, mode: str) -> str:

@@ -23,6 +23,7 @@ from rich.progress import track
 from torch import Tensor
 
 from sinelr.accounting import rank_stats
+from sinelr.errors import InputError
 from sinelr.layers import LowRankLinear, sine_weight
 from sinelr.paper import PAPER
 from sinelr.task import RunContext, Task, TaskOutput
@@ -95,16 +96,16 @@ class TheoryTask(Task):
         super().__init__(name)
         unknown = sorted(set(nonlinearities) - set(NONLINEARITIES))
         if unknown:
-            raise ValueError(f"unknown non-linearities {unknown}; known: {sorted(NONLINEARITIES)}")
+            raise InputError(f"unknown non-linearities {unknown}; known: {sorted(NONLINEARITIES)}")
         missing = sorted(set(paper_tasks) - set(PAPER))
         if missing:
-            raise ValueError(f"paper_tasks {missing} have no paper table; known: {sorted(PAPER)}")
+            raise InputError(f"paper_tasks {missing} have no paper table; known: {sorted(PAPER)}")
         if rank is not None and rank < 1:
-            raise ValueError(f"rank must be a positive integer or null, got {rank}")
+            raise InputError(f"rank must be a positive integer or null, got {rank}")
         self.shapes = [(int(a), int(b)) for a, b in shapes]
         self.ranks = [rank] if rank is not None else list(ranks)
         if omega == "auto":
-            raise ValueError(
+            raise InputError(
                 "omega=auto chooses ω for the layers of a network it trains; task=theory has "
                 "none and sweeps ω itself: pass omega=<number>, paper or null"
             )
@@ -155,7 +156,7 @@ class TheoryTask(Task):
                 )
         if not points:
             have = sorted({k for t in self.paper_tasks for k in PAPER[t].omega})
-            raise ValueError(
+            raise InputError(
                 f"the paper trains none of {self.paper_tasks} at rank={self.rank}; "
                 f"ranks it uses: {have}"
             )

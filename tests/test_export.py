@@ -294,7 +294,7 @@ def test_merge_script_exports_a_run(tiny_llama, tmp_path):
     write_run(["task=commonsense", f"task.model={tiny_llama}"], "sine_lora", tmp_path / "run")
 
     def script(*args: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, str(ROOT / "scripts" / "merge_adapters.py"), *map(str, args)]
+        cmd = [sys.executable, "-m", "scripts.merge_adapters", *map(str, args)]
         return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
     merged = script(tmp_path / "run", "--out", tmp_path / "merged")

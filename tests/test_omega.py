@@ -24,11 +24,11 @@ from sinelr.omega import (
     factor_stds,
     linear_energy_share,
     planned_steps,
-    round_significant,
     sine_layers,
     start_omegas,
 )
 from sinelr.optim import ExponentialDecay, LinearWarmup
+from sinelr.rounding import round_significant
 from tests.helpers import dry_run, run_in_process
 
 SINE_VARIANTS = ("sine_lowrank", "sine_lora", "sine_dora")

@@ -1,11 +1,12 @@
 """Tables from results.json: grouping, seed pooling, the sine − plain column, and the data
-item asked of each run's Task class."""
+item each run records."""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
+import subprocess
+import sys
 
 import matplotlib.pyplot as plt
 import pytest
@@ -19,11 +20,10 @@ from sinelr.report import (
     summarise,
     table_groups,
 )
-from sinelr.report.load import omega_mode, task_class
+from sinelr.report.load import data_key, omega_mode
 from sinelr.report.model import lines, sine_pair
 from sinelr.report.plots import AUTO_LABEL, END_LABEL, START_LABEL, omega_figure
 from sinelr.report.publish import SUMMARY_COLUMNS, summary_rows
-from sinelr.task import Task
 from tests.helpers import dry_run
 
 
@@ -179,21 +179,18 @@ def test_bd_deltas_need_two_ranks_of_both_curves():
     assert bd_deltas(summarise(runs)) == []
 
 
-class ProbeTask(Task):
-    """A task the report has never seen (never run: only named by results.json files); its
-    data item is ``task.probe``."""
-
-    data_key = "probe"
-
-
-def probe_result(target: str, item: str, value: float, seed: int = 0) -> dict:
-    return {**result("lowrank", 1, value, seed=seed), "task": "probe", "preset": "mini",
-            "task_config": {"_target_": target, "probe": item, "lr": 0.1}}  # fmt: skip
+def probe_result(item: str, value: float, seed: int = 0, data_key: str | None = "probe") -> dict:
+    """A run of a task the report has never seen, on data item ``task.probe=<item>``; it
+    records its data key as a run does (``data_key=None``: as a hand-written file may not)."""
+    config = {"_target_": "tasks.no_such_task.ProbeTask", "probe": item, "lr": 0.1}
+    run = {**result("lowrank", 1, value, seed=seed), "task": "probe", "preset": "mini"}
+    run["task_config"] = config
+    return run if data_key is None else {**run, "data_key": data_key}
 
 
-def test_a_new_task_gets_a_column_per_data_item_from_its_data_key():
-    target = f"{__name__}.ProbeTask"
-    runs = [probe_result(target, item, v, seed) for item, v, seed in
+def test_a_new_task_gets_a_column_per_data_item_from_its_recorded_data_key():
+    """The report reads the key off results.json: it imports no task (this one does not exist)."""
+    runs = [probe_result(item, v, seed) for item, v, seed in
             [("a", 0.5, 0), ("a", 0.7, 1), ("b", 0.9, 0)]]  # fmt: skip
     ((key, grouped),) = table_groups(runs)  # task.probe is the column, not a setting
     assert key == ("probe", "mini", "") and len(grouped) == 3
@@ -201,14 +198,10 @@ def test_a_new_task_gets_a_column_per_data_item_from_its_data_key():
     assert {item: cell.values for item, cell in row.cells.items()} == {"a": [0.5, 0.7], "b": [0.9]}
 
 
-def test_a_run_of_a_task_that_cannot_be_imported_is_one_column_and_never_pooled(caplog):
-    target = "tasks.no_such_task.NoSuchTask"
-    task_class.cache_clear()
-    runs = [probe_result(target, item, v) for item, v in [("a", 0.5), ("b", 0.9)]]
-    with caplog.at_level(logging.WARNING, logger="sinelr.report.load"):
-        groups = table_groups(runs)
-    assert f"cannot import {target}" in caplog.text
-    # Without the class, task.probe is a setting like any other: a and b in tables of their own.
+def test_a_run_that_records_no_data_key_is_one_column_and_never_pooled():
+    runs = [probe_result(item, v, data_key=None) for item, v in [("a", 0.5), ("b", 0.9)]]
+    groups = table_groups(runs)
+    # Without a key, task.probe is a setting like any other: a and b in tables of their own.
     assert [(key, len(runs)) for key, runs in groups] == [
         (("probe", "mini", "task.probe=a"), 1),
         (("probe", "mini", "task.probe=b"), 1),
@@ -220,14 +213,23 @@ def test_a_run_of_a_task_that_cannot_be_imported_is_one_column_and_never_pooled(
     ]
 
 
-def test_a_recorded_data_key_needs_no_task_class():
-    """Runs record their task's data_key; the report reads it without importing the task."""
-    target = "tasks.no_such_task.NoSuchTask"  # would warn and pool nothing if it were asked
-    runs = [{**probe_result(target, item, v), "data_key": "probe"} for item, v in [("a", 0.5),
-            ("b", 0.9)]]  # fmt: skip
-    ((_, grouped),) = table_groups(runs)
-    (row,) = summarise(grouped)
-    assert {item: cell.values for item, cell in row.cells.items()} == {"a": [0.5], "b": [0.9]}
+def test_a_results_json_from_before_data_key_was_recorded_gets_its_tasks_key_then():
+    """``result`` writes a bof run as runs did before they recorded ``data_key``."""
+    assert "data_key" not in result("lowrank", 1, 0.5)
+    assert data_key(result("lowrank", 1, 0.5)) == "shape"
+    runs = [result("lowrank", 1, 0.5, shape="lucy"), result("lowrank", 1, 0.7, shape="dragon")]
+    (row,) = summarise(runs)
+    assert {item: cell.values for item, cell in row.cells.items()} == {
+        "lucy": [0.5],
+        "dragon": [0.7],
+    }
+
+
+def test_import_sinelr_report_loads_neither_torch_nor_lightning():
+    """The report reads JSON files: torch and Lightning (seconds of imports) are not its to load."""
+    code = "import sinelr.report, sys; print(sorted({'torch', 'lightning'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_run_records_its_tasks_data_key(tmp_path):

@@ -18,9 +18,8 @@ import pytest
 from PIL import Image
 
 from scripts.report import main as report_main
-from sinelr.accounting import ParamCounts
 from sinelr.report import paper_tables
-from sinelr.results import Metric, RunResult
+from sinelr.results import Metric, ParamCounts, RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_TEXT = ROOT.parent / "shared" / "reference" / "paper_sine_lowrank.txt"

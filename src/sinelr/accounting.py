@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import Tensor, nn
 
 from sinelr.layers import LowRankLayer
 from sinelr.layers.sine import SineActivated
-
-
-@dataclass(frozen=True)
-class ParamCounts:
-    """results.json's ``params``: ``lowrank`` counts the factors (U,V or A,B) only;
-    ``omega`` the learnt frequencies (one per sine layer with ``lowrank.learn_omega=true``),
-    which ``total`` and ``trainable`` include and results.json lists only where there are any."""
-
-    total: int
-    trainable: int
-    lowrank: int
-    full_rank_total: int
-    omega: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        counts = asdict(self)
-        if not self.omega:
-            del counts["omega"]
-        return counts
-
-    def compression_rate(self, adapter: bool) -> float:
-        """Size relative to the full-rank network; for adapters, what is trained."""
-        if self.full_rank_total == 0:
-            return 0.0
-        numerator = self.trainable if adapter else self.total
-        return numerator / self.full_rank_total
+from sinelr.results import ParamCounts
 
 
 def count_parameters(model: nn.Module | None, full_rank_total: int) -> ParamCounts:

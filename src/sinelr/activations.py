@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sinelr.errors import InputError
 from sinelr.layers.config import is_positive_number
 
 
@@ -48,7 +49,7 @@ class GaussianActivation(nn.Module):
     def __init__(self, sigma: float) -> None:
         super().__init__()
         if not is_positive_number(sigma):
-            raise ValueError(
+            raise InputError(
                 f"the Gaussian activation's sigma (task.sigma) must be a finite number above 0, "
                 f"got {sigma!r}"
             )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig, LowRankLayer, get_lowrank_class
 from sinelr.omega import config_for_layer
 
@@ -67,7 +68,7 @@ def _as_linear(module: nn.Module) -> nn.Linear:
     return linear
 
 
-def _no_match_error(target: str, model: nn.Module, candidates: list[str], why: str) -> ValueError:
+def _no_match_error(target: str, model: nn.Module, candidates: list[str], why: str) -> InputError:
     leaves = sorted({name.rsplit(".", 1)[-1] for name in candidates})
     similar = difflib.get_close_matches(target, candidates + leaves, n=5, cutoff=0.5)
     lines = [f"target {target!r} {why} in {type(model).__name__}."]
@@ -78,7 +79,7 @@ def _no_match_error(target: str, model: nn.Module, candidates: list[str], why: s
         + (", ".join(leaves) if leaves else "nothing: the model has none")
         + "; targets are a regex matched against full names, or a list of names/suffixes."
     )
-    return ValueError(" ".join(lines))
+    return InputError(" ".join(lines))
 
 
 def match_targets(model: nn.Module, targets: Targets) -> list[str]:
@@ -102,7 +103,7 @@ def match_targets(model: nn.Module, targets: Targets) -> list[str]:
             raise _no_match_error(targets, model, candidates, why)
         return matched
     if not targets:
-        raise ValueError("targets is empty: name at least one layer to factorise")
+        raise InputError("targets is empty: name at least one layer to factorise")
     matched: list[str] = []
     for target in targets:
         hits = [n for n in candidates if n == target or n.endswith("." + target)]
@@ -133,7 +134,7 @@ def apply_lowrank(model: nn.Module, targets: Targets, config: LowRankConfig) -> 
             if largest
             else "no rank factorises a layer of width 1: target others (task.targets)"
         )
-        raise ValueError(
+        raise InputError(
             f"rank={config.rank} factorises nothing: a layer stays dense unless the rank is below "
             f"its min(d_in, d_out), at most {largest + 1} among the targeted layers; {fix}. "
             "rank=null is the dense baseline."

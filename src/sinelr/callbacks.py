@@ -8,9 +8,12 @@ from typing import Any
 import lightning as L
 import torch
 
+from sinelr.errors import InputError
 
-class NonFiniteError(FloatingPointError):
-    """The loss or a gradient became NaN or infinite."""
+
+class NonFiniteError(InputError, FloatingPointError):
+    """The loss, a gradient or the run's metric became NaN or infinite: the settings' doing
+    (ω, gain, learning rate), reported as one line."""
 
 
 class NonFiniteGuard(L.Callback):

@@ -24,6 +24,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from sinelr.errors import InputError
 from sinelr.io import atomic_write
 from sinelr.keys import flatten, override_key
 from sinelr.omega import sine_layers, start_omegas
@@ -35,7 +36,7 @@ LAST = "last.ckpt"
 STATE_KEY = "sinelr"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used to resume this run."""
 
 
@@ -89,7 +90,7 @@ def checkpoint_intervals(
     given = {override_key(override) for override in command_line}
     named = [key for key in INTERVALS if f"checkpoint.{key}" in given]
     if len(named) == len(INTERVALS):
-        raise ValueError(
+        raise InputError(
             "checkpoint.every_n_epochs and checkpoint.every_n_train_steps are both given: "
             "checkpoints follow one schedule; give only one, or set the other to null"
         )

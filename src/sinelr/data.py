@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from sinelr.errors import InputError
+
 
 class IndexBatches(Sampler[Tensor]):
     """Batches of indices over ``range(n)``: reshuffled each epoch from ``(seed, epoch)``.
@@ -115,7 +117,7 @@ def index_loader(
 def require_one_step_per_batch(trainer: L.Trainer, task: str) -> None:
     """:func:`index_loader`'s resume arithmetic counts one optimiser step per batch."""
     if trainer.accumulate_grad_batches != 1:
-        raise ValueError(
+        raise InputError(
             f"task {task} needs trainer.accumulate_grad_batches=1, got "
             f"{trainer.accumulate_grad_batches}: its resumable loader counts one step per batch; "
             "drop the override"
@@ -177,7 +179,7 @@ def hold_out(count: int, size: int, what: str, unit: str = "examples") -> tuple[
     must leave training at least one.
     """
     if not 0 <= size < count:
-        raise ValueError(f"{what}={size} must be at least 0 and below the {count} training {unit}")
+        raise InputError(f"{what}={size} must be at least 0 and below the {count} training {unit}")
     order = torch.randperm(count, generator=torch.Generator().manual_seed(HOLD_OUT_SEED))
     held = torch.zeros(count, dtype=torch.bool)
     held[order[:size]] = True

@@ -27,6 +27,7 @@ from torch import nn
 
 from sinelr import provenance
 from sinelr.accounting import count_parameters
+from sinelr.callbacks import NonFiniteError
 from sinelr.checkpoint import fingerprint_diff, result_fingerprint
 from sinelr.omega import record_omegas
 from sinelr.plan import RunPlan, command_line, describe, new_result
@@ -182,7 +183,7 @@ def train(plan: RunPlan, model: nn.Module | None, result: RunResult) -> None:
     result.steps = outcome.steps
     value = outcome.metrics.get(plan.task.metric)
     if value is None or not math.isfinite(value):
-        raise FloatingPointError(f"{plan.task.metric} is {value}: the run produced no valid result")
+        raise NonFiniteError(f"{plan.task.metric} is {value}: the run produced no valid result")
     result.metric.value = value
     result.selection = selection(plan.task, outcome.metrics)
     result.status = "completed"

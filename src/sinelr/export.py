@@ -92,7 +92,12 @@ def checkpoint_file(path: Path) -> Path:
 
 def load_run(path: Path) -> LoadedRun:
     """The task, its network with the checkpoint's weights (eval mode), its layer config, and
-    the step-0 factors of PiSSA's layers (read before the checkpoint's weights replace them)."""
+    the step-0 factors of PiSSA's layers (read before the checkpoint's weights replace them).
+
+    Everything is read off the checkpoint but the network's architecture, which only the task
+    knows: the task is the class its configuration names (``task._target_``), imported as the
+    run imported it, so ``tasks/`` must be importable (the repository root, where
+    ``python -m scripts.merge_adapters`` runs)."""
     file = checkpoint_file(path)
     checkpoint = read_checkpoint(file)
     state = checkpoint.get("callbacks", {}).get(STATE_KEY)

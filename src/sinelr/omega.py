@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch import nn
 
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig, get_lowrank_class, sine_twin
 from sinelr.layers.config import AutoOmega
 from sinelr.layers.sine import SineActivated
+from sinelr.rounding import round_significant
 
 if TYPE_CHECKING:
     from sinelr.results import RunResult
@@ -109,11 +111,6 @@ class OmegaChoice:
     step_omega: float | None
 
 
-def round_significant(value: float, digits: int = 3) -> float:
-    """``value`` to ``digits`` significant figures: the rule is not more precise than that."""
-    return float(f"{value:.{digits - 1}e}")
-
-
 def auto_omega(
     d_in: int, rank: int, adapter: bool, lr: float | None, steps: int | None
 ) -> OmegaChoice:
@@ -132,7 +129,7 @@ def auto_omega(
                 if lr is not None
                 else ("the learning rate", "omega=<number>")
             )
-            raise ValueError(
+            raise InputError(
                 f"omega=auto for an adapter needs {missing}, which this task cannot tell "
                 f"before training: give {fix}"
             )
@@ -155,14 +152,14 @@ def config_for_layer(config: LowRankConfig, name: str, d_out: int, d_in: int) ->
     if request.chosen is not None:
         chosen = dict(request.chosen)
         if name not in chosen:
-            raise ValueError(
+            raise InputError(
                 f"the saved run records no ω for layer {name} (it has {', '.join(chosen)}): "
                 "rebuild it with the model and targets it was trained with"
             )
         return replace(config, omega=chosen[name])
     cls = get_lowrank_class(config.variant)
     if cls.sine_of not in AUTO_PLAIN:
-        raise ValueError(
+        raise InputError(
             f"omega=auto has no rule for {config.variant}: the rule (docs/omega.md) takes the "
             "factors' scale from a start drawn like an nn.Linear weight (an adapter's B at 0), "
             f"which {cls.sine_of} does not use; omega=auto supports "

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sinelr.errors import InputError
 from sinelr.layers.config import is_positive_number
 from sinelr.layers.sine import SineActivated
 
@@ -23,7 +24,7 @@ def check_rate(lr: object) -> None:
     """One error for every task's ``task.lr``: a bad rate would otherwise surface steps later,
     as a TypeError inside the optimiser or as an ``inf`` that results.json cannot hold."""
     if not is_positive_number(lr):
-        raise ValueError(f"task.lr must be a finite number above 0, got {lr!r}")
+        raise InputError(f"task.lr must be a finite number above 0, got {lr!r}")
 
 
 def exponential_decay(

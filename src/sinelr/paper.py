@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sinelr.errors import InputError
+
 
 @dataclass(frozen=True)
 class PaperSetting:
@@ -43,14 +45,14 @@ def paper_omega(task: str, rank: int | None, adapter: str | None = None) -> floa
     """The paper's ω for ``task`` at ``rank``; an error that lists the ranks it has otherwise."""
     key = paper_key(task, adapter)
     if key not in PAPER:
-        raise ValueError(
+        raise InputError(
             f"omega=paper: the paper gives no frequency for task {task!r}; "
             f"tasks with paper frequencies: {', '.join(sorted(PAPER))}. Pass omega=<number>."
         )
     table = PAPER[key].omega
     if rank not in table:
         ranks = ", ".join(str(r) for r in sorted(table))
-        raise ValueError(
+        raise InputError(
             f"omega=paper: the paper has no ω for {key} at rank={rank}; it has ranks {ranks}. "
             "Pick one of those ranks or pass omega=<number>."
         )

@@ -23,6 +23,7 @@ from sinelr.checkpoint import (
     result_fingerprint,
     saved_start_omegas,
 )
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
 from sinelr.layers.base import DENSE
 from sinelr.layers.config import AutoOmega
@@ -96,7 +97,7 @@ def describe(cfg: DictConfig, output_dir: Path, result: RunResult) -> RunPlan:
     result.data_key = task.data_key
     result.metric = Metric(task.metric, None, task.higher_is_better)
     if cfg.get("adapter") is not None and not task.fine_tunes:
-        raise ValueError(
+        raise InputError(
             f"adapter={cfg.adapter}: task {task.name} trains its network from scratch and "
             "adapters need a pretrained one; drop adapter= (rank=K alone gives the "
             "factorised sin(ω·UV)/g layers)"

@@ -21,6 +21,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
 
+from sinelr.errors import InputError
+
 log = logging.getLogger(__name__)
 
 TASK_PRESET_GROUP = "task_preset"
@@ -41,7 +43,7 @@ def check_task_preset(choices: Mapping[str, str | None], available: Iterable[str
     prefix = f"{task}_"
     presets = sorted(name.removeprefix(prefix) for name in available if name.startswith(prefix))
     has = f"its presets are: {', '.join(presets)}" if presets else "it has none"
-    raise ValueError(
+    raise InputError(
         f"task={task} has no preset={preset} (no conf/{TASK_PRESET_GROUP}/{wanted}.yaml); {has}"
     )
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sinelr.apply import Targets, apply_lowrank
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig, get_lowrank_class, plain_variants
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def weights_dtype(name: str) -> torch.dtype:
     try:
         return DTYPES[name]
     except KeyError:
-        raise ValueError(f"task.dtype={name!r}: choose one of {', '.join(DTYPES)}") from None
+        raise InputError(f"task.dtype={name!r}: choose one of {', '.join(DTYPES)}") from None
 
 
 def load_pretrained(
@@ -101,7 +102,7 @@ def attach_adapters(
     modules (a classification head, trained with the adapters)."""
     if get_lowrank_class(lowrank.variant).kind != "adapter":
         others = [a for a in plain_variants("adapter") if a not in ("lora", "dora")]
-        raise ValueError(
+        raise InputError(
             f"task {task} fine-tunes a pretrained network with adapters, not {lowrank.variant!r} "
             f"layers trained from scratch: pass the paper's adapter=lora or adapter=dora, "
             f"another registered adapter ({', '.join(others) or 'none'}), or rank=null for "
@@ -112,7 +113,7 @@ def attach_adapters(
     modules = dict(model.named_modules())
     for name in trainable:
         if name not in modules:
-            raise ValueError(
+            raise InputError(
                 f"task.head: {type(model).__name__} has no module {name!r}; its top-level "
                 f"modules are {', '.join(n for n, _ in model.named_children())}"
             )

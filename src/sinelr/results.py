@@ -7,11 +7,42 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sinelr.accounting import ParamCounts
 from sinelr.io import atomic_write_json
 
 RESULTS_FILE = "results.json"
 STATUSES = ("completed", "dry_run", "failed")
+#: The ``method`` of the full-rank baseline (``rank=null``), which no layer implements.
+DENSE = "dense"
+#: What a sine twin's registered name, and so its runs' ``method``, adds to its plain
+#: variant's (``sine_lora``). Here rather than beside the registry so that the report, which
+#: reads these names, need not import the layers (torch).
+SINE_PREFIX = "sine_"
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """results.json's ``params``: ``lowrank`` counts the factors (U,V or A,B) only;
+    ``omega`` the learnt frequencies (one per sine layer with ``lowrank.learn_omega=true``),
+    which ``total`` and ``trainable`` include and results.json lists only where there are any."""
+
+    total: int
+    trainable: int
+    lowrank: int
+    full_rank_total: int
+    omega: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        counts = asdict(self)
+        if not self.omega:
+            del counts["omega"]
+        return counts
+
+    def compression_rate(self, adapter: bool) -> float:
+        """Size relative to the full-rank network; for adapters, what is trained."""
+        if self.full_rank_total == 0:
+            return 0.0
+        numerator = self.trainable if adapter else self.total
+        return numerator / self.full_rank_total
 
 
 def rank_text(rank: int | None) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig, variant_name
 from sinelr.layers.config import AutoOmega
 from sinelr.omega import LearningSchedule, auto_request
@@ -27,7 +28,7 @@ def resolve_number(omega: Any) -> float | None:
     if omega is None or omega in ("paper", "auto"):
         return None
     if isinstance(omega, bool) or not isinstance(omega, int | float):
-        raise ValueError(
+        raise InputError(
             f"omega must be a number, null or 'paper' (the paper's ω), or 'auto' (chosen per "
             f"layer, docs/omega.md), got {omega!r}"
         )
@@ -60,7 +61,7 @@ def lowrank_config(
             log.warning("omega=%s ignored: rank=null is the full-rank baseline", cfg.omega)
         return None
     if isinstance(rank, bool) or not isinstance(rank, int):
-        raise ValueError(f"rank must be a positive integer or null, got {rank!r}")
+        raise InputError(f"rank must be a positive integer or null, got {rank!r}")
     omega: float | AutoOmega | None = resolve_omega(cfg.omega, rank, task_name, adapter)
     if cfg.omega == "auto":
         omega = (
@@ -71,7 +72,7 @@ def lowrank_config(
     settings = OmegaConf.to_container(cfg.lowrank, resolve=True)
     known = {f.name for f in fields(LowRankConfig)} - {"rank", "omega"}
     if unknown := sorted(settings.keys() - known):
-        raise ValueError(
+        raise InputError(
             f"unknown setting lowrank.{unknown[0]}; lowrank.* takes {', '.join(sorted(known))}"
         )
     scratch = settings.pop("variant", None)  # absent from fingerprints saved before it existed

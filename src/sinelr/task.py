@@ -12,6 +12,7 @@ import lightning as L
 from torch import nn
 
 from sinelr.data import require_one_step_per_batch
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
 from sinelr.layers.config import is_positive_integer
 from sinelr.omega import LearningSchedule
@@ -100,7 +101,7 @@ def check_epochs(epochs: Any, allowed: str = "") -> int | None:
 
     ``allowed`` names other accepted values for the error message (e.g. ``'paper'``)."""
     if epochs is not None and not is_positive_integer(epochs):
-        raise ValueError(
+        raise InputError(
             f"task.epochs must be a positive integer{allowed} or null (trainer.max_epochs), "
             f"got {epochs!r}"
         )
@@ -136,7 +137,7 @@ class LightningTask(Task):
         trainer = ctx.make_trainer(callbacks=list(self.callbacks(ctx)), **self.trainer_overrides())
         require_one_step_per_batch(trainer, self.name)
         if self.validates_apart and trainer.limit_val_batches == 0:
-            raise ValueError(
+            raise InputError(
                 f"{self.name} selects on {self.selection_metric}, but trainer.limit_val_batches=0 "
                 "turns validation off: drop that override"
             )

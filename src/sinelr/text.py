@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from sinelr.errors import InputError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -37,7 +39,7 @@ def subsample(n: int, limit: int | None) -> list[int]:
     if limit is None or limit >= n:
         return list(range(n))
     if limit < 1:
-        raise ValueError(f"a subsample needs at least one example, got {limit}")
+        raise InputError(f"a subsample needs at least one example, got {limit}")
     generator = torch.Generator().manual_seed(SUBSAMPLE_SEED)
     return sorted(torch.randperm(n, generator=generator)[:limit].tolist())
 

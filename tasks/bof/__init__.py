@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from sinelr.apply import apply_lowrank
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
 from sinelr.omega import LearningSchedule
 from sinelr.optim import ExponentialDecay
@@ -49,7 +50,7 @@ class BofTask(LightningTask):
     ) -> None:
         super().__init__(name)
         if resolution < 8:
-            raise ValueError(f"task.resolution must be at least 8, got {resolution}")
+            raise InputError(f"task.resolution must be at least 8, got {resolution}")
         self.shape = shape
         self.resolution = resolution
         self.width = width

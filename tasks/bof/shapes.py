@@ -77,5 +77,5 @@ def find_mesh(shape: str, data_dir: Path, cache_dir: Path) -> Path:
         "paths.data_dir (or the SINELR_DATA variable) at a directory holding meshes/, or pass "
         f"task.shape=/path/to/mesh.ply. Built-in shapes: {', '.join(BUILTIN_SHAPES)}. The "
         "Stanford meshes (bunny, dragon, lucy) are at https://graphics.stanford.edu/data/3Dscanrep/;"
-        " `python scripts/download_data.py thai` fetches the Thai statue as meshes/thai.ply."
+        " `python -m scripts.download_data thai` fetches the Thai statue as meshes/thai.ply."
     )

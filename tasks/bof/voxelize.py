@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
+from sinelr.errors import InputError
 from sinelr.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ _COLUMN_OFFSET = np.array([1.2345e-4, 2.3456e-4])
 _CHUNK = 1 << 22
 
 
-class MeshError(ValueError):
+class MeshError(InputError):
     """A mesh file that cannot be read, or holds no surface."""
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 from torch import nn
 
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
 from sinelr.optim import LinearWarmup
 from sinelr.pretrained import attach_adapters, load_pretrained, weights_dtype
@@ -61,7 +62,7 @@ class CommonsenseTask(LightningTask):
         self.targets = targets
         unknown = [name for name in eval_sets if name not in EVAL_SETS]
         if unknown or not eval_sets:
-            raise ValueError(
+            raise InputError(
                 f"task.eval_sets: unknown {unknown or 'empty list'}; choose from "
                 f"{', '.join(EVAL_SETS)}"
             )
@@ -131,7 +132,7 @@ class CommonsenseTask(LightningTask):
         # Checked here, not in build_model: a dry run counts a half-precision dense model fine.
         if any(p.requires_grad and p.dtype.itemsize < 4 for p in model.parameters()):
             name = str(self.dtype).removeprefix("torch.")
-            raise ValueError(
+            raise InputError(
                 f"rank=null fine-tunes every weight, and task.dtype={name} would train them in "
                 "half precision: pass task.dtype=float32 for full fine-tuning"
             )
@@ -149,7 +150,7 @@ def _learning_rate(lr: float | str, adapter: str | None) -> float:
     """``paper``: the paper's rate for the adapter; any other value is the schedule's to check."""
     if lr == PAPER:
         if adapter not in PAPER_LR:
-            raise ValueError(
+            raise InputError(
                 f"task.lr={PAPER} is the paper's adapter rate (LoRA 1e-4, DoRA 6e-5) and needs "
                 f"adapter=lora or adapter=dora, got adapter={adapter}; pass task.lr=<number> "
                 "for another adapter or for full fine-tuning"

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sinelr.data import IndexDataModule, hold_out
+from sinelr.errors import InputError
 from sinelr.text import IGNORE_INDEX, TextBatching, pad_batch, subsample
 from tasks.commonsense.prompts import EVAL_SETS, prompt
 
@@ -54,13 +55,13 @@ def read_examples(path: Path, fields: Sequence[str]) -> list[dict[str, Any]]:
     try:
         examples = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); is it truncated?") from None
+        raise InputError(f"{path} is not valid JSON ({error}); is it truncated?") from None
     if not isinstance(examples, list) or not examples:
-        raise ValueError(f"{path} must hold a non-empty JSON list of examples")
+        raise InputError(f"{path} must hold a non-empty JSON list of examples")
     for i, example in enumerate(examples):
         missing = [f for f in fields if not isinstance(example, dict) or f not in example]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{path}, example {i}: no {', '.join(missing)}; every example is an object with "
                 "instruction, input, output and answer"
             )
@@ -136,7 +137,7 @@ def load_tokenizer(path: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"the tokenizer of {path} has no EOS token to end the responses with")
+        raise InputError(f"the tokenizer of {path} has no EOS token to end the responses with")
     return tokenizer
 
 
@@ -180,7 +181,7 @@ class CommonsenseDataModule(IndexDataModule):
                 self.batching.max_length,
             )
         if not kept:
-            raise ValueError(
+            raise InputError(
                 "no example has a response within "
                 f"task.max_length={self.batching.max_length} tokens; raise task.max_length"
             )

@@ -16,6 +16,7 @@ from typing import Literal
 
 from torch import nn
 
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
 from sinelr.omega import LearningSchedule
 from sinelr.optim import LinearWarmup
@@ -73,7 +74,7 @@ class GlueTask(LightningTask):
             self.spec.epochs if epochs == PAPER else epochs, allowed=f", {PAPER!r},"
         )
         if protocol not in PROTOCOLS:
-            raise ValueError(f"task.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+            raise InputError(f"task.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         self.protocol = protocol
         self._keep_best: KeepBest | None = None
 

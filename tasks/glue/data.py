@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sinelr import text
 from sinelr.data import IndexDataModule
+from sinelr.errors import InputError
 from tasks.glue.specs import GlueSpec
 from tasks.glue.tsv import FORMATS, GET_DATA, GlueExamples, read_glue_tsv
 
@@ -39,7 +40,7 @@ def load_examples(spec: GlueSpec, split: str, data_dir: Path) -> GlueExamples:
     folder = tsv_dir(spec, data_dir)
     if folder.is_dir():
         if spec.directory not in FORMATS:
-            raise ValueError(
+            raise InputError(
                 f"{folder} exists, but {spec.name} is read from TSV only for "
                 f"{', '.join(FORMATS)}; move {folder} away to load {spec.name} from Hugging Face "
                 "datasets instead"
@@ -100,7 +101,7 @@ def protocol_splits(
     if protocol == "dev":
         return {"train": train, "val": dev, "test": dev}
     if protocol != "sora":
-        raise ValueError(f"task.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+        raise InputError(f"task.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     held_out = held_out_of_train(spec, protocol)
     if held_out:
         order = _permutation(len(train.texts), SORA_SPLIT_SEED)

@@ -14,6 +14,8 @@ from typing import Any
 import lightning as L
 from torch import Tensor
 
+from sinelr.errors import InputError
+
 
 class KeepBest(L.Callback):
     """Restore the trainable parameters of the epoch with the highest ``monitor`` at fit end."""
@@ -26,7 +28,7 @@ class KeepBest(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.limit_val_batches == 0:
-            raise ValueError(
+            raise InputError(
                 f"task.protocol=sora scores the epoch with the best {self.monitor}, but "
                 "trainer.limit_val_batches=0 turns validation off: drop that override, or use "
                 "task.protocol=dev"

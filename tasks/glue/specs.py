@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sinelr.errors import InputError
+
 
 @dataclass(frozen=True)
 class GlueSpec:
@@ -142,6 +144,6 @@ def glue_spec(name: str) -> GlueSpec:
     try:
         return GLUE[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"task.name={name!r} is not a GLUE task of the paper; use one of {', '.join(GLUE)}"
         ) from None

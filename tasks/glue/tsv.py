@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sinelr.errors import InputError
+
 GET_DATA = (
     "GLUE lives at <data_dir>/glue/<Task>/{train,dev}.tsv in the original distribution format: "
     "download it with GLUE's download_glue_data.py, or set SINELR_DATA to a directory holding it"
@@ -36,7 +38,7 @@ FORMATS: dict[str, GlueFormat] = {
 STSB_RANGE = (0.0, 5.0)
 
 
-class TsvError(ValueError):
+class TsvError(InputError):
     """A GLUE TSV that does not have its task's format; the message names the file and line."""
 
 

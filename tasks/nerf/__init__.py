@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from sinelr.apply import apply_lowrank
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
 from sinelr.omega import LearningSchedule
 from sinelr.optim import ExponentialDecay
@@ -51,7 +52,7 @@ class NerfTask(LightningTask):
     ) -> None:
         super().__init__(name)
         if n_samples < 2 or n_importance < 0:
-            raise ValueError(
+            raise InputError(
                 f"task.n_samples must be >= 2 and task.n_importance >= 0, "
                 f"got {n_samples}, {n_importance}"
             )

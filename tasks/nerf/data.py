@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sinelr.data import IndexDataModule, hold_out, own_generator
+from sinelr.errors import InputError
 from tasks.nerf.llff import Scene, load_scene
 from tasks.nerf.rays import camera_rays, ndc_rays
 
@@ -89,7 +90,7 @@ class LLFFDataModule(IndexDataModule):
     ) -> None:
         super().__init__(seed)
         if render_factor < 1:
-            raise ValueError(f"task.render_factor must be >= 1, got {render_factor}")
+            raise InputError(f"task.render_factor must be >= 1, got {render_factor}")
         self.data_dir = data_dir
         self.scene_name = scene
         self.factor = factor
@@ -109,7 +110,7 @@ class LLFFDataModule(IndexDataModule):
         scene = load_scene(self.data_dir, self.scene_name, self.factor, self.llffhold)
         height, width = TestViews(scene, self.render_factor).size()
         if min(height, width) < SSIM_WINDOW:
-            raise ValueError(
+            raise InputError(
                 f"task.render_factor={self.render_factor} renders the test views at "
                 f"{height}x{width}, smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window: "
                 "use a smaller task.render_factor"

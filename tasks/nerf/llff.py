@@ -18,15 +18,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from sinelr.errors import InputError
+
 ROW = 17
 GET_DATA = (
     "LLFF scenes live at <data_dir>/nerf_llff_data/<scene>/ (poses_bounds.npy and images_*/): "
-    "fetch them with `python scripts/download_data.py llff` (the NeRF authors' release), or set "
+    "fetch them with `python -m scripts.download_data llff` (the NeRF authors' release), or set "
     "SINELR_DATA (or paths.data_dir) to a directory holding nerf_llff_data/"
 )
 
 
-class CameraFileError(ValueError):
+class CameraFileError(InputError):
     """A poses_bounds.npy that cannot be trusted; the message names the file and the problem."""
 
 
@@ -170,7 +172,7 @@ def read_image(path: Path) -> np.ndarray:
 def load_scene(data_dir: str | Path, scene: str, factor: int = 8, llffhold: int = 8) -> Scene:
     """Scene ``scene`` at ``1/factor`` resolution, in the NeRF convention (module docstring)."""
     if factor < 1 or llffhold < 2:
-        raise ValueError(
+        raise InputError(
             f"task.factor must be >= 1 and task.llffhold >= 2, got {factor}, {llffhold}"
         )
     path = scene_dir(data_dir, scene)

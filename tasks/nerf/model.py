@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from sinelr.activations import GaussianActivation
+from sinelr.errors import InputError
 
 
 class RadianceMLP(nn.Module):
@@ -35,7 +36,7 @@ class RadianceMLP(nn.Module):
     ) -> None:
         super().__init__()
         if depth < 1 or width < 2:
-            raise ValueError(f"task.depth must be >= 1 and task.width >= 2, got {depth}, {width}")
+            raise InputError(f"task.depth must be >= 1 and task.width >= 2, got {depth}, {width}")
         self.skips = tuple(skips)
         self.pts_linears = nn.ModuleList(
             [nn.Linear(point_dim, width)]

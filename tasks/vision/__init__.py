@@ -17,6 +17,7 @@ import timm
 from torch import nn
 
 from sinelr.apply import apply_lowrank
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
 from sinelr.omega import LearningSchedule
 from sinelr.task import LightningTask, RunContext
@@ -61,7 +62,7 @@ class VisionTask(LightningTask):
         self.dataset = dataset
         self.data_path = Path(data_path).expanduser() if data_path else None
         if not 0 <= val_fraction < 1:
-            raise ValueError(
+            raise InputError(
                 f"task.val_fraction must be in [0, 1) (0: validate on the test split, as the "
                 f"paper), got {val_fraction}"
             )
@@ -69,12 +70,12 @@ class VisionTask(LightningTask):
         self.num_classes = num_classes or self._count_classes()
         self.img_size = img_size
         if in_chans not in (1, 3):
-            raise ValueError(f"task.in_chans must be 1 or 3, got {in_chans}")
+            raise InputError(f"task.in_chans must be 1 or 3, got {in_chans}")
         self.in_chans = in_chans
         self.crop_pct = crop_pct
         known = {f.name for f in fields(Augment)}
         if unknown := sorted(set(augment) - known):
-            raise ValueError(f"task.augment has unknown keys {unknown}; known: {sorted(known)}")
+            raise InputError(f"task.augment has unknown keys {unknown}; known: {sorted(known)}")
         self.augment = Augment(**augment)
         self.schedule = Schedule(optimizer, lr, weight_decay, warmup_epochs, min_lr, warmup_lr)
         self.batch_size = batch_size
@@ -87,7 +88,7 @@ class VisionTask(LightningTask):
         if known is not None:
             return known
         if self.data_path is None:
-            raise ValueError("task.dataset=imagefolder needs task.data_path (or task.num_classes)")
+            raise InputError("task.dataset=imagefolder needs task.data_path (or task.num_classes)")
         return count_class_folders(self.data_path)
 
     @property
@@ -96,7 +97,7 @@ class VisionTask(LightningTask):
 
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
         if not timm.is_model(self.model_name):
-            raise ValueError(
+            raise InputError(
                 f"task.model={self.model_name!r} is not a timm architecture; see "
                 "timm.list_models(), e.g. vit_small_patch16_224, convnext_tiny"
             )

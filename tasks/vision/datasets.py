@@ -22,6 +22,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 from torchvision.datasets import ImageFolder
 
+from sinelr.errors import InputError
 from sinelr.loggers import network_reachable
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def _open_image(path: str) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except OSError as error:
-        raise ValueError(
+        raise InputError(
             f"cannot read image {path} ({error}): replace or delete the file"
         ) from error
 
@@ -131,12 +132,12 @@ def _read_cifar_pickle(path: Path) -> ArrayImages:
         pixels = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = torch.tensor(batch["fine_labels"])
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as error:
-        raise ValueError(
+        raise InputError(
             f"{path} is not a CIFAR-100 pickle ({type(error).__name__}: {error}): "
             f"download it again from {CIFAR100_URL}"
         ) from error
     if len(labels) != len(pixels):
-        raise ValueError(f"{path}: {len(pixels)} images but {len(labels)} labels")
+        raise InputError(f"{path}: {len(pixels)} images but {len(labels)} labels")
     return ArrayImages(pixels.transpose(0, 2, 3, 1), labels)
 
 
@@ -182,7 +183,7 @@ def _read_mnist_pair(root: Path, prefix: str) -> ArrayImages:
     pixels = _read_idx(paths["images-idx3-ubyte"], ndim=3)
     labels = _read_idx(paths["labels-idx1-ubyte"], ndim=1)
     if len(pixels) != len(labels):
-        raise ValueError(f"{root}: {len(pixels)} {prefix} images but {len(labels)} labels")
+        raise InputError(f"{root}: {len(pixels)} {prefix} images but {len(labels)} labels")
     return ArrayImages(pixels, torch.from_numpy(labels.astype(np.int64)))
 
 
@@ -191,13 +192,13 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as error:
-        raise ValueError(f"{path} is corrupt ({error}): download it again") from error
+        raise InputError(f"{path} is corrupt ({error}): download it again") from error
     header = 4 + 4 * ndim
     if len(raw) < header or raw[:4] != bytes([0, 0, 8, ndim]):
-        raise ValueError(f"{path} is not an idx file of {ndim}-d unsigned bytes: download it again")
+        raise InputError(f"{path} is not an idx file of {ndim}-d unsigned bytes: download it again")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if len(raw) != header + int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, download it again")
+        raise InputError(f"{path} is truncated: header says {shape}, download it again")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -211,7 +212,7 @@ def read_imagenet(data_dir: Path, data_path: Path | None) -> Splits:
 
 def read_imagefolder(data_dir: Path, data_path: Path | None) -> Splits:
     if data_path is None:
-        raise ValueError(
+        raise InputError(
             "task.dataset=imagefolder needs task.data_path: a directory with train/ and val/, "
             "each holding one sub-directory of images per class"
         )
@@ -227,7 +228,7 @@ def _read_folders(root: Path, what: str) -> Splits:
             )
     train, val = FolderImages(root / "train"), FolderImages(root / "val")
     if train.classes != val.classes:
-        raise ValueError(
+        raise InputError(
             f"{root}: train/ and val/ have different class folders "
             f"({len(train.classes)} against {len(val.classes)}); they must match"
         )
@@ -254,5 +255,5 @@ DATASETS: dict[str, DatasetSpec] = {
 
 def dataset_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise ValueError(f"task.dataset={name!r} is not one of {', '.join(DATASETS)}")
+        raise InputError(f"task.dataset={name!r} is not one of {', '.join(DATASETS)}")
     return DATASETS[name]

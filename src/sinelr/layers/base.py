@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sinelr.errors import InputError
 from sinelr.layers.config import LowRankConfig
 from sinelr.layers.functional import (
     VJP,
@@ -29,15 +30,13 @@ from sinelr.layers.functional import (
     blockwise_linear,
 )
 from sinelr.layers.sine import GainRule
+from sinelr.results import DENSE, SINE_PREFIX
 
 if TYPE_CHECKING:
     from sinelr.layers.config import AutoOmega
 
 Kind = Literal["scratch", "adapter"]
 KINDS: tuple[Kind, ...] = ("scratch", "adapter")
-SINE_PREFIX = "sine_"
-#: The method name of the full-rank baseline (``rank=null``), which no layer implements.
-DENSE = "dense"
 #: The settings of the row-blocked path (:func:`~sinelr.layers.functional.blockwise_linear`):
 #: how a weight is computed, not what. Registration adds them to every variant's
 #: ``hyperparameters``, so that a benchmark or a test can set them for every variant alike; a
@@ -320,7 +319,7 @@ def get_lowrank_class(name: str) -> type[LowRankLayer]:
         return LOWRANK_LAYERS[name]
     except KeyError:
         known = ", ".join(sorted(LOWRANK_LAYERS))
-        raise ValueError(f"unknown low-rank variant {name!r}; registered: {known}") from None
+        raise InputError(f"unknown low-rank variant {name!r}; registered: {known}") from None
 
 
 def plain_variants(kind: Kind) -> list[str]:
@@ -361,16 +360,16 @@ def variant_name(
     """
     if adapter is not None and adapter not in plain_variants("adapter"):
         choices = ", ".join(plain_variants("adapter"))
-        raise ValueError(f"adapter must be one of {choices} or null, got {adapter!r}")
+        raise InputError(f"adapter must be one of {choices} or null, got {adapter!r}")
     if scratch is not None and scratch not in plain_variants("scratch"):
         choices = ", ".join(plain_variants("scratch"))
         hint = " (adapters are chosen with adapter=)" if scratch in LOWRANK_LAYERS else ""
-        raise ValueError(
+        raise InputError(
             f"lowrank.variant must be a plain from-scratch variant, one of {choices}, "
             f"or null, got {scratch!r}{hint}"
         )
     if adapter is not None and scratch is not None:
-        raise ValueError(
+        raise InputError(
             f"adapter={adapter} and lowrank.variant={scratch} both given: adapter= chooses the "
             "adapter of a fine-tuning task, lowrank.variant= the layers of a from-scratch one"
         )
@@ -381,7 +380,7 @@ def variant_name(
         return plain
     twin = sine_twin(plain)
     if twin is None:
-        raise ValueError(
+        raise InputError(
             f"omega={omega} asks for the sine twin of {plain}, but no {SINE_PREFIX}{plain} is "
             "registered; pass omega=null for the plain variant"
         )

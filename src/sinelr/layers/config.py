@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from sinelr.errors import InputError
 from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
 
 # A learnt log ω's learning rate (lowrank.omega_lr), the same wherever a sine layer is built.
@@ -86,21 +87,21 @@ class LowRankConfig:
 
     def __post_init__(self) -> None:
         if not is_positive_integer(self.rank):
-            raise ValueError(
+            raise InputError(
                 f"rank must be a positive integer, got {self.rank!r}; "
                 "use rank=null for the full-rank (dense) baseline"
             )
         if not isinstance(self.omega, AutoOmega | None) and not is_positive_number(self.omega):
-            raise ValueError(
+            raise InputError(
                 f"omega must be a positive number, got {self.omega!r}; "
                 "use omega=null for the plain low-rank variant"
             )
         for name in ("gain", "alpha"):
             value = getattr(self, name)
             if value is not None and not is_positive_number(value):
-                raise ValueError(f"{name} must be a positive number or null, got {value!r}")
+                raise InputError(f"{name} must be a positive number or null, got {value!r}")
         if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+            raise InputError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         for name, meaning in (
             ("fused", "true: the memory-lean sine path, false: plain autograd"),
             (
@@ -111,16 +112,16 @@ class LowRankConfig:
         ):
             value = getattr(self, name)
             if not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false, got {value!r} ({meaning})")
+                raise InputError(f"{name} must be true or false, got {value!r} ({meaning})")
         if self.learn_omega and self.omega is None:
-            raise ValueError(
+            raise InputError(
                 "learn_omega=true needs an omega to start from (a number, paper or auto); "
                 "omega=null is the plain variant, which has no ω"
             )
         if not is_positive_number(self.omega_lr):
-            raise ValueError(f"omega_lr must be a positive number, got {self.omega_lr!r}")
+            raise InputError(f"omega_lr must be a positive number, got {self.omega_lr!r}")
         if not is_positive_integer(self.block_elems):
-            raise ValueError(f"block_elems must be a positive integer, got {self.block_elems!r}")
+            raise InputError(f"block_elems must be a positive integer, got {self.block_elems!r}")
         self._check_variant_reads_settings()
 
     def _check_variant_reads_settings(self) -> None:
@@ -144,7 +145,7 @@ class LowRankConfig:
                 if other.sine_of is None and set(ignored) <= other.hyperparameters
             ]
             choose = f" ({', '.join(readers)})" if readers else ""
-            raise ValueError(
+            raise InputError(
                 f"variant {self.variant} does not read {given} (it reads {reads}): leave it at "
                 f"its default, or choose a variant that reads it{choose}"
             )

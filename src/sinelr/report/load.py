@@ -2,33 +2,37 @@
 parameters it counts.
 
 A run names its data item (a mesh, a scene, a data set) in ``task.<key>``, and the key is its
-Task class's ``data_key``: the report asks the class named by the run's ``task_config._target_``
-and so needs no edit for a new task.
+Task class's ``data_key``, which the run records in results.json: the report needs no edit for a
+new task, and imports none.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import statistics
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_class
-
 from sinelr.keys import flatten
 from sinelr.report.model import AUTO, FIXED, LEARNT, LEARNT_FROM_AUTO
 from sinelr.results import rank_text
-
-log = logging.getLogger(__name__)
 
 ITEM = "report_item"  # set by grouping.per_item on the copies of a run it makes, one per column
 
 #: Fingerprint entries a table lays out itself: its rows (method, rank, ω) and the seeds a cell
 #: pools. The data item (``task.<data_key>``) is its columns.
 LAID_OUT = ("rank", "omega", "adapter", "seed", "preset")
+
+#: The data key of each task that had one when runs did not yet record it in results.json
+#: (before commit 1d5620b): what those files' ``task_config._target_`` names. Frozen, as
+#: those files are; a run since records its key, so a new task never belongs here.
+LEGACY_DATA_KEYS = {
+    "tasks.bof.BofTask": "shape",
+    "tasks.glue.GlueTask": "name",
+    "tasks.nerf.NerfTask": "scene",
+    "tasks.vision.VisionTask": "dataset",
+}
 
 
 def load_results(paths: Iterable[str | Path], completed_only: bool = True) -> list[dict]:
@@ -43,38 +47,20 @@ def load_results(paths: Iterable[str | Path], completed_only: bool = True) -> li
     return found
 
 
-@functools.cache
-def task_class(target: str) -> type | None:
-    """The Task class a run's ``task_config._target_`` names, or None (with one warning per
-    class) where it cannot be imported: a task since renamed or removed, or a report run
-    where ``tasks/`` is not importable."""
-    try:
-        return get_class(target)
-    except (ImportError, ValueError) as error:
-        log.warning(
-            "report: cannot import %s (%s); its runs get one column, named after their task",
-            target,
-            str(error).splitlines()[0],
-        )
-        return None
-
-
 def data_key(result: dict) -> str | None:
-    """The ``task.<key>`` that names the run's data item: its Task class's ``data_key``, as the
-    run recorded it, or as the class says for a results.json written before runs recorded it.
+    """The ``task.<key>`` that names the run's data item: its Task class's ``data_key`` as the
+    run recorded it, or for a results.json written before runs recorded it, as
+    :data:`LEGACY_DATA_KEYS` has it.
 
-    None for a task with one fixed data set (commonsense, theory), and also where the class is
-    unknown: a results.json that names none (``task_config`` without ``_target_``, as one
-    written by hand) or names one that cannot be imported (:func:`task_class`). Such a run is
-    one column named after its task, and a ``task.<key>`` that differs between runs then sets
-    them apart as a setting (:func:`settings`), in tables of their own, rather than pooling
-    them in one cell.
+    None for a task with one fixed data set (commonsense, theory), whose runs record no key, and
+    for a results.json that records none and names no task of :data:`LEGACY_DATA_KEYS` (one
+    written by hand). Such a run is one column named after its task, and a ``task.<key>`` that
+    differs between runs then sets them apart as a setting (:func:`settings`), in tables of
+    their own, rather than pooling them in one cell.
     """
-    if "data_key" in result:  # recorded by the run (results.json from after it was added)
+    if "data_key" in result:
         return result["data_key"]
-    target = (result.get("task_config") or {}).get("_target_")
-    cls = task_class(target) if target else None
-    return getattr(cls, "data_key", None)
+    return LEGACY_DATA_KEYS.get((result.get("task_config") or {}).get("_target_"))
 
 
 def data_name(result: dict) -> str:

@@ -13,36 +13,46 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, overload
 
-from sinelr.layers import method_names
-from sinelr.layers.base import SINE_PREFIX
-from sinelr.omega import round_significant
 from sinelr.report.stats import Gap, gap, mean_interval
+from sinelr.results import SINE_PREFIX
+from sinelr.rounding import round_significant
 
 if TYPE_CHECKING:
     from sinelr.report.numbers import PaperRow
     from sinelr.report.provenance import Source
 
 
+def registry_order() -> list[str]:
+    """results.json's methods in the registry's order (:func:`sinelr.layers.method_names`), so
+    that a new variant needs no edit here. The registry is imported here, by the first table
+    that orders methods, not with the report: it is filled by importing every variant's module,
+    and so torch, which ``import sinelr.report`` (a reader of results.json files) must not
+    load."""
+    from sinelr.layers import method_names
+
+    return method_names()
+
+
 class MethodOrder(Sequence[str]):
-    """results.json's methods in the order tables list them: :func:`sinelr.layers.method_names`,
-    read from the registry at each use, so that a variant registered after this module was
-    imported (a user's, a test's) has its place too."""
+    """results.json's methods in the order tables list them: :func:`registry_order`, read at
+    each use, so that a variant registered after this module was imported (a user's, a test's)
+    has its place too."""
 
     @overload
     def __getitem__(self, index: int) -> str: ...
     @overload
     def __getitem__(self, index: slice) -> list[str]: ...
     def __getitem__(self, index: int | slice) -> str | list[str]:
-        return method_names()[index]
+        return registry_order()[index]
 
     def __len__(self) -> int:
-        return len(method_names())
+        return len(registry_order())
 
     def __iter__(self) -> Iterator[str]:
-        return iter(method_names())
+        return iter(registry_order())
 
     def __repr__(self) -> str:
-        return repr(method_names())
+        return repr(registry_order())
 
 
 METHOD_ORDER = MethodOrder()

@@ -8,8 +8,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sinelr.layers.base import DENSE, SINE_PREFIX
-from sinelr.omega import round_significant
 from sinelr.report.layout import TaskTable
 from sinelr.report.model import (
     AUTO,
@@ -20,6 +18,8 @@ from sinelr.report.model import (
     OMEGA_MODES,
     Row,
 )
+from sinelr.results import DENSE, SINE_PREFIX
+from sinelr.rounding import round_significant
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from html import escape
 from typing import TYPE_CHECKING
 
-from sinelr.layers.base import SINE_PREFIX
 from sinelr.report.layout import FLAT_MARGIN, FLAT_MARK, TaskTable, near_flat
 from sinelr.report.load import RUN_HEADER, run_label
 from sinelr.report.model import (
@@ -28,7 +27,7 @@ from sinelr.report.model import (
 )
 from sinelr.report.numbers import paper_bench_tables
 from sinelr.report.stats import LEVEL, NOT_RESOLVED, UNPAIRED, Gap
-from sinelr.results import rank_text
+from sinelr.results import SINE_PREFIX, rank_text
 
 if TYPE_CHECKING:
     from rich.console import Console
