@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sinelr.checkpoint import ADDED_SETTINGS, fingerprint_diff
+from sinelr.fingerprint import ADDED_SETTINGS, fingerprint_diff
 
 
 def _current() -> dict:

@@ -17,9 +17,9 @@ from typing import Literal
 from torch import nn
 
 from sinelr.layers import LowRankConfig
-from sinelr.omega import LearningSchedule
 from sinelr.optim import LinearWarmup
 from sinelr.pretrained import attach_adapters
+from sinelr.schedule import LearningSchedule
 from sinelr.task import LightningTask, RunContext, TaskOutput, check_epochs
 from sinelr.text import TextBatching
 from tasks.glue.data import PROTOCOLS, GlueDataModule, held_out_of_train
