@@ -1,9 +1,9 @@
 """What a run's optimiser will do, known before training: the task's learning rate and the
 steps Lightning will take, counted beside the trainer as the trainer will count them.
 
-``omega=auto`` reads both (docs/omega.md, "What the rule needs"): a task says what it knows
-through ``Task.learning_schedule`` (a :class:`LearningSchedule`), the trainer's settings
-complete the count, and :func:`auto_request` hands the rule what is known.
+``omega=auto`` reads both (docs/omega.md, "What the rule needs, and what it does without"): a
+task says what it knows through ``Task.learning_schedule`` (a :class:`LearningSchedule`), the
+trainer's settings complete the count, and :func:`auto_request` hands the rule what is known.
 """
 
 from __future__ import annotations
