@@ -29,10 +29,11 @@ from hydra.utils import instantiate
 from torch import nn
 
 from sinelr.apply import apply_lowrank, densify
-from sinelr.checkpoint import STATE_KEY, RunState, fingerprint
+from sinelr.checkpoint import STATE_KEY, RunState
 from sinelr.export import load_run, save_merged, save_peft
+from sinelr.fingerprint import fingerprints
 from sinelr.layers import LowRankConfig, LowRankLayer, get_lowrank_class
-from sinelr.omega import layer_omegas, sine_layers
+from sinelr.omega_record import layer_omegas, sine_layers
 from sinelr.run_config import lowrank_config
 from tests.helpers import compose_config, make_tiny_llama
 from tests.test_glue import tiny_bert  # noqa: F401  (fixture)
@@ -98,7 +99,10 @@ def write_run(task_overrides: list[str], variant: str, run_dir: Path) -> nn.Modu
             if param.requires_grad:  # adapters, magnitudes, a head: all "trained"
                 param.add_(0.2 * torch.randn(param.shape, generator=generator))
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    checkpoint = {"state_dict": state, "callbacks": {STATE_KEY: {"fingerprint": fingerprint(cfg)}}}
+    checkpoint = {
+        "state_dict": state,
+        "callbacks": {STATE_KEY: {"fingerprint": fingerprints(cfg).checkpoint}},
+    }
     (run_dir / "checkpoints").mkdir(parents=True)
     torch.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
     return model.eval()
@@ -281,7 +285,10 @@ def test_a_checkpoint_whose_task_refuses_its_settings_fails_with_the_tasks_own_l
     # The driver's one-line error, not Hydra's InstantiationException around it, which
     # scripts/merge_adapters.py would not catch.
     cfg = compose_config("task=bof", "preset=smoke", "rank=1", "task.resolution=4")
-    checkpoint = {"state_dict": {}, "callbacks": {STATE_KEY: {"fingerprint": fingerprint(cfg)}}}
+    checkpoint = {
+        "state_dict": {},
+        "callbacks": {STATE_KEY: {"fingerprint": fingerprints(cfg).checkpoint}},
+    }
     (tmp_path / "checkpoints").mkdir()
     torch.save(checkpoint, tmp_path / "checkpoints" / "last.ckpt")
     with pytest.raises(ValueError, match=r"^task.resolution must be at least 8, got 4$"):
@@ -327,7 +334,7 @@ def test_an_auto_omega_run_is_rebuilt_with_the_omegas_its_layers_got(
         for param in model.parameters():
             if param.requires_grad:
                 param.add_(0.2 * torch.randn(param.shape))
-    state = RunState(fingerprint(cfg))
+    state = RunState(fingerprints(cfg).checkpoint)
     state.setup(None, SimpleNamespace(model=model), "fit")
     assert state.omega_start and len(set(state.omega_start.values())) == 1  # one layer shape
     checkpoint = {

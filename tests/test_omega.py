@@ -18,17 +18,14 @@ from sinelr.layers.config import AutoOmega
 from sinelr.omega import (
     PHASE_SPREAD,
     PHASE_STEP,
-    LearningSchedule,
     auto_omega,
-    auto_request,
     factor_stds,
     linear_energy_share,
-    planned_steps,
-    sine_layers,
-    start_omegas,
 )
+from sinelr.omega_record import sine_layers, start_omegas
 from sinelr.optim import ExponentialDecay, LinearWarmup
 from sinelr.rounding import round_significant
+from sinelr.schedule import LearningSchedule, auto_request, planned_steps
 from tests.helpers import dry_run, run_in_process
 
 SINE_VARIANTS = ("sine_lowrank", "sine_lora", "sine_dora")

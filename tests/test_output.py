@@ -21,8 +21,8 @@ from torch import nn
 from run import is_input_error, route_lightning_logs
 from scripts.report import main as report_main
 from sinelr.apply import apply_lowrank
-from sinelr.checkpoint import checkpoint_intervals
 from sinelr.layers import LowRankConfig
+from sinelr.plan import checkpoint_intervals
 from sinelr.report import print_table, summarise
 from sinelr.run_config import resolve_number
 from tests.helpers import run_in_process

@@ -17,17 +17,12 @@ from hydra.errors import ConfigCompositionException
 from lightning.pytorch.demos.boring_classes import BoringModel
 
 from sinelr.callbacks import NonFiniteError, NonFiniteGuard
-from sinelr.checkpoint import (
-    CHECKPOINT_DIR,
-    CheckpointError,
-    LastCheckpoint,
-    check_checkpoint,
-    read_checkpoint,
-)
+from sinelr.checkpoint import CHECKPOINT_DIR, CheckpointError, LastCheckpoint, read_checkpoint
 from sinelr.data import require_one_step_per_batch
 from sinelr.io import atomic_write, atomic_write_json
 from sinelr.loggers import ResumableCSVLogger, network_reachable, wandb_logger
 from sinelr.results import RESULTS_FILE
+from sinelr.resume import check_checkpoint
 from tests.helpers import (
     assert_resumes_to_the_uninterrupted_result,
     dry_run,

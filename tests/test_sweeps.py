@@ -13,10 +13,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from hydra_plugins.sinelr_sweeper.table_sweeper import TableSweeper, available_jobs
-from sinelr.checkpoint import result_fingerprint
-from sinelr.driver import completed_result
+from sinelr.fingerprint import fingerprints
 from sinelr.report.publish import results_table
 from sinelr.results import RESULTS_FILE, Metric, RunResult
+from sinelr.resume import completed_result
 from tests.helpers import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,25 +120,25 @@ def test_completed_result_is_reused_only_for_the_same_configuration(tmp_path: Pa
     result = RunResult(
         task="theory", method="sine_lowrank", rank=1, omega=None, adapter=None, seed=0,
         preset="smoke", metric=Metric("m", 0.5, True), metrics={"m": 0.5}, status="completed",
-        fingerprint=result_fingerprint(cfg),
+        fingerprint=fingerprints(cfg).result,
     )  # fmt: skip
     result.write(tmp_path)
-    reused = completed_result(tmp_path, result_fingerprint(cfg))
+    reused = completed_result(tmp_path, fingerprints(cfg).result)
     assert reused is not None and reused.to_json() == result.to_json()
 
     other = compose_config("task=theory", "preset=smoke", "rank=1", "task.trials=2")
-    assert completed_result(tmp_path, result_fingerprint(other)) is None
+    assert completed_result(tmp_path, fingerprints(other).result) is None
     longer = compose_config("task=theory", "preset=smoke", "rank=1", "trainer.max_epochs=5")
-    assert completed_result(tmp_path, result_fingerprint(longer)) is None
+    assert completed_result(tmp_path, fingerprints(longer).result) is None
     # Display settings do not change a result: it is still reused.
     quiet = compose_config(
         "task=theory", "preset=smoke", "rank=1", "trainer.enable_progress_bar=false"
     )
-    assert completed_result(tmp_path, result_fingerprint(quiet)) is not None
+    assert completed_result(tmp_path, fingerprints(quiet).result) is not None
 
     result.status, result.error = "failed", "ValueError: boom"
     result.write(tmp_path)
-    assert completed_result(tmp_path, result_fingerprint(cfg)) is None
+    assert completed_result(tmp_path, fingerprints(cfg).result) is None
 
 
 @pytest.mark.slow

@@ -1,19 +1,17 @@
-"""Checkpoints that survive a kill and refuse to resume the wrong run.
+"""Checkpoints that survive a kill, as Lightning writes and reads them.
 
 * Written atomically (temporary file + rename) and read with ``weights_only=True``.
-* Each carries the run's *fingerprint* (task settings, rank, ω, adapter, layer settings, seed)
-  and its RNG states; resuming checks the fingerprint first and names what differs.
-* ``resume=true`` finds the newest checkpoint of a run with the same fingerprint, in this run's
-  directory or under ``outputs/``; ``ckpt_path=<file>`` names one; ``skip_done=true`` continues
-  from the run directory's own, if a run of the same configuration left one.
+* ``last.ckpt`` in the run directory's ``checkpoints/``, rewritten at every interval and at
+  the end of training (:class:`LastCheckpoint`).
+* Each carries the run's checkpoint fingerprint (:mod:`sinelr.fingerprint`), its RNG states and
+  the ω its sine layers were built with (:class:`RunState`), so that :mod:`sinelr.resume` can
+  refuse to continue another run, and a continued run draws what the uninterrupted one drew.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import random
-from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +20,10 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
 
 from sinelr.errors import InputError
 from sinelr.io import atomic_write
-from sinelr.keys import flatten, override_key
-from sinelr.omega import sine_layers, start_omegas
-
-log = logging.getLogger(__name__)
+from sinelr.omega_record import sine_layers, start_omegas
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
@@ -38,92 +32,6 @@ STATE_KEY = "sinelr"
 
 class CheckpointError(InputError):
     """A checkpoint that cannot be used to resume this run."""
-
-
-FINGERPRINT_KEYS = ("task", "rank", "omega", "adapter", "lowrank", "seed")
-
-
-def fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    """What a checkpoint must match to continue this run (hardware, logging, paths may differ)."""
-    return {
-        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-        for key in FINGERPRINT_KEYS
-        for value in [cfg.get(key)]
-    }
-
-
-#: Trainer settings that change what a run shows, not what it computes.
-PRESENTATION_KEYS = ("enable_progress_bar", "enable_model_summary", "log_every_n_steps")
-
-
-def result_fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    """What a completed results.json must match to stand for this run (``skip_done=true``).
-
-    The checkpoint's fingerprint plus the preset and the trainer's settings: a resumed run may
-    train for more epochs or on other hardware, but a finished result depends on both.
-    """
-    trainer = OmegaConf.to_container(cfg.get("trainer") or {}, resolve=True)
-    return {
-        **fingerprint(cfg),
-        "preset": cfg.get("preset"),
-        "trainer": {k: v for k, v in trainer.items() if k not in PRESENTATION_KEYS},
-    }
-
-
-#: ``checkpoint.<key>``: how often ``last.ckpt`` is written. Lightning takes one of them.
-INTERVALS = ("every_n_epochs", "every_n_train_steps")
-
-
-def checkpoint_intervals(
-    settings: Mapping[str, int | None], command_line: Sequence[str] = ()
-) -> dict[str, int | None]:
-    """``ModelCheckpoint``'s interval arguments from ``checkpoint.*``, at most one of them set.
-
-    The base config writes every epoch and some presets every n steps, so setting one interval
-    leaves the other's inherited value beside it, which Lightning refuses. The interval named
-    in ``command_line`` (the run's overrides) wins; otherwise ``every_n_train_steps``, as no
-    default sets it. Both named there cannot be honoured and are an error.
-    """
-    intervals = {key: settings.get(key) for key in INTERVALS}
-    if not all(intervals.values()):
-        return intervals
-    given = {override_key(override) for override in command_line}
-    named = [key for key in INTERVALS if f"checkpoint.{key}" in given]
-    if len(named) == len(INTERVALS):
-        raise InputError(
-            "checkpoint.every_n_epochs and checkpoint.every_n_train_steps are both given: "
-            "checkpoints follow one schedule; give only one, or set the other to null"
-        )
-    keep = named[0] if named else "every_n_train_steps"
-    return {key: value if key == keep else None for key, value in intervals.items()}
-
-
-#: Settings that joined the fingerprint after runs had been recorded, each with the value that
-#: computes what those runs computed. A saved fingerprint without the key reads as having that
-#: value, so ``skip_done`` and ``resume`` still recognise the earlier runs (a sweep resumed
-#: after an upgrade does not start again).
-ADDED_SETTINGS: dict[str, Any] = {
-    "lowrank.detach_norm": False,
-    "lowrank.learn_omega": False,
-    "lowrank.omega_lr": 0.01,
-}
-
-
-def fingerprint_diff(
-    saved: dict[str, Any], current: dict[str, Any], source: str = "checkpoint"
-) -> list[str]:
-    """The settings in which ``saved`` and ``current`` differ, one line each (empty: same run).
-
-    A setting of :data:`ADDED_SETTINGS` that ``saved`` lacks reads as its old value, and one
-    that ``current`` lacks (a task that never had it) is not compared at all.
-    """
-    a, b = {**ADDED_SETTINGS, **flatten(saved)}, flatten(current)
-    a = {k: v for k, v in a.items() if k in b or k not in ADDED_SETTINGS}
-    return [
-        f"{k}: {a.get(k)!r} ({source}) vs {b.get(k)!r} (now)"
-        for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k)
-    ]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -158,87 +66,9 @@ def saved_state(path: Path) -> dict[str, Any] | None:
     return read_checkpoint(path, mmap=True).get("callbacks", {}).get(STATE_KEY)
 
 
-def saved_fingerprint(path: Path) -> dict[str, Any] | None:
-    """The run fingerprint a sinelr checkpoint carries; None for another program's."""
-    state = saved_state(path)
-    return None if state is None else state.get("fingerprint")
-
-
-def saved_start_omegas(path: Path) -> dict[str, float] | None:
-    """The ω each sine layer of the checkpoint's run was built with; None where it records
-    none (a run without sine layers, or a checkpoint written before checkpoints did)."""
-    state = saved_state(path)
-    return (state or {}).get("omega_start") or None
-
-
-def check_checkpoint(path: Path, expected: dict[str, Any]) -> None:
-    """Raise :class:`CheckpointError` unless ``path`` was written by a run with ``expected``."""
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist: check ckpt_path=, or pass resume=true to find "
-            "the run's own last.ckpt"
-        )
-    saved = saved_fingerprint(path)
-    if saved is None:
-        raise CheckpointError(
-            f"checkpoint {path} carries no sinelr run fingerprint (another program wrote it): "
-            "pass the last.ckpt of a sinelr run as ckpt_path="
-        )
-    diff = fingerprint_diff(saved, expected)
-    if diff:
-        raise CheckpointError(
-            f"checkpoint {path} is from a different configuration; differences: "
-            + "; ".join(diff[:10])
-            + ". Resume with the original overrides, or start a fresh run."
-        )
-
-
 def run_checkpoint(run_dir: Path) -> Path:
     """Where a run keeps its ``last.ckpt`` (:class:`LastCheckpoint` writes it there)."""
     return run_dir / CHECKPOINT_DIR / LAST
-
-
-def _candidates(output_dir: Path, runs_root: Path) -> Iterator[Path]:
-    own = run_checkpoint(output_dir)
-    if own.is_file():
-        yield own
-    if runs_root.is_dir():
-        found = [p for p in runs_root.rglob(f"{CHECKPOINT_DIR}/{LAST}") if p != own]
-        yield from sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def find_resume_checkpoint(output_dir: Path, runs_root: Path, expected: dict[str, Any]) -> Path:
-    """The newest ``last.ckpt`` written by a run with this fingerprint."""
-    for path in _candidates(output_dir, runs_root):
-        try:
-            saved = saved_fingerprint(path)
-            if saved is not None and not fingerprint_diff(saved, expected):
-                return path
-        except CheckpointError as error:
-            log.warning("skipping %s", error)
-    raise CheckpointError(
-        f"resume=true: no checkpoint of a run with this configuration in {output_dir} or under "
-        f"{runs_root}. Run it without resume first, or pass ckpt_path=<file.ckpt>."
-    )
-
-
-def interrupted_checkpoint(output_dir: Path, expected: dict[str, Any]) -> Path | None:
-    """The ``last.ckpt`` an interrupted run of this configuration left in ``output_dir``.
-
-    ``skip_done=true`` continues from it, so a sweep run again into the same directory loses
-    none of a cut job's steps (a 90-minute NeRF job stopped at minute 80 costs 10, not 90).
-    A checkpoint of another configuration is left alone, and the job starts afresh.
-    """
-    path = run_checkpoint(output_dir)
-    if not path.is_file():
-        return None
-    try:
-        check_checkpoint(path, expected)
-    except CheckpointError as error:
-        log.warning("skip_done: not continuing from it (%s); starting afresh", error)
-        return None
-    log.info("skip_done: continuing the interrupted run from %s", path)
-    return path
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -1,40 +1,40 @@
 """The driver behind ``run.py``: config → model → training → results.json.
 
-A run is four steps: :func:`~sinelr.plan.describe` resolves the command line into a plan,
-:func:`build` makes and counts the network, :func:`train` trains and scores it, and
-:func:`finalise` records the outcome. Every run writes results.json, whatever happens:
-``dry_run`` after counting parameters, ``completed`` after training, ``failed`` with the error
-before the exception propagates (and the process exits non-zero); then the run goes to W&B if
-``logger=wandb``. Exceptions: ``skip_done=true`` keeps a completed results.json of the same
-configuration untouched, and under DDP only rank 0 writes.
+A run is five steps, each of the later ones reading what the earlier ones resolved, never
+``cfg``: :meth:`~sinelr.plan.RunRecord.read` takes what any outcome records,
+:func:`~sinelr.plan.describe` resolves the rest into a plan, :func:`build` makes and counts the
+network, :func:`train` trains and scores it, and :func:`finalise` records the outcome. Once the
+record is read, every run writes results.json, whatever happens: ``dry_run`` after counting
+parameters, ``completed`` after training, ``failed`` with the error before the exception
+propagates (and the process exits non-zero); then the run goes to W&B if ``logger=wandb``.
+Exceptions: a configuration that cannot be read at all (an interpolation that does not
+resolve) stops before there is a record, ``skip_done=true`` keeps a completed results.json of
+the same configuration untouched, and under DDP only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from sinelr import provenance
 from sinelr.accounting import count_parameters
 from sinelr.callbacks import NonFiniteError
-from sinelr.checkpoint import fingerprint_diff, result_fingerprint
-from sinelr.omega import record_omegas
-from sinelr.plan import RunPlan, command_line, describe, new_result
-from sinelr.provenance import utc_now
+from sinelr.omega_record import record_omegas
+from sinelr.plan import RunPlan, RunRecord, describe
 from sinelr.report.publish import publish_to_wandb
 from sinelr.resolvers import register_resolvers
 from sinelr.results import RESULTS_FILE, RunResult, Selection
+from sinelr.resume import completed_result
 from sinelr.sharding import gathered_rank_diagnostics
 from sinelr.task import RunContext, Task
 from sinelr.trainer import run_labels, trainer_factory
@@ -50,35 +50,6 @@ def full_rank_total(task: Task) -> int:
     return 0 if dense is None else sum(p.numel() for p in dense.parameters())
 
 
-def completed_result(output_dir: Path, expected: dict[str, Any]) -> RunResult | None:
-    """The completed result in ``output_dir`` if a run with this fingerprint wrote it.
-
-    ``skip_done=true`` asks this before running: a sweep run again into the same sweep
-    directory finds each job's earlier results.json (job directories are named by their
-    overrides), and anything but a completed run of the same configuration is run again.
-    """
-    path = output_dir / RESULTS_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        log.warning("skip_done: %s is unreadable (%s); running again", path, error)
-        return None
-    if data.get("status") != "completed":
-        log.info("skip_done: %s says %s; running again", path, data.get("status"))
-        return None
-    diff = fingerprint_diff(data.get("fingerprint") or {}, expected, source="results.json")
-    if diff:
-        log.warning(
-            "skip_done: %s is a completed run of another configuration (%s); running again",
-            path,
-            "; ".join(diff[:5]),
-        )
-        return None
-    return RunResult.from_json(data)
-
-
 def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     """Run one configured experiment and write ``output_dir/results.json``.
 
@@ -86,62 +57,52 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     ``output_dir`` is returned as it is, and nothing runs.
     """
     register_resolvers()
-    output_dir = Path(output_dir)
-    if cfg.rank is None:  # the dense baseline has no adapter, whatever the task's default one
-        cfg.adapter = None
-    if cfg.get("skip_done"):
-        done = completed_result(output_dir, result_fingerprint(cfg))
+    record = RunRecord.read(cfg, Path(output_dir))
+    if record.skip_done:
+        done = completed_result(record.output_dir, record.fingerprints.result)
         if done is not None:
             log.info(
                 "skip_done: %s already completed (%s = %s); not run again",
-                output_dir,
+                record.output_dir,
                 done.metric.name,
                 done.metric.value,
             )
             return done
-    start = time.perf_counter()
-    started_at = utc_now()
-    settle_vector_math()  # before any parallel CPU op: the same seed must give the same run
-    result = new_result(cfg, output_dir)
+    result = record.result
     model: nn.Module | None = None
     try:
-        plan = describe(cfg, output_dir, result)
-        model = build(plan, result)
-        if cfg.dry_run:
+        settle_vector_math()  # before any parallel CPU op: the same seed must give the same run
+        plan = describe(record)
+        model = build(plan)
+        if plan.dry_run:
             result.status = "dry_run"
         else:
-            train(plan, model, result)
+            train(plan, model)
         return result
     except BaseException as error:
         result.status = "failed"
         result.error = f"{type(error).__name__}: {error}"
         raise
     finally:
-        finalise(cfg, result, model, output_dir, start, started_at)
+        finalise(record, model)
 
 
-def trainer_precision(cfg: DictConfig) -> str | None:
-    """The precision the trainer trains in (``bf16-mixed`` where the CPU has native bf16 and the
-    preset asks for it), None for a task without a trainer."""
-    precision = OmegaConf.select(cfg, "trainer.precision")
-    return None if precision is None else str(precision)
-
-
-def build(plan: RunPlan, result: RunResult) -> nn.Module | None:
-    """The task's network as the plan factorises it, its parameters counted into ``result``.
+def build(plan: RunPlan) -> nn.Module | None:
+    """The task's network as the plan factorises it, its parameters counted into the result.
 
     A dry run only counts: on the meta device a pretrained 8B network takes no memory and no
     weights are read (``build_model`` builds it from its configuration).
     """
+    result = plan.record.result
     dense_total = full_rank_total(plan.task)
-    L.seed_everything(plan.cfg.seed, workers=True, verbose=False)
-    with torch.device("meta") if plan.cfg.dry_run else contextlib.nullcontext():
+    L.seed_everything(plan.seed, workers=True, verbose=False)
+    with torch.device("meta") if plan.dry_run else contextlib.nullcontext():
         model = plan.task.build_model(plan.lowrank)
     result.params = count_parameters(model, dense_total)
     record_omegas(result, model)
     log.info(
         "%s %s rank=%s omega=%s: %d parameters (%d trainable, %.2f%% of full rank)",
-        plan.cfg.task.name,
+        result.task_config["name"],
         result.method,
         result.rank,
         result.omega,
@@ -152,28 +113,25 @@ def build(plan: RunPlan, result: RunResult) -> nn.Module | None:
     return model
 
 
-def train(plan: RunPlan, model: nn.Module | None, result: RunResult) -> None:
-    """Train and score ``model``; a completed ``result`` with the task's metrics."""
-    cfg = plan.cfg
+def train(plan: RunPlan, model: nn.Module | None) -> None:
+    """Train and score ``model``; a completed result with the task's metrics."""
+    record, result = plan.record, plan.record.result
     ckpt_path = None
-    if plan.resume_from is not None:
-        ckpt_path = result.resumed_from = str(plan.resume_from)
+    if plan.resume is not None:
+        ckpt_path = result.resumed_from = str(plan.resume.path)
         log.info("resuming from %s", ckpt_path)
-    hint = (
-        f"omega={result.omega}, lowrank.gain={cfg.lowrank.gain or 'the variant default'}, "
-        f"task.lr={cfg.task.get('lr', 'n/a')}"
-    )
     ctx = RunContext(
-        output_dir=plan.output_dir,
-        data_dir=Path(cfg.paths.data_dir).expanduser(),
-        cache_dir=Path(cfg.paths.cache_dir).expanduser(),
-        seed=cfg.seed,
+        output_dir=record.output_dir,
+        data_dir=plan.data_dir,
+        cache_dir=plan.cache_dir,
+        seed=plan.seed,
         make_trainer=trainer_factory(
-            cfg,
-            plan.output_dir,
-            plan.fingerprint,
+            plan.trainer,
+            plan.loggers,
+            record.output_dir,
+            record.fingerprints.checkpoint,
             plan.checkpoint_every,
-            divergence_hint=hint,
+            divergence_hint=f"omega={result.omega}, {plan.divergence_settings}",
             labels={**run_labels(result), "resume_from": ckpt_path},
         ),
         ckpt_path=ckpt_path,
@@ -200,17 +158,11 @@ def selection(task: Task, metrics: dict[str, float]) -> Selection:
     return Selection(name, metrics[name], task.selection_higher_is_better, True)
 
 
-def finalise(
-    cfg: DictConfig,
-    result: RunResult,
-    model: nn.Module | None,
-    output_dir: Path,
-    start: float,
-    started_at: str,
-) -> None:
+def finalise(record: RunRecord, model: nn.Module | None) -> None:
     """Record the run, whatever its outcome: rank diagnostics of a completed one, the wall
     time, the provenance (with each earlier part's, for a resumed run), results.json (rank 0
     only under DDP), and W&B if asked for."""
+    result = record.result
     if model is not None and result.status == "completed":
         result.diagnostics = {"rank": gathered_rank_diagnostics(model)}
         _log_diagnostics(result.diagnostics["rank"])
@@ -219,13 +171,13 @@ def finalise(
     if result.resumed_from is not None:  # <run dir>/checkpoints/last.ckpt: that run's record
         earlier = provenance.earlier_parts(Path(result.resumed_from).parents[1] / RESULTS_FILE)
     result.provenance = provenance.collect(
-        command_line(), trainer_precision(cfg), started_at, earlier
+        record.command_line, record.precision, record.started_at, earlier
     )
-    result.wall_time_s = time.perf_counter() - start
+    result.wall_time_s = time.perf_counter() - record.started
     if rank_zero_only.rank == 0:
-        path = result.write(output_dir)
+        path = result.write(record.output_dir)
         log.info("%s: %s", result.status, path)
-        publish_to_wandb(cfg, run_labels(result), result, output_dir)
+        publish_to_wandb(record.config, run_labels(result), result, record.output_dir)
 
 
 def _log_diagnostics(diagnostics: dict[str, dict[str, float]]) -> None:

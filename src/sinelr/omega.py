@@ -1,5 +1,7 @@
-"""``omega=auto``: ω per layer from what is known before training, and the record of each
-layer's ω in results.json. The derivation, with every constant, is docs/omega.md.
+"""``omega=auto``: the rule that gives each layer its ω from what is known before training.
+The derivation, with every constant, is docs/omega.md. What the rule reads of the run (the
+task's learning rate, the steps it will take) is :mod:`sinelr.schedule`'s; the record of each
+layer's ω in results.json is :mod:`sinelr.omega_record`'s.
 
 The rule, for a layer ``sin(ω·L R)/g`` with ``L`` ``d_out × k`` (``U``, or an adapter's ``B``)
 and ``R`` ``k × d_in`` (``V`` or ``A``), entries of RMS ``σ_L`` and ``σ_R``::
@@ -18,22 +20,12 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
-
-from lightning.pytorch.accelerators import CUDAAccelerator
-from torch import nn
 
 from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig, get_lowrank_class, sine_twin
 from sinelr.layers.config import AutoOmega
-from sinelr.layers.sine import SineActivated
 from sinelr.rounding import round_significant
-
-if TYPE_CHECKING:
-    from sinelr.results import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -182,94 +174,3 @@ def config_for_layer(config: LowRankConfig, name: str, d_out: int, d_in: int) ->
 
 def _bound(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.4g}"
-
-
-def planned_steps(
-    steps_per_epoch: int | None, max_epochs: int | None, max_steps: int | None
-) -> int | None:
-    """Optimiser steps a Lightning run with these limits takes, or an upper bound; None if
-    neither limit can be evaluated (``-1`` or None is no limit, as in Lightning)."""
-    limits = []
-    if max_steps is not None and max_steps >= 0:
-        limits.append(max_steps)
-    if max_epochs is not None and max_epochs >= 0 and steps_per_epoch is not None:
-        limits.append(max_epochs * steps_per_epoch)
-    return min(limits) if limits else None
-
-
-@dataclass(frozen=True)
-class LearningSchedule:
-    """What a task knows of its optimiser before training (``Task.learning_schedule``): the
-    peak learning rate, optimiser steps per epoch and the epochs it fixes itself (None where
-    unknown, or left to ``trainer.max_epochs``)."""
-
-    lr: float
-    steps_per_epoch: int | None = None
-    epochs: int | None = None
-
-
-def batches_per_step(trainer: Mapping[str, Any]) -> int:
-    """How many of a task's batches one optimiser step consumes: one per data-parallel process
-    (``devices × num_nodes``; ``devices=auto`` or ``-1`` on a GPU trainer is every visible GPU)
-    times ``accumulate_grad_batches``. A task counts its batches for one process."""
-    devices = trainer.get("devices", 1)
-    if isinstance(devices, list | tuple):
-        processes = len(devices)
-    elif devices in ("auto", -1, "-1"):
-        gpu = str(trainer.get("accelerator", "cpu")) in ("gpu", "cuda", "auto")
-        processes = max(CUDAAccelerator.auto_device_count(), 1) if gpu else 1
-    else:
-        processes = int(devices)
-    return (
-        processes
-        * int(trainer.get("num_nodes", 1))
-        * int(trainer.get("accumulate_grad_batches", 1))
-    )
-
-
-def auto_request(
-    schedule: LearningSchedule | None, trainer: Mapping[str, Any], task: str
-) -> AutoOmega:
-    """``omega=auto`` with the task's learning rate and the run's planned steps, each None
-    (and said in the log) where the task cannot tell before training. Under data parallelism
-    an epoch takes fewer steps (:func:`batches_per_step`): an adapter's ω grows as ``1/steps``."""
-    if schedule is None:
-        log.info("omega=auto: task %s does not say its learning rate or step count", task)
-        return AutoOmega()
-    epochs = schedule.epochs if schedule.epochs is not None else trainer.get("max_epochs")
-    per_epoch = schedule.steps_per_epoch
-    if per_epoch is not None:
-        per_epoch = math.ceil(per_epoch / batches_per_step(trainer))
-    steps = planned_steps(per_epoch, epochs, trainer.get("max_steps"))
-    if steps is None:
-        log.info("omega=auto: task %s cannot count this run's steps before training", task)
-    return AutoOmega(lr=schedule.lr, steps=steps)
-
-
-def sine_layers(model: nn.Module) -> dict[str, SineActivated]:
-    """Every sine layer of ``model``, by module name."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, SineActivated)}
-
-
-def start_omegas(layers: dict[str, SineActivated]) -> dict[str, float]:
-    """The ω each of :func:`sine_layers` was built with (where a learnt ω started)."""
-    return {name: float(layer.omega) for name, layer in layers.items()}
-
-
-def layer_omegas(layers: dict[str, SineActivated]) -> dict[str, float]:
-    """The ω each of :func:`sine_layers` applies now (learnt or fixed)."""
-    return {name: layer.current_omega() for name, layer in layers.items()}
-
-
-def record_omegas(result: RunResult, model: nn.Module | None) -> None:
-    """Put each sine layer's ω into ``result`` (docs/contract.md): ``omega_per_layer`` now,
-    ``omega_start_per_layer`` where ω is learnt, and ``omega`` the median of the starting
-    values. Called once the model is built and again at the end, for the learnt values."""
-    layers = {} if model is None else sine_layers(model)
-    if not layers:
-        return
-    start = start_omegas(layers)
-    result.omega = statistics.median(start.values())
-    result.omega_per_layer = layer_omegas(layers)
-    if any(layer.log_omega is not None for layer in layers.values()):
-        result.omega_start_per_layer = start

@@ -81,7 +81,7 @@ class RunResult:
     ``task_config`` (the task's resolved settings), ``output_dir``, ``resumed_from`` (the
     checkpoint a resumed run continued from), ``fingerprint`` (the settings the result depends
     on: ``skip_done=true`` reuses a completed result only when they match), ``omega_per_layer``
-    and ``omega_start_per_layer`` (each sine layer's ω; :func:`sinelr.omega.record_omegas`),
+    and ``omega_start_per_layer`` (each sine layer's ω; :func:`sinelr.omega_record.record_omegas`),
     ``data_key`` (the ``task_config`` key naming the run's data: the report's columns),
     ``selection`` (the validation metric a search reads, :class:`Selection`), ``provenance``
     (commit, times, machine, versions, precision, command: :mod:`sinelr.provenance`).

@@ -16,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig, variant_name
 from sinelr.layers.config import AutoOmega
-from sinelr.omega import LearningSchedule, auto_request
 from sinelr.paper import paper_omega
+from sinelr.schedule import LearningSchedule, auto_request
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from sinelr.data import require_one_step_per_batch
 from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
 from sinelr.layers.config import is_positive_integer
-from sinelr.omega import LearningSchedule
+from sinelr.schedule import LearningSchedule
 
 
 @dataclass
@@ -152,11 +152,26 @@ class LightningTask(Task):
         # DistributedSampler would hand each a shard, padded with repeats): what a task derives
         # from all its test outputs (bof's surface, NeRF's per-view scores, commonsense's
         # predictions) is then whole on rank 0, which writes it, and every synced metric is a
-        # ratio that repeats leave as it is. Lightning has no per-stage switch for the sampler.
-        trainer._accelerator_connector.use_distributed_sampler = False
+        # ratio that repeats leave as it is.
+        keep_test_samplers(trainer)
         trainer.test(module, datamodule=data, verbose=False)
         metrics.update(_scalars(trainer.callback_metrics))
         return TaskOutput(metrics=metrics, steps=trainer.global_step)
+
+
+def keep_test_samplers(trainer: L.Trainer) -> None:
+    """From now on, leave the samplers of ``trainer``'s data loaders as the task made them:
+    no ``DistributedSampler`` for the stages still to run (``test``), one for training.
+
+    sinelr's one write of a private Lightning attribute, here because Lightning (2.6) has no
+    public way to do it. Its switch, ``Trainer(use_distributed_sampler=...)``, is a constructor
+    argument for every stage at once, which each stage reads back from the trainer's private
+    ``_accelerator_connector``. The public alternatives change more than the sampler: a second
+    ``Trainer`` for testing (Lightning's advice, ``devices=1``) inside the processes DDP has
+    already launched, or a ``DistributedSampler`` of one replica carried by every task's test
+    data loader.
+    """
+    trainer._accelerator_connector.use_distributed_sampler = False
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:

@@ -3,7 +3,7 @@ sinelr's standard callbacks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,16 @@ def run_labels(result: RunResult) -> dict[str, Any]:
 
 
 def trainer_factory(
-    cfg: DictConfig,
+    trainer: DictConfig,
+    loggers: Mapping[str, Any] | None,
     output_dir: Path,
     run_fingerprint: dict[str, Any],
     checkpoint_every: dict[str, int | None],
     divergence_hint: str,
     labels: dict[str, Any],
 ) -> Callable[..., L.Trainer]:
-    """``make_trainer(callbacks, **overrides)``: ``cfg.trainer`` with sinelr's callbacks.
+    """``make_trainer(callbacks, **overrides)``: ``trainer`` (``cfg.trainer``) with sinelr's
+    callbacks and the ``loggers`` (``cfg.logger``).
 
     Every Lightning run gets atomic checkpoints carrying the run's fingerprint and RNG state
     (written as ``checkpoint_every`` says), the non-finite guard, a rich progress bar, and
@@ -50,18 +52,18 @@ def trainer_factory(
     """
 
     def make_trainer(callbacks: Sequence[L.Callback] = (), **overrides: Any) -> L.Trainer:
-        loggers = make_loggers(cfg.get("logger"), labels)
+        guarded = make_loggers(loggers, labels)
         standard: list[L.Callback] = [
             LastCheckpoint(output_dir / CHECKPOINT_DIR, **checkpoint_every),
             RunState(run_fingerprint),
             NonFiniteGuard(divergence_hint),
         ]
-        if cfg.trainer.get("enable_progress_bar", True):
+        if trainer.get("enable_progress_bar", True):
             standard.append(RichProgressBar(leave=True))
         return instantiate(
-            cfg.trainer,
+            trainer,
             default_root_dir=str(output_dir),
-            logger=loggers or False,
+            logger=guarded or False,
             callbacks=[*standard, *callbacks],
             plugins=[AtomicCheckpointIO()],
             **overrides,

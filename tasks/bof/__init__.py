@@ -20,8 +20,8 @@ from torch import nn
 from sinelr.apply import apply_lowrank
 from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
-from sinelr.omega import LearningSchedule
 from sinelr.optim import ExponentialDecay
+from sinelr.schedule import LearningSchedule
 from sinelr.task import LightningTask, RunContext
 from tasks.bof.data import OccupancyDataModule
 from tasks.bof.model import OccupancyMLP

@@ -18,9 +18,9 @@ from torch import nn
 
 from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
-from sinelr.omega import LearningSchedule
 from sinelr.optim import LinearWarmup
 from sinelr.pretrained import attach_adapters
+from sinelr.schedule import LearningSchedule
 from sinelr.task import LightningTask, RunContext, TaskOutput, check_epochs
 from sinelr.text import TextBatching
 from tasks.glue.data import PROTOCOLS, GlueDataModule, held_out_of_train

@@ -19,7 +19,7 @@ from torch import nn
 from sinelr.apply import apply_lowrank
 from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
-from sinelr.omega import LearningSchedule
+from sinelr.schedule import LearningSchedule
 from sinelr.task import LightningTask, RunContext
 from tasks.vision.data import Augment, VisionDataModule
 from tasks.vision.datasets import count_class_folders, dataset_spec
