@@ -42,7 +42,7 @@ class VisionTask(LightningTask, VisionData, Schedule):
     def __post_init__(self) -> None:
         # Each base checks its own keys; neither chains to the other, so both are called here.
         VisionData.__post_init__(self)
-        self.classes = self.num_classes or self._count_classes()
+        self.class_count = self.num_classes or self._count_classes()
         Schedule.__post_init__(self)
 
     def _count_classes(self) -> int:
@@ -66,7 +66,7 @@ class VisionTask(LightningTask, VisionData, Schedule):
         model = timm.create_model(
             self.model,
             pretrained=False,  # from scratch, as the paper
-            num_classes=self.classes,
+            num_classes=self.class_count,
             in_chans=self.in_chans,
             **self.model_kwargs,
         )
@@ -85,7 +85,7 @@ class VisionTask(LightningTask, VisionData, Schedule):
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> VisionModule:
         return VisionModule(
             model,
-            num_classes=self.classes,
+            num_classes=self.class_count,
             augment=self.augmentation,
             schedule=self,
             topk=self.topk,
