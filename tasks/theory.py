@@ -75,49 +75,45 @@ def apply_nonlinearity(name: str, U: Tensor, V: Tensor, omega: float) -> Tensor:
     return NONLINEARITIES[name](omega * (U @ V))
 
 
+@dataclass(kw_only=True, eq=False)
 class TheoryTask(Task):
+    """``conf/task/theory.yaml``'s keys; ``rank`` and ``omega`` are the command line's."""
+
     metric = "theory/rank_fraction_at_paper_omega"
     factorises = False
     method = "sine_lowrank"
 
-    def __init__(
-        self,
-        name: str,
-        shapes: Sequence[Sequence[int]],
-        ranks: Sequence[int],
-        omegas: Sequence[float],
-        nonlinearities: Sequence[str],
-        trials: int,
-        paper_tasks: Sequence[str],
-        heatmap_size: int,
-        rank: int | None = None,
-        omega: float | str | None = None,
-    ) -> None:
-        super().__init__(name)
-        unknown = sorted(set(nonlinearities) - set(NONLINEARITIES))
+    name: str
+    shapes: Sequence[Sequence[int]]
+    ranks: Sequence[int]
+    omegas: Sequence[float]
+    nonlinearities: Sequence[str]
+    trials: int
+    paper_tasks: Sequence[str]
+    heatmap_size: int
+    rank: int | None = None
+    omega: float | str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.nonlinearities) - set(NONLINEARITIES))
         if unknown:
             raise InputError(f"unknown non-linearities {unknown}; known: {sorted(NONLINEARITIES)}")
-        missing = sorted(set(paper_tasks) - set(PAPER))
+        missing = sorted(set(self.paper_tasks) - set(PAPER))
         if missing:
             raise InputError(f"paper_tasks {missing} have no paper table; known: {sorted(PAPER)}")
-        if rank is not None and rank < 1:
-            raise InputError(f"rank must be a positive integer or null, got {rank}")
-        self.shapes = [(int(a), int(b)) for a, b in shapes]
-        self.ranks = [rank] if rank is not None else list(ranks)
-        if omega == "auto":
+        if self.rank is not None and self.rank < 1:
+            raise InputError(f"rank must be a positive integer or null, got {self.rank}")
+        self.shapes = [(int(a), int(b)) for a, b in self.shapes]
+        self.ranks = [self.rank] if self.rank is not None else list(self.ranks)
+        if self.omega == "auto":
             raise InputError(
                 "omega=auto chooses ω for the layers of a network it trains; task=theory has "
                 "none and sweeps ω itself: pass omega=<number>, paper or null"
             )
-        self.fixed_omega = None if omega in (None, "paper") else float(omega)
+        self.fixed_omega = None if self.omega in (None, "paper") else float(self.omega)
         self.omegas = sorted(
-            {*map(float, omegas), *([self.fixed_omega] if self.fixed_omega else [])}
+            {*map(float, self.omegas), *([self.fixed_omega] if self.fixed_omega else [])}
         )
-        self.nonlinearities = list(nonlinearities)
-        self.trials = trials
-        self.paper_tasks = list(paper_tasks)
-        self.heatmap_size = heatmap_size
-        self.rank = rank
 
     # -- measurements -------------------------------------------------------------------------
     def sweep(self, seed: int) -> list[RankRow]:

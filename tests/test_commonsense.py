@@ -30,9 +30,9 @@ from sinelr.optim import LinearWarmup
 from sinelr.run_config import lowrank_config
 from sinelr.sharding import gathered_rank_diagnostics
 from sinelr.text import IGNORE_INDEX as IGNORE
-from sinelr.text import TextBatching
 from tasks.commonsense import CommonsenseTask
 from tasks.commonsense.data import (
+    CommonsenseData,
     CommonsenseDataModule,
     PromptBatches,
     TrainBatches,
@@ -166,9 +166,11 @@ def test_training_batches_pad_right_and_prompts_pad_left(tokenizer):
 
 
 def test_a_missing_file_names_the_path_and_the_layout(tmp_path, tokenizer):
-    data = CommonsenseDataModule(
-        tmp_path, tokenizer, "commonsense_170k.json", ["boolq"], TextBatching(64, 4, 4), 0, False, 0
-    )
+    settings = CommonsenseData(
+        max_length=64, batch_size=4, eval_batch_size=4, train_file="commonsense_170k.json",
+        eval_sets=["boolq"], val_size=0, train_on_inputs=False,
+    )  # fmt: skip
+    data = CommonsenseDataModule(settings, tokenizer, tmp_path, seed=0)
     with pytest.raises(FileNotFoundError) as error:
         data.setup("fit")
     message = str(error.value)
@@ -196,10 +198,12 @@ def test_malformed_files_are_errors_naming_the_file(tmp_path, content, error):
 
 def test_validation_is_held_out_of_the_training_file(tmp_path, tokenizer):
     write_commonsense(tmp_path, n_train=20)
-    data = CommonsenseDataModule(
-        tmp_path, tokenizer, "commonsense_170k.json", list(EVAL_SETS),
-        TextBatching(256, 4, 4, max_eval_examples=2), 5, False, 0,
+    settings = CommonsenseData(
+        max_length=256, batch_size=4, eval_batch_size=4, max_eval_examples=2,
+        train_file="commonsense_170k.json",
+        eval_sets=list(EVAL_SETS), val_size=5, train_on_inputs=False,
     )  # fmt: skip
+    data = CommonsenseDataModule(settings, tokenizer, tmp_path, seed=0)
     data.setup("fit")
     data.setup("test")
     assert (len(data.train), len(data.val)) == (15, 5)
@@ -341,9 +345,9 @@ def test_paper_preset_is_doras_recipe():
     task = instantiate(cfg.task, _recursive_=False, _convert_="all")
     assert task.model == "meta-llama/Meta-Llama-3-8B" and task.targets == list(TARGETS)
     assert (task.schedule.lr, task.epochs) == (6e-5, 3)
-    assert (task.batching.batch_size, task.batching.max_length) == (16, 256)
+    assert (task.batch_size, task.max_length) == (16, 256)
     assert (task.schedule.warmup_steps, task.val_size, task.generation.num_beams) == (100, 120, 4)
-    assert task.dtype == torch.bfloat16
+    assert task.weights_dtype == torch.bfloat16
     lowrank = OmegaConf.to_container(cfg.lowrank, resolve=True)
     assert (lowrank["alpha"], lowrank["dropout"]) == (32, 0.05)  # alpha = 2·rank
 

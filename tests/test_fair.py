@@ -25,8 +25,8 @@ import run
 from sinelr import provenance
 from sinelr.plan import build_task
 from sinelr.results import RESULTS_FILE, Metric, RunResult, Selection
-from tasks.nerf.data import LLFFDataModule
-from tasks.vision.data import Augment, VisionDataModule
+from tasks.nerf.data import LLFFData, LLFFDataModule
+from tasks.vision.data import VisionData, VisionDataModule
 from tests.helpers import compose_config, run_in_process
 from tests.test_nerf import write_scene
 from tests.test_sweeps import multirun, sweep_results
@@ -121,11 +121,11 @@ def test_nerf_validates_apart_except_in_the_papers_protocol():
 
 def test_vision_validation_is_held_out_of_training_and_never_the_test_split(tmp_path):
     write_mnist(tmp_path)
-    data = VisionDataModule(
-        "mnist", tmp_path, None, val_fraction=0.25, img_size=28, in_chans=1,
-        augment=Augment(), crop_pct=1.0,
-        batch_size=4, eval_batch_size=4, num_workers=0, seed=3,
+    settings = VisionData(
+        dataset="mnist", data_path=None, val_fraction=0.25, img_size=28, in_chans=1,
+        augment={}, crop_pct=1.0, batch_size=4, eval_batch_size=4, num_workers=0,
     )  # fmt: skip
+    data = VisionDataModule(settings, tmp_path, seed=3)
     data.setup("fit")
     train, val, test = (data.splits[name].source for name in ("train", "val", "test"))
     assert val.source is train.source
@@ -133,19 +133,15 @@ def test_vision_validation_is_held_out_of_training_and_never_the_test_split(tmp_
     held, kept = set(val.indices.tolist()), set(train.indices.tolist())
     assert not held & kept and len(held | kept) == len(train.source)
     assert len(held) == round(0.25 * len(train.source))
-    other_seed = VisionDataModule(
-        "mnist", tmp_path, None, val_fraction=0.25, img_size=28, in_chans=1,
-        augment=data.augment, crop_pct=1.0, batch_size=4, eval_batch_size=4, num_workers=0,
-        seed=4,
-    )  # fmt: skip
+    other_seed = VisionDataModule(settings, tmp_path, seed=4)
     other_seed.setup("fit")
     assert torch.equal(other_seed.splits["val"].source.indices, val.indices)  # data, not run
 
 
 def test_nerf_validation_views_are_neither_trained_on_nor_tested(tmp_path):
     write_scene(tmp_path)
-    data = LLFFDataModule(tmp_path, "toy", factor=8, llffhold=4, batch_size=64, val_rays=64,
-                          val_views=2, render_factor=2, seed=0)  # fmt: skip
+    data = LLFFDataModule(LLFFData(scene="toy", factor=8, llffhold=4, batch_size=64, val_rays=64,
+                                   val_views=2, render_factor=2), tmp_path, seed=0)  # fmt: skip
     data.setup("fit")
     views = {name: set(data.views[name].tolist()) for name in ("train", "val", "test")}
     assert len(views["val"]) == 2

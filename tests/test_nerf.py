@@ -22,7 +22,7 @@ from scripts.download_data import main as download_main
 from sinelr.bjontegaard import bd_psnr, bd_rate
 from sinelr.optim import ExponentialDecay
 from sinelr.report import FLAT_MARK, layout, render_markdown
-from tasks.nerf.data import LLFFDataModule
+from tasks.nerf.data import LLFFData, LLFFDataModule
 from tasks.nerf.llff import BOUNDS_FACTOR, CameraFileError, average_pose, load_scene
 from tasks.nerf.model import NeRF
 from tasks.nerf.module import NerfModule, flat_psnr
@@ -264,8 +264,8 @@ def test_flat_psnr_by_hand():
 
 def test_every_test_view_records_its_flat_colour_psnr(tmp_path):
     write_scene(tmp_path)
-    data = LLFFDataModule(tmp_path, "toy", factor=8, llffhold=4, batch_size=64, val_rays=64,
-                          val_views=1, render_factor=2, seed=0)  # fmt: skip
+    data = LLFFDataModule(LLFFData(scene="toy", factor=8, llffhold=4, batch_size=64, val_rays=64,
+                                   val_views=1, render_factor=2), tmp_path, seed=0)  # fmt: skip
     module = NerfModule(NeRF(depth=2, width=16, skips=(), fine=False),
                         RenderSettings(n_samples=4, n_importance=0), ExponentialDecay(1e-3, 1.0),
                         chunk=4096, lpips=False)  # fmt: skip

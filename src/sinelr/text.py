@@ -21,7 +21,7 @@ SUBSAMPLE_SEED = 0
 IGNORE_INDEX = -100
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, eq=False)
 class TextBatching:
     """How a fine-tuning task's examples become batches: the token budget per example, the
     batch sizes, and the subsamples (None: every example) that smoke and mini runs take."""

@@ -14,52 +14,39 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
 from sinelr.apply import apply_lowrank
-from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
 from sinelr.optim import ExponentialDecay
 from sinelr.schedule import LearningSchedule
 from sinelr.task import LightningTask, RunContext
-from tasks.bof.data import OccupancyDataModule
+from tasks.bof.data import OccupancyData, OccupancyDataModule
 from tasks.bof.model import OccupancyMLP
 from tasks.bof.module import OccupancyModule
-from tasks.bof.shapes import find_mesh
 
 
-class BofTask(LightningTask):
+@dataclass(kw_only=True, eq=False)
+class BofTask(LightningTask, OccupancyData):
+    """``conf/task/bof.yaml``'s keys: the data module's (:class:`OccupancyData`) and these."""
+
     metric = "test/iou"
     data_key = "shape"
 
-    def __init__(
-        self,
-        name: str,
-        shape: str,
-        resolution: int,
-        width: int,
-        depth: int,
-        sigma: float,
-        targets: str | Sequence[str],
-        lr: float,
-        lr_final_factor: float,
-        lr_decay_steps: int | None,
-        batch_size: int,
-        eval_batch_size: int,
-    ) -> None:
-        super().__init__(name)
-        if resolution < 8:
-            raise InputError(f"task.resolution must be at least 8, got {resolution}")
-        self.shape = shape
-        self.resolution = resolution
-        self.width = width
-        self.depth = depth
-        self.sigma = sigma
-        self.targets = targets
-        self.schedule = ExponentialDecay(lr, lr_final_factor, lr_decay_steps)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
+    name: str
+    width: int
+    depth: int
+    sigma: float
+    targets: str | Sequence[str]
+    lr: float
+    lr_final_factor: float
+    lr_decay_steps: int | None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.schedule = ExponentialDecay(self.lr, self.lr_final_factor, self.lr_decay_steps)
 
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
         model = OccupancyMLP(self.width, self.depth, self.sigma)
@@ -72,14 +59,7 @@ class BofTask(LightningTask):
         return LearningSchedule(self.schedule.lr, math.ceil(self.resolution**3 / self.batch_size))
 
     def datamodule(self, ctx: RunContext) -> OccupancyDataModule:
-        return OccupancyDataModule(
-            mesh_path=find_mesh(self.shape, ctx.data_dir, ctx.cache_dir),
-            resolution=self.resolution,
-            batch_size=self.batch_size,
-            eval_batch_size=self.eval_batch_size,
-            cache_dir=ctx.cache_dir,
-            seed=ctx.seed,
-        )
+        return OccupancyDataModule(self, ctx.data_dir, ctx.cache_dir, ctx.seed)
 
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> OccupancyModule:
         return OccupancyModule(

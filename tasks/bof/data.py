@@ -7,6 +7,7 @@ a tensor of flat voxel indices; coordinates are computed from them, so a 512³ g
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,6 +15,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sinelr.data import IndexDataModule
+from sinelr.errors import InputError
+from tasks.bof.shapes import find_mesh
 from tasks.bof.voxelize import load_occupancy
 
 
@@ -39,36 +42,43 @@ class OccupancyPoints(Dataset):
         return index, voxel_centres(index, self.resolution), self.occupancy[index].float()[:, None]
 
 
+@dataclass(kw_only=True, eq=False)
+class OccupancyData:
+    """The ``task.<key>`` settings :class:`OccupancyDataModule` reads: which mesh, at what grid
+    size, in what batches. ``BofTask`` inherits them, so the config's keys reach the data module
+    without being handed on one by one."""
+
+    shape: str
+    resolution: int
+    batch_size: int
+    eval_batch_size: int
+
+    def __post_init__(self) -> None:
+        if self.resolution < 8:
+            raise InputError(f"task.resolution must be at least 8, got {self.resolution}")
+
+
 class OccupancyDataModule(IndexDataModule):
-    def __init__(
-        self,
-        mesh_path: Path,
-        resolution: int,
-        batch_size: int,
-        eval_batch_size: int,
-        cache_dir: Path,
-        seed: int,
-    ) -> None:
+    def __init__(self, settings: OccupancyData, data_dir: Path, cache_dir: Path, seed: int) -> None:
         super().__init__(seed)
-        self.mesh_path = mesh_path
-        self.resolution = resolution
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
+        self.settings = settings
+        self.mesh_path = find_mesh(settings.shape, data_dir, cache_dir)
         self.cache_dir = cache_dir
         self.points: OccupancyPoints | None = None
 
     def setup(self, stage: str) -> None:
         if self.points is None:
-            grid = load_occupancy(self.mesh_path, self.resolution, self.cache_dir)
-            self.points = OccupancyPoints(torch.from_numpy(grid).reshape(-1), self.resolution)
+            resolution = self.settings.resolution
+            grid = load_occupancy(self.mesh_path, resolution, self.cache_dir)
+            self.points = OccupancyPoints(torch.from_numpy(grid).reshape(-1), resolution)
 
     def train_dataloader(self) -> DataLoader:
         assert self.points is not None
-        return self.train_loader(self.points, self.batch_size)
+        return self.train_loader(self.points, self.settings.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         assert self.points is not None
-        return self.eval_loader(self.points, self.eval_batch_size)
+        return self.eval_loader(self.points, self.settings.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -10,6 +10,7 @@ accuracies (``test/acc/<set>``); each set's responses go to ``predictions/<set>.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 from torch import nn
@@ -19,67 +20,46 @@ from sinelr.layers import LowRankConfig
 from sinelr.optim import LinearWarmup
 from sinelr.pretrained import attach_adapters, load_pretrained, weights_dtype
 from sinelr.task import LightningTask, RunContext, check_epochs
-from sinelr.text import TextBatching
-from tasks.commonsense.data import CommonsenseDataModule, load_tokenizer
+from tasks.commonsense.data import CommonsenseData, CommonsenseDataModule, load_tokenizer
 from tasks.commonsense.module import CommonsenseModule, Generation
-from tasks.commonsense.prompts import EVAL_SETS
 
 PAPER = "paper"
 #: The paper: lr 1e-4 for (sine) LoRA (Table 5), 6e-5 for (sine) DoRA (Table 8); 3 epochs each.
 PAPER_LR = {"lora": 1e-4, "dora": 6e-5}
 
 
-class CommonsenseTask(LightningTask):
+@dataclass(kw_only=True, eq=False)
+class CommonsenseTask(LightningTask, CommonsenseData):
+    """``conf/task/commonsense.yaml``'s keys: the data module's (:class:`CommonsenseData`) and
+    these."""
+
     metric = "test/acc"
     fine_tunes = True
 
-    def __init__(
-        self,
-        name: str,
-        model: str,
-        targets: str | Sequence[str],
-        adapter: str | None,
-        train_file: str,
-        eval_sets: Sequence[str],
-        max_length: int,
-        batch_size: int,
-        eval_batch_size: int,
-        lr: float | Literal["paper"],
-        epochs: int | None,
-        warmup_steps: int,
-        weight_decay: float,
-        val_size: int,
-        train_on_inputs: bool,
-        max_new_tokens: int,
-        num_beams: int,
-        gradient_checkpointing: bool,
-        max_train_examples: int | None,
-        max_eval_examples: int | None,
-        dtype: str,
-    ) -> None:
-        super().__init__(name)
-        self.model = model
-        self.targets = targets
-        unknown = [name for name in eval_sets if name not in EVAL_SETS]
-        if unknown or not eval_sets:
-            raise InputError(
-                f"task.eval_sets: unknown {unknown or 'empty list'}; choose from "
-                f"{', '.join(EVAL_SETS)}"
-            )
-        self.eval_sets = list(eval_sets)
-        self.train_file = train_file
-        self.batching = TextBatching(
-            max_length, batch_size, eval_batch_size, max_train_examples, max_eval_examples
-        )
+    name: str
+    model: str
+    targets: str | Sequence[str]
+    adapter: str | None
+    lr: float | Literal["paper"]
+    # field(): required, not defaulted to LightningTask.epochs; checked in __post_init__.
+    epochs: int | None = field()
+    warmup_steps: int
+    weight_decay: float
+    max_new_tokens: int
+    num_beams: int
+    gradient_checkpointing: bool
+    dtype: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.schedule = LinearWarmup(
-            lr=_learning_rate(lr, adapter), weight_decay=weight_decay, warmup_steps=warmup_steps
+            lr=_learning_rate(self.lr, self.adapter),
+            weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps,
         )
-        self.epochs = check_epochs(epochs)
-        self.val_size = val_size
-        self.train_on_inputs = train_on_inputs
-        self.generation = Generation(max_new_tokens, num_beams)
-        self.gradient_checkpointing = gradient_checkpointing
-        self.dtype = weights_dtype(dtype)
+        self.epochs = check_epochs(self.epochs)
+        self.generation = Generation(self.max_new_tokens, self.num_beams)
+        self.weights_dtype = weights_dtype(self.dtype)
         self._tokenizer = None
 
     @property
@@ -99,7 +79,7 @@ class CommonsenseTask(LightningTask):
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
         from transformers import AutoModelForCausalLM
 
-        model = load_pretrained(AutoModelForCausalLM, self.model, dtype=self.dtype)
+        model = load_pretrained(AutoModelForCausalLM, self.model, dtype=self.weights_dtype)
         if lowrank is not None:
             attach_adapters(model, self.targets, lowrank, "commonsense")
         if self.gradient_checkpointing:
@@ -117,21 +97,12 @@ class CommonsenseTask(LightningTask):
         return self._tokenizer
 
     def datamodule(self, ctx: RunContext) -> CommonsenseDataModule:
-        return CommonsenseDataModule(
-            data_dir=ctx.data_dir,
-            tokenizer=self.tokenizer,
-            train_file=self.train_file,
-            eval_sets=self.eval_sets,
-            batching=self.batching,
-            val_size=self.val_size,
-            train_on_inputs=self.train_on_inputs,
-            seed=ctx.seed,
-        )
+        return CommonsenseDataModule(self, self.tokenizer, ctx.data_dir, ctx.seed)
 
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> CommonsenseModule:
         # Checked here, not in build_model: a dry run counts a half-precision dense model fine.
         if any(p.requires_grad and p.dtype.itemsize < 4 for p in model.parameters()):
-            name = str(self.dtype).removeprefix("torch.")
+            name = str(self.weights_dtype).removeprefix("torch.")
             raise InputError(
                 f"rank=null fine-tunes every weight, and task.dtype={name} would train them in "
                 "half precision: pass task.dtype=float32 for full fine-tuning"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,35 +142,42 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
+@dataclass(kw_only=True, eq=False)
+class CommonsenseData(TextBatching):
+    """The ``task.<key>`` settings :class:`CommonsenseDataModule` reads: the text batches, which
+    files, and what is held out and trained on. ``CommonsenseTask`` inherits them, so the
+    config's keys reach the data module without being handed on one by one."""
+
+    train_file: str
+    eval_sets: Sequence[str]
+    val_size: int
+    train_on_inputs: bool
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.eval_sets if name not in EVAL_SETS]
+        if unknown or not self.eval_sets:
+            raise InputError(
+                f"task.eval_sets: unknown {unknown or 'empty list'}; choose from "
+                f"{', '.join(EVAL_SETS)}"
+            )
+
+
 class CommonsenseDataModule(IndexDataModule):
     """Train on commonsense_170k less ``val_size`` held-out examples; test on each eval set."""
 
-    def __init__(
-        self,
-        data_dir: Path,
-        tokenizer,
-        train_file: str,
-        eval_sets: Sequence[str],
-        batching: TextBatching,
-        val_size: int,
-        train_on_inputs: bool,
-        seed: int,
-    ) -> None:
+    def __init__(self, settings: CommonsenseData, tokenizer, data_dir: Path, seed: int) -> None:
         super().__init__(seed)
-        self.data_dir = data_dir
+        self.settings = settings
         self.tokenizer = tokenizer
-        self.train_file = train_file
-        self.eval_sets = list(eval_sets)
-        self.batching = batching
-        self.val_size = val_size
-        self.train_on_inputs = train_on_inputs
+        self.data_dir = data_dir
         self.train: TrainBatches | None = None
         self.val: TrainBatches | None = None
         self.tests: dict[str, PromptBatches] = {}
 
     def _encode(self, examples: list[dict]) -> TrainBatches:
+        settings = self.settings
         rows = [
-            encode_for_training(e, self.tokenizer, self.batching.max_length, self.train_on_inputs)
+            encode_for_training(e, self.tokenizer, settings.max_length, settings.train_on_inputs)
             for e in examples
         ]
         kept = [row for row in rows if any(label != IGNORE_INDEX for label in row[1])]
@@ -178,44 +186,44 @@ class CommonsenseDataModule(IndexDataModule):
                 "%d of %d examples dropped: no response token within task.max_length=%d",
                 len(rows) - len(kept),
                 len(rows),
-                self.batching.max_length,
+                settings.max_length,
             )
         if not kept:
             raise InputError(
                 "no example has a response within "
-                f"task.max_length={self.batching.max_length} tokens; raise task.max_length"
+                f"task.max_length={settings.max_length} tokens; raise task.max_length"
             )
         return TrainBatches(kept, self.tokenizer)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train is None:
-            path = commonsense_dir(self.data_dir) / self.train_file
+            path = commonsense_dir(self.data_dir) / self.settings.train_file
             examples = read_examples(path, ("instruction", "output"))
             examples = [
-                examples[i] for i in subsample(len(examples), self.batching.max_train_examples)
+                examples[i] for i in subsample(len(examples), self.settings.max_train_examples)
             ]
-            train, val = split_validation(examples, self.val_size)
+            train, val = split_validation(examples, self.settings.val_size)
             self.train = self._encode(train)
             self.val = self._encode(val) if val else None
         if stage == "test" and not self.tests:
-            for name in self.eval_sets:
+            for name in self.settings.eval_sets:
                 examples = read_examples(eval_file(self.data_dir, name), ("instruction", "answer"))
                 examples = [
-                    examples[i] for i in subsample(len(examples), self.batching.max_eval_examples)
+                    examples[i] for i in subsample(len(examples), self.settings.max_eval_examples)
                 ]
                 self.tests[name] = PromptBatches(examples, self.tokenizer)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train is not None
-        return self.train_loader(self.train, self.batching.batch_size)
+        return self.train_loader(self.train, self.settings.batch_size)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val is None:
             return []
-        return self.eval_loader(self.val, self.batching.eval_batch_size)
+        return self.eval_loader(self.val, self.settings.eval_batch_size)
 
     def test_dataloader(self) -> list[DataLoader]:
         return [
-            self.eval_loader(self.tests[name], self.batching.eval_batch_size)
-            for name in self.eval_sets
+            self.eval_loader(self.tests[name], self.settings.eval_batch_size)
+            for name in self.settings.eval_sets
         ]

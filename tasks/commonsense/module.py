@@ -9,6 +9,7 @@ a prediction right when the first answer keyword in it is the example's ``answer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ class CommonsenseModule(L.LightningModule):
         self,
         model: nn.Module,
         tokenizer,
-        eval_sets: list[str],
+        eval_sets: Sequence[str],
         schedule: LinearWarmup,
         generation: Generation,
         output_dir: Path,

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import InitVar, dataclass, field
 from typing import Literal
 
 from torch import nn
 
-from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
 from sinelr.optim import LinearWarmup
 from sinelr.pretrained import attach_adapters
 from sinelr.schedule import LearningSchedule
 from sinelr.task import LightningTask, RunContext, TaskOutput, check_epochs
-from sinelr.text import TextBatching
-from tasks.glue.data import PROTOCOLS, GlueDataModule, held_out_of_train
+from tasks.glue.data import GlueData, GlueDataModule, held_out_of_train
 from tasks.glue.model import load_classifier, model_path, resolve_layout
 from tasks.glue.module import GlueModule
 from tasks.glue.selection import KeepBest
@@ -32,50 +31,40 @@ from tasks.glue.specs import GlueSpec, glue_spec
 PAPER = "paper"
 
 
-class GlueTask(LightningTask):
+@dataclass(kw_only=True, eq=False)
+class GlueTask(LightningTask, GlueData):
+    """``conf/task/glue.yaml``'s keys: the data module's (:class:`GlueData`) and these.
+    ``name`` is the GLUE data set; the task itself is ``glue`` (the paper's ω table, the
+    report's rows), the data set its :attr:`spec`."""
+
     #: Accuracy for most tasks; an instance carries its own task's paper metric.
     metric = "test/acc"
     fine_tunes = True
     data_key = "name"
 
-    def __init__(
-        self,
-        name: str,
-        model: str,
-        targets: str | Sequence[str],
-        head: str | Sequence[str],
-        max_length: int,
-        batch_size: int,
-        eval_batch_size: int,
-        lr: float | Literal["paper"],
-        epochs: int | Literal["paper"] | None,
-        warmup_ratio: float,
-        weight_decay: float,
-        max_train_examples: int | None,
-        max_eval_examples: int | None,
-        protocol: str,
-    ) -> None:
-        # The task is "glue" (the paper's ω table, the report's rows); ``name`` is its data set.
-        super().__init__("glue")
+    name: InitVar[str]
+    model: str
+    targets: str | Sequence[str]
+    head: str | Sequence[str]
+    lr: float | Literal["paper"]
+    # field(): required, not defaulted to LightningTask.epochs; resolved in __post_init__.
+    epochs: int | Literal["paper"] | None = field()
+    warmup_ratio: float
+    weight_decay: float
+
+    def __post_init__(self, name: str) -> None:
         self.spec: GlueSpec = glue_spec(name)
+        self.name = "glue"
         self.metric = f"test/{self.spec.headline}"
-        self.model = model
-        self.targets = targets
-        self.head = head
-        self.batching = TextBatching(
-            max_length, batch_size, eval_batch_size, max_train_examples, max_eval_examples
-        )
         self.schedule = LinearWarmup(
-            lr=self.spec.lr if lr == PAPER else lr,
-            weight_decay=weight_decay,
-            warmup_ratio=warmup_ratio,
+            lr=self.spec.lr if self.lr == PAPER else self.lr,
+            weight_decay=self.weight_decay,
+            warmup_ratio=self.warmup_ratio,
         )
         self.epochs = check_epochs(
-            self.spec.epochs if epochs == PAPER else epochs, allowed=f", {PAPER!r},"
+            self.spec.epochs if self.epochs == PAPER else self.epochs, allowed=f", {PAPER!r},"
         )
-        if protocol not in PROTOCOLS:
-            raise InputError(f"task.protocol={protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-        self.protocol = protocol
+        super().__post_init__()
         self._keep_best: KeepBest | None = None
 
     @property
@@ -100,19 +89,12 @@ class GlueTask(LightningTask):
         available = self.spec.train_size
         if available is not None:
             available -= held_out_of_train(self.spec, self.protocol)
-        limits = [n for n in (available, self.batching.max_train_examples) if n is not None]
-        per_epoch = math.ceil(min(limits) / self.batching.batch_size) if limits else None
+        limits = [n for n in (available, self.max_train_examples) if n is not None]
+        per_epoch = math.ceil(min(limits) / self.batch_size) if limits else None
         return LearningSchedule(self.schedule.lr, per_epoch, self.epochs)
 
     def datamodule(self, ctx: RunContext) -> GlueDataModule:
-        return GlueDataModule(
-            spec=self.spec,
-            data_dir=ctx.data_dir,
-            tokenizer_path=model_path(self.model),
-            batching=self.batching,
-            seed=ctx.seed,
-            protocol=self.protocol,
-        )
+        return GlueDataModule(self, self.spec, model_path(self.model), ctx.data_dir, ctx.seed)
 
     def callbacks(self, ctx: RunContext) -> list[KeepBest]:
         if self.protocol != "sora":

@@ -9,6 +9,7 @@ folder does not exist the task comes from Hugging Face ``datasets`` (downloaded 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -142,33 +143,41 @@ def tokenize(examples: GlueExamples, tokenizer, max_length: int, regression: boo
     return TokenizedGlue(dict(features), labels, tokenizer)
 
 
-class GlueDataModule(IndexDataModule):
-    """Train, validate and test on the splits of ``protocol`` (:func:`protocol_splits`).
+@dataclass(kw_only=True, eq=False)
+class GlueData(text.TextBatching):
+    """The ``task.<key>`` settings :class:`GlueDataModule` reads: the text batches and the
+    protocol that splits the examples. ``GlueTask`` inherits them, so the config's keys reach
+    the data module without being handed on one by one."""
 
-    ``batching.max_train_examples`` subsamples the training split, ``max_eval_examples`` each of
-    the validation and test splits.
+    protocol: str
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise InputError(
+                f"task.protocol={self.protocol!r}: choose one of {', '.join(PROTOCOLS)}"
+            )
+
+
+class GlueDataModule(IndexDataModule):
+    """Train, validate and test on the splits of ``settings.protocol`` (:func:`protocol_splits`).
+
+    ``max_train_examples`` subsamples the training split, ``max_eval_examples`` each of the
+    validation and test splits.
     """
 
     def __init__(
-        self,
-        spec: GlueSpec,
-        data_dir: Path,
-        tokenizer_path: str,
-        batching: text.TextBatching,
-        seed: int,
-        protocol: str,
+        self, settings: GlueData, spec: GlueSpec, tokenizer_path: str, data_dir: Path, seed: int
     ) -> None:
         super().__init__(seed)
+        self.settings = settings
         self.spec = spec
-        self.data_dir = data_dir
         self.tokenizer_path = tokenizer_path
-        self.batching = batching
+        self.data_dir = data_dir
         self.max_examples = {
-            "train": batching.max_train_examples,
-            "val": batching.max_eval_examples,
-            "test": batching.max_eval_examples,
+            "train": settings.max_train_examples,
+            "val": settings.max_eval_examples,
+            "test": settings.max_eval_examples,
         }
-        self.protocol = protocol
         self.splits: dict[str, TokenizedGlue] = {}
 
     def setup(self, stage: str) -> None:
@@ -180,20 +189,20 @@ class GlueDataModule(IndexDataModule):
             self.spec,
             load_examples(self.spec, "train", self.data_dir),
             load_examples(self.spec, "dev", self.data_dir),
-            self.protocol,
+            self.settings.protocol,
         )
         tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)
         for split, examples in parts.items():
             examples = subsample(examples, self.max_examples[split])
             self.splits[split] = tokenize(
-                examples, tokenizer, self.batching.max_length, self.spec.is_regression
+                examples, tokenizer, self.settings.max_length, self.spec.is_regression
             )
 
     def train_dataloader(self) -> DataLoader:
-        return self.train_loader(self.splits["train"], self.batching.batch_size)
+        return self.train_loader(self.splits["train"], self.settings.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.splits["val"], self.batching.eval_batch_size)
+        return self.eval_loader(self.splits["val"], self.settings.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.splits["test"], self.batching.eval_batch_size)
+        return self.eval_loader(self.splits["test"], self.settings.eval_batch_size)

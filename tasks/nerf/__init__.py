@@ -8,6 +8,7 @@ as PNG (colour and depth) beside results.json.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -17,63 +18,47 @@ from sinelr.layers import LowRankConfig
 from sinelr.optim import ExponentialDecay
 from sinelr.schedule import LearningSchedule
 from sinelr.task import LightningTask, RunContext
-from tasks.nerf.data import LLFFDataModule
+from tasks.nerf.data import LLFFData, LLFFDataModule
 from tasks.nerf.model import NeRF
 from tasks.nerf.module import NerfModule
 from tasks.nerf.render import RenderSettings
 
 
-class NerfTask(LightningTask):
+@dataclass(kw_only=True, eq=False)
+class NerfTask(LightningTask, LLFFData):
+    """``conf/task/nerf.yaml``'s keys: the data module's (:class:`LLFFData`) and these."""
+
     metric = "test/psnr"
     data_key = "scene"
 
-    def __init__(
-        self,
-        name: str,
-        scene: str,
-        factor: int,
-        llffhold: int,
-        depth: int,
-        width: int,
-        skips: Sequence[int],
-        sigma: float,
-        targets: str | Sequence[str],
-        n_samples: int,
-        n_importance: int,
-        noise_std: float,
-        lr: float,
-        lr_final_factor: float,
-        batch_size: int,
-        chunk: int,
-        val_rays: int,
-        val_views: int,
-        render_factor: int,
-        lpips: bool,
-    ) -> None:
-        super().__init__(name)
-        if n_samples < 2 or n_importance < 0:
+    name: str
+    depth: int
+    width: int
+    skips: Sequence[int]
+    sigma: float
+    targets: str | Sequence[str]
+    n_samples: int
+    n_importance: int
+    noise_std: float
+    lr: float
+    lr_final_factor: float
+    chunk: int
+    lpips: bool
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 2 or self.n_importance < 0:
             raise InputError(
                 f"task.n_samples must be >= 2 and task.n_importance >= 0, "
-                f"got {n_samples}, {n_importance}"
+                f"got {self.n_samples}, {self.n_importance}"
             )
-        self.scene = scene
-        self.factor = factor
-        self.llffhold = llffhold
-        self.depth = depth
-        self.width = width
-        self.skips = skips
-        self.sigma = sigma
-        self.targets = targets
         self.render = RenderSettings(
-            n_samples=n_samples, n_importance=n_importance, perturb=True, noise_std=noise_std
+            n_samples=self.n_samples,
+            n_importance=self.n_importance,
+            perturb=True,
+            noise_std=self.noise_std,
         )
-        self.schedule = ExponentialDecay(lr, lr_final_factor)
-        self.batch_size = batch_size
-        self.chunk = chunk
-        self.val_rays = val_rays
-        self.val_views = val_views
-        self.render_factor = render_factor
-        self.lpips = lpips
+        self.schedule = ExponentialDecay(self.lr, self.lr_final_factor)
+        super().__post_init__()
 
     @property
     def validates_apart(self) -> bool:
@@ -82,7 +67,11 @@ class NerfTask(LightningTask):
 
     def build_model(self, lowrank: LowRankConfig | None) -> nn.Module:
         model = NeRF(
-            self.depth, self.width, self.skips, self.sigma, fine=self.render.n_importance > 0
+            fine=self.n_importance > 0,
+            depth=self.depth,
+            width=self.width,
+            skips=self.skips,
+            sigma=self.sigma,
         )
         if lowrank is not None:
             apply_lowrank(model, self.targets, lowrank)
@@ -93,17 +82,7 @@ class NerfTask(LightningTask):
         return LearningSchedule(self.schedule.lr)
 
     def datamodule(self, ctx: RunContext) -> LLFFDataModule:
-        return LLFFDataModule(
-            data_dir=ctx.data_dir,
-            scene=self.scene,
-            factor=self.factor,
-            llffhold=self.llffhold,
-            batch_size=self.batch_size,
-            val_rays=self.val_rays,
-            val_views=self.val_views,
-            render_factor=self.render_factor,
-            seed=ctx.seed,
-        )
+        return LLFFDataModule(self, ctx.data_dir, ctx.seed)
 
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> NerfModule:
         assert isinstance(model, NeRF)

@@ -9,6 +9,7 @@ test views' rays, so it is cheap enough to run often.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,30 +76,30 @@ class TestViews(Dataset):
         return {**rays, "view": torch.tensor(view), "image": image[0].permute(1, 2, 0)}
 
 
+@dataclass(kw_only=True, eq=False)
+class LLFFData:
+    """The ``task.<key>`` settings :class:`LLFFDataModule` reads: which scene, how its views are
+    split, how its rays are served. ``NerfTask`` inherits them, so the config's keys reach the
+    data module without being handed on one by one."""
+
+    scene: str
+    factor: int
+    llffhold: int
+    batch_size: int
+    val_rays: int
+    val_views: int
+    render_factor: int
+
+    def __post_init__(self) -> None:
+        if self.render_factor < 1:
+            raise InputError(f"task.render_factor must be >= 1, got {self.render_factor}")
+
+
 class LLFFDataModule(IndexDataModule):
-    def __init__(
-        self,
-        data_dir: Path,
-        scene: str,
-        factor: int,
-        llffhold: int,
-        batch_size: int,
-        val_rays: int,
-        val_views: int,
-        render_factor: int,
-        seed: int,
-    ) -> None:
+    def __init__(self, settings: LLFFData, data_dir: Path, seed: int) -> None:
         super().__init__(seed)
-        if render_factor < 1:
-            raise InputError(f"task.render_factor must be >= 1, got {render_factor}")
+        self.settings = settings
         self.data_dir = data_dir
-        self.scene_name = scene
-        self.factor = factor
-        self.llffhold = llffhold
-        self.batch_size = batch_size
-        self.val_rays = val_rays
-        self.val_views = val_views
-        self.render_factor = render_factor
         self.scene: Scene | None = None
         self.train_rays: RayTable | None = None
         self.val_table: RayTable | None = None
@@ -107,27 +108,28 @@ class LLFFDataModule(IndexDataModule):
     def setup(self, stage: str) -> None:
         if self.scene is not None:
             return
-        scene = load_scene(self.data_dir, self.scene_name, self.factor, self.llffhold)
-        height, width = TestViews(scene, self.render_factor).size()
+        settings = self.settings
+        scene = load_scene(self.data_dir, settings.scene, settings.factor, settings.llffhold)
+        height, width = TestViews(scene, settings.render_factor).size()
         if min(height, width) < SSIM_WINDOW:
             raise InputError(
-                f"task.render_factor={self.render_factor} renders the test views at "
+                f"task.render_factor={settings.render_factor} renders the test views at "
                 f"{height}x{width}, smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window: "
                 "use a smaller task.render_factor"
             )
         self.scene = scene
-        kept, held = hold_out(len(scene.train), self.val_views, "task.val_views", "views")
+        kept, held = hold_out(len(scene.train), settings.val_views, "task.val_views", "views")
         # Validation rays from training views held out of training, or (val_views=0, LLFF's
         # paper protocol) from the test views.
         self.views = {
             "train": scene.train[kept.numpy()],
-            "val": scene.train[held.numpy()] if self.val_views else scene.test,
+            "val": scene.train[held.numpy()] if settings.val_views else scene.test,
             "test": scene.test,
         }
         self.train_rays = self._table(self.views["train"])
         val = self._table(self.views["val"])
         generator = torch.Generator().manual_seed(self.seed)
-        keep = torch.randperm(len(val), generator=generator)[: self.val_rays]
+        keep = torch.randperm(len(val), generator=generator)[: settings.val_rays]
         self.val_table = RayTable(val[keep])
 
     def _table(self, views: np.ndarray) -> RayTable:
@@ -143,13 +145,13 @@ class LLFFDataModule(IndexDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_rays is not None
-        return self.train_loader(self.train_rays, self.batch_size)
+        return self.train_loader(self.train_rays, self.settings.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_table is not None
-        return self.eval_loader(self.val_table, self.batch_size)
+        return self.eval_loader(self.val_table, self.settings.batch_size)
 
     def test_dataloader(self) -> DataLoader:
         assert self.scene is not None
-        views = TestViews(self.scene, self.render_factor)
+        views = TestViews(self.scene, self.settings.render_factor)
         return DataLoader(views, batch_size=None, generator=own_generator())

@@ -8,6 +8,7 @@ every layer factorised where ``k < min(d_in, d_out)``, and they rule out a posit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,16 +65,10 @@ class RadianceMLP(nn.Module):
 
 
 class NeRF(nn.Module):
-    """The coarse and fine networks of hierarchical sampling, factorised alike."""
+    """The coarse and fine networks of hierarchical sampling, factorised alike: two
+    :class:`RadianceMLP` of the one shape ``mlp`` describes (its keyword arguments)."""
 
-    def __init__(
-        self,
-        depth: int = 8,
-        width: int = 256,
-        skips: Sequence[int] = (4,),
-        sigma: float = 0.1,
-        fine: bool = True,
-    ) -> None:
+    def __init__(self, fine: bool = True, **mlp: Any) -> None:
         super().__init__()
-        self.coarse = RadianceMLP(depth, width, skips, sigma)
-        self.fine = RadianceMLP(depth, width, skips, sigma) if fine else None
+        self.coarse = RadianceMLP(**mlp)
+        self.fine = RadianceMLP(**mlp) if fine else None

@@ -8,8 +8,8 @@ resumed after a kill sees the batches and augmentations the uninterrupted run wo
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from sinelr.data import IndexDataModule, hold_out
+from sinelr.errors import InputError
 from tasks.vision.datasets import ImageSource, dataset_spec
 
 
@@ -99,47 +100,59 @@ class TransformedImages(Dataset):
         return torch.stack(images), self.source.labels[indices]
 
 
+@dataclass(kw_only=True, eq=False)
+class VisionData:
+    """The ``task.<key>`` settings :class:`VisionDataModule` reads: which images, how they are
+    split, transformed and batched. ``VisionTask`` inherits them, so the config's keys reach the
+    data module without being handed on one by one; ``data_root`` and ``augmentation`` are
+    ``data_path`` and ``augment`` as the code uses them."""
+
+    dataset: str
+    data_path: str | None
+    val_fraction: float
+    img_size: int
+    in_chans: int
+    crop_pct: float
+    augment: Mapping[str, Any]
+    batch_size: int
+    eval_batch_size: int
+    num_workers: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.val_fraction < 1:
+            raise InputError(
+                f"task.val_fraction must be in [0, 1) (0: validate on the test split, as the "
+                f"paper), got {self.val_fraction}"
+            )
+        if self.in_chans not in (1, 3):
+            raise InputError(f"task.in_chans must be 1 or 3, got {self.in_chans}")
+        known = {f.name for f in fields(Augment)}
+        if unknown := sorted(set(self.augment) - known):
+            raise InputError(f"task.augment has unknown keys {unknown}; known: {sorted(known)}")
+        self.augmentation = Augment(**self.augment)
+        self.data_root = Path(self.data_path).expanduser() if self.data_path else None
+
+
 class VisionDataModule(IndexDataModule):
-    def __init__(
-        self,
-        dataset: str,
-        data_dir: Path,
-        data_path: Path | None,
-        val_fraction: float,
-        img_size: int,
-        in_chans: int,
-        augment: Augment,
-        crop_pct: float,
-        batch_size: int,
-        eval_batch_size: int,
-        num_workers: int,
-        seed: int,
-    ) -> None:
+    def __init__(self, settings: VisionData, data_dir: Path, seed: int) -> None:
         super().__init__(seed)
-        self.spec = dataset_spec(dataset)
-        self.dataset = dataset
+        self.settings = settings
+        self.spec = dataset_spec(settings.dataset)
         self.data_dir = data_dir
-        self.data_path = data_path
-        self.val_fraction = val_fraction
-        self.img_size = img_size
-        self.in_chans = in_chans
-        self.mode = {1: "L", 3: "RGB"}[in_chans]
-        self.augment = augment
-        self.crop_pct = crop_pct
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
+        self.mode = {1: "L", 3: "RGB"}[settings.in_chans]
         self.splits: dict[str, TransformedImages] = {}
 
     def _transform(self, training: bool) -> Callable[[Image.Image], Tensor]:
+        settings = self.settings
+        channels = settings.in_chans
         common: dict[str, Any] = {
-            "input_size": (self.in_chans, self.img_size, self.img_size),
-            "mean": self.spec.mean[: self.in_chans],
-            "std": self.spec.std[: self.in_chans],
+            "input_size": (channels, settings.img_size, settings.img_size),
+            "mean": self.spec.mean[:channels],
+            "std": self.spec.std[:channels],
         }
         if not training:
-            return create_transform(**common, is_training=False, crop_pct=self.crop_pct)
-        a = self.augment
+            return create_transform(**common, is_training=False, crop_pct=settings.crop_pct)
+        a = settings.augmentation
         transform = create_transform(
             **common,
             is_training=True,
@@ -155,10 +168,9 @@ class VisionDataModule(IndexDataModule):
     def setup(self, stage: str) -> None:
         if self.splits:
             return
-        train, test = self.spec.read(self.data_dir, self.data_path)
-        kept, held = hold_out(
-            len(train), round(self.val_fraction * len(train)), "task.val_fraction", "images"
-        )
+        train, test = self.spec.read(self.data_dir, self.settings.data_root)
+        held_out = round(self.settings.val_fraction * len(train))
+        kept, held = hold_out(len(train), held_out, "task.val_fraction", "images")
         evaluate = self._transform(training=False)
         self.splits = {
             "train": TransformedImages(
@@ -172,20 +184,22 @@ class VisionDataModule(IndexDataModule):
     def train_dataloader(self) -> DataLoader:
         return self.train_loader(
             self.splits["train"],
-            self.batch_size,
-            drop_last=self.augment.mixes,  # mixup pairs a batch with its reverse: even sizes
-            num_workers=self.num_workers,
+            self.settings.batch_size,
+            drop_last=self.settings.augmentation.mixes,  # mixup pairs a batch with its reverse
+            num_workers=self.settings.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
         # task.val_fraction=0: the paper's protocol, which reports test accuracy over training.
         if "val" not in self.splits:
             return self.test_dataloader()
-        return self.eval_loader(
-            self.splits["val"], self.eval_batch_size, num_workers=self.num_workers
-        )
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        settings = self.settings
         return self.eval_loader(
-            self.splits["test"], self.eval_batch_size, num_workers=self.num_workers
+            self.splits[split], settings.eval_batch_size, num_workers=settings.num_workers
         )

@@ -37,9 +37,10 @@ def accuracy_metrics(num_classes: int, topk: Sequence[int], prefix: str) -> Metr
     )
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, eq=False)
 class Schedule:
-    """The optimiser (a ``create_optimizer_v2`` name) and its cosine learning-rate schedule."""
+    """The optimiser (a ``create_optimizer_v2`` name) and its cosine learning-rate schedule:
+    ``task.<key>`` settings that ``VisionTask`` inherits, as it does its data module's."""
 
     optimizer: str
     lr: float
