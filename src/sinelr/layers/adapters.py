@@ -184,7 +184,7 @@ class LoRALinear(LowRankLayer):
         def whole() -> Tensor:
             return self.update_rows(slice(None), *self.weight_params()).to(matmul_dtype(x))
 
-        return self.rows_linear(x, self.update_rows, self.update_rows_vjp, whole)
+        return self._rows_linear(x, self.update_rows, self.update_rows_vjp, whole)
 
     @torch.no_grad()
     def merge(self) -> None:

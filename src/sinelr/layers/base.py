@@ -156,14 +156,14 @@ class LowRankLayer(nn.Module, abc.ABC):
     def forward(self, x: Tensor) -> Tensor:
         """``x W'ᵀ + bias``, by the one path the variant's weight allows: the factors applied in
         turn where the weight keeps their structure (:meth:`factored_forward`); otherwise the
-        cached weight at inference, or the weight built by :meth:`rows_linear`."""
+        cached weight at inference, or the weight built by :meth:`_rows_linear`."""
         if not self.materialises_weight:
             return self.factored_forward(x)
         bias = self.dense_bias()
         weight = self._cached_weight()
         if weight is not None:
             return F.linear(x, weight, bias)
-        return self.rows_linear(
+        return self._rows_linear(
             x, self.weight_rows, self.weight_rows_vjp, self.effective_weight, bias
         )
 
@@ -174,7 +174,7 @@ class LowRankLayer(nn.Module, abc.ABC):
             f"{type(self).__name__} applies no factors in turn: it sets materialises_weight"
         )
 
-    def rows_linear(
+    def _rows_linear(
         self,
         x: Tensor,
         rows_fn: WeightFn,
