@@ -120,6 +120,14 @@ def test_registered_toys_are_removed_on_leaving():
 
 
 @pytest.mark.usefixtures("toys")
+def test_a_name_and_a_class_register_once():
+    with pytest.raises(ValueError, match=r"^low-rank variant 'half_toy' is already registered"):
+        register_lowrank("half_toy")(LowRankLinear)
+    with pytest.raises(ValueError, match=r"HalfLowRank as 'halves': .* already, as 'half_toy'"):
+        register_lowrank("halves")(HalfLowRank)
+
+
+@pytest.mark.usefixtures("toys")
 def test_a_subclass_does_not_inherit_what_its_parent_computes():
     """LoRA-FA computes another function than LoRA: no PEFT method, no PEFT export and no
     ``omega=auto`` rule come with the parent class. Its twin takes the plain variant's facts."""

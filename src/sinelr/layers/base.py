@@ -267,6 +267,8 @@ def register_lowrank(name: str) -> Callable[[LayerT], LayerT]:
             raise ValueError(f"low-rank variant {name!r} is already registered")
         if not (isinstance(cls, type) and issubclass(cls, LowRankLayer)):
             raise _registration_error(name, cls, "a variant subclasses sinelr.layers.LowRankLayer")
+        if cls in _OVERWRITTEN:
+            raise _registration_error(name, cls, f"it is registered already, as {cls.variant!r}")
         if name.startswith(SINE_PREFIX):
             facts = _twin_facts(name, cls, name.removeprefix(SINE_PREFIX))
         else:
