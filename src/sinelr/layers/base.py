@@ -59,8 +59,9 @@ class LowRankLayer(nn.Module, abc.ABC):
     parent class where they hold), and :attr:`peft_method`, :attr:`omega_auto` and
     :meth:`peft_adapter` where they apply: those three hold only for the class that declares
     them, since a subclass computes something else. A sine twin declares its default gain
-    (:attr:`~sinelr.layers.sine.SineActivated.gain_rule`) and what it computes; everything else
-    follows from its plain variant (:func:`register_lowrank`).
+    (:attr:`~sinelr.layers.sine.SineActivated.gain_rule`), what it computes and, where PEFT
+    loads it, its own :meth:`peft_adapter`; the rest follows from its plain variant
+    (:func:`register_lowrank`).
     """
 
     variant: ClassVar[str]
@@ -84,9 +85,9 @@ class LowRankLayer(nn.Module, abc.ABC):
     #: adapter's ``B`` at zero), the start the rule takes its scale from. A start from
     #: ``W0``'s SVD (PiSSA, LoRA-XS) or from scaled random projections (VeRA) has another scale.
     omega_auto: ClassVar[bool] = False
-    #: The variant's adapters in PEFT's format, a classmethod
-    #: ``(layers, lowrank, options, start) -> PeftAdapter`` (:mod:`sinelr.layers.peft_format`);
-    #: None where PEFT, with sinelr.peft, has no method that computes what the variant does.
+    #: How the variant is written for PEFT: a classmethod ``peft_adapter(PeftLayers) ->
+    #: PeftAdapter`` (:mod:`sinelr.layers.peft_format`) that gives a run's layers as PEFT saves
+    #: them; None where PEFT, with sinelr.peft, has no method that computes what it does.
     peft_adapter: ClassVar[Callable[..., Any] | None] = None
     #: True where the forward pass needs the whole ``d_out × d_in`` weight because a
     #: non-linearity (the sine, DoRA's norm) destroys the product's structure. Such layers build
