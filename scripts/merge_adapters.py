@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sinelr.export import load_run, peft_format, save_merged, save_peft
+from sinelr.export import load_run, save_merged, save_peft
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,12 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = load_run(args.run)
         if args.peft:
-            names = save_peft(run.model, run.lowrank, args.out, run.start)
+            saved = save_peft(run.model, run.lowrank, args.out, run.start)
+            how = f" ({saved.note})" if saved.note else ""
             variant = run.lowrank.variant
-            how = " (load after `import sinelr.peft`)" if variant.startswith("sine_") else ""
-            if peft_format(variant) == "pissa":
-                how = f" (PEFT's LoRA of rank {2 * run.lowrank.rank}, for the original base model)"
-            print(f"{len(names)} {variant} adapters in PEFT's format{how}: {args.out}")
+            print(f"{len(saved.layers)} {variant} adapters in PEFT's format{how}: {args.out}")
         else:
             names = save_merged(run.model, args.out)
             print(f"{len(names)} layers merged; a plain transformers checkpoint: {args.out}")

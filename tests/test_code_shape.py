@@ -39,12 +39,6 @@ def test_no_function_is_over_80_lines():
 
 # --- seams ---------------------------------------------------------------------------------------
 
-#: Import edges (importer, imported) a cycle may still run through. The one known: layers/config.py
-#: imports layers/base.py inside a function, as base.py imports config.py for LowRankConfig. Issue
-#: #37's layers change breaks that cycle, and the edge leaves this list with it: the test fails
-#: while a listed edge no longer exists.
-KNOWN_CYCLE_EDGES = {("sinelr.layers.config", "sinelr.layers.base")}
-
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT / "src").with_suffix("").parts)
@@ -119,13 +113,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_no_import_cycle_under_src():
-    graph = import_graph()
-    assert all(imported in graph[importer] for importer, imported in KNOWN_CYCLE_EDGES), (
-        "a known cycle edge is gone: remove it from KNOWN_CYCLE_EDGES"
-    )
-    for importer, imported in KNOWN_CYCLE_EDGES:
-        graph[importer] = graph[importer] - {imported}
-    assert cycles(graph) == []
+    assert cycles(import_graph()) == []
 
 
 def test_the_import_graph_sees_imports_in_functions_not_for_type_checking():

@@ -1,7 +1,14 @@
-"""The factorised layers: formulas, exact gradients, merging, caching, extension."""
+"""The factorised layers: formulas, exact gradients, merging, caching, extension.
+
+The contract every variant keeps (exact gradients on both paths, merging, dropout, memory,
+precision) is tested for each registered variant, as the registry lists them: a variant
+registered in src/sinelr/layers is tested here with no edit. tests/test_variants.py tests what
+PiSSA, VeRA, LoRA-XS and HiRA do beyond it.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -20,30 +27,60 @@ from sinelr.layers import (
     SineLoRALinear,
     SineLowRankLinear,
     get_lowrank_class,
-    register_lowrank,
     variant_name,
 )
 from tests.helpers import rel
 
-VARIANTS = ["lowrank", "sine_lowrank", "lora", "sine_lora", "dora", "sine_dora"]
-ADAPTER_VARIANTS = ["lora", "sine_lora", "dora", "sine_dora"]
-# Every adapter, and DoRA's two with the norm detached (lowrank.detach_norm=true).
-ADAPTER_CASES = [
-    *(pytest.param(v, False, id=v) for v in ADAPTER_VARIANTS),
-    *(pytest.param(v, True, id=f"{v}-detached") for v in ("dora", "sine_dora")),
-]
+#: Every registered variant, and those of each sort the contract tests below ask for.
+VARIANTS = list(LOWRANK_LAYERS)
+ADAPTERS = [v for v in VARIANTS if LOWRANK_LAYERS[v].kind == "adapter"]
+SINE = [v for v in VARIANTS if LOWRANK_LAYERS[v].sine_of is not None]
+MATERIALISED = [v for v in VARIANTS if LOWRANK_LAYERS[v].materialises_weight]
+#: The adapters whose start is not the pretrained layer: LoRA-XS's ``R`` starts non-zero, as its
+#: paper's does (tests/test_variants.py measures how far).
+STARTS_AWAY_FROM_W0 = {"loraxs", "sine_loraxs"}
 
 
-def make_layer(variant: str, *, d_in=12, d_out=10, rank=3, dtype=torch.float64, **kwargs):
+def reads(variant: str, setting: str) -> bool:
+    return setting in LOWRANK_LAYERS[variant].hyperparameters
+
+
+def with_detached_norm(variants: list[str]) -> list:
+    """Each variant, and again with ``lowrank.detach_norm=true`` where it reads that."""
+    return [
+        *(pytest.param(v, False, id=v) for v in variants),
+        *(pytest.param(v, True, id=f"{v}-detached") for v in variants if reads(v, "detach_norm")),
+    ]
+
+
+def make_layer(
+    variant: str,
+    *,
+    d_in: int = 12,
+    d_out: int = 10,
+    rank: int = 3,
+    dtype: torch.dtype = torch.float64,
+    trained: bool = True,
+    **kwargs,
+) -> LowRankLayer:
+    """A ``d_in → d_out`` layer of ``variant`` (ω = 30 if it has one) in a trained state, unless
+    ``trained=False``: zero starts (LoRA's B, VeRA's Λb) make some gradients vanish."""
     torch.manual_seed(0)
     base = nn.Linear(d_in, d_out, dtype=dtype)
-    omega = kwargs.pop("omega", 30.0 if variant.startswith("sine") else None)
+    omega = kwargs.pop("omega", 30.0 if variant in SINE else None)
     config = LowRankConfig(variant=variant, rank=rank, omega=omega, **kwargs)
     layer = get_lowrank_class(variant).from_linear(base, config)
-    if hasattr(layer, "lora_B"):
-        # B = 0 at init makes the adapter's gradients through A vanish; test a trained state.
-        nn.init.normal_(layer.lora_B, std=0.5)
+    if trained:
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, param in trained_parameters(layer).items():
+                if name != "log_omega":
+                    param.add_(0.5 * torch.randn(param.shape, generator=generator, dtype=dtype))
     return layer
+
+
+def trained_parameters(layer: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in layer.named_parameters() if p.requires_grad}
 
 
 def test_variant_names_follow_rank_omega_adapter():
@@ -55,7 +92,6 @@ def test_variant_names_follow_rank_omega_adapter():
     assert variant_name(4, 200.0, "dora") == "sine_dora"
     with pytest.raises(ValueError, match="adapter"):
         variant_name(4, None, "ia3")
-    assert set(VARIANTS) <= set(LOWRANK_LAYERS)
 
 
 def test_sine_lowrank_weight_is_its_formula():
@@ -97,80 +133,6 @@ def test_init_matches_nn_linear_bounds():
     assert layer.V.abs().max() <= 1 / math.sqrt(400)
     assert layer.bias.abs().max() <= 1 / math.sqrt(400)
     assert layer.V.abs().max() > 0.9 / math.sqrt(400)  # the bound is used, not something smaller
-
-
-def test_adapters_start_as_the_base_layer():
-    torch.manual_seed(0)
-    base = nn.Linear(12, 10)
-    x = torch.randn(3, 12)
-    for variant in ADAPTER_VARIANTS:
-        omega = 100.0 if variant.startswith("sine") else None
-        config = LowRankConfig(variant=variant, rank=2, omega=omega)
-        layer = get_lowrank_class(variant).from_linear(base, config)
-        torch.testing.assert_close(layer(x), base(x))
-        assert not base.weight.requires_grad
-        assert {n for n, p in layer.named_parameters() if p.requires_grad} >= {"lora_A", "lora_B"}
-
-
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "naive"])
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_gradcheck_float64(variant, fused):
-    # block_elems=24 → two weight rows per block: the row-blocked path is really exercised.
-    layer = make_layer(variant, fused=fused, block_elems=24)
-    x = torch.randn(2, 3, 12, dtype=torch.float64, requires_grad=True)
-    params = [p for p in layer.parameters() if p.requires_grad]
-    assert torch.autograd.gradcheck(lambda x, *_: layer(x), (x, *params), eps=1e-6, atol=1e-5)
-
-
-@pytest.mark.parametrize("variant", ["sine_lowrank", "sine_lora", "dora", "sine_dora"])
-def test_fused_equals_naive_in_fp32(variant):
-    fused = make_layer(variant, dtype=torch.float32, d_in=64, d_out=48, block_elems=256)
-    naive = make_layer(variant, dtype=torch.float32, d_in=64, d_out=48, fused=False)
-    naive.load_state_dict(fused.state_dict())
-    x = torch.randn(7, 64)
-    y_fused, y_naive = fused(x), naive(x)
-    torch.testing.assert_close(y_fused, y_naive, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(y_fused)
-    y_fused.backward(g)
-    y_naive.backward(g)
-    for (name, p), q in zip(fused.named_parameters(), naive.parameters(), strict=True):
-        if p.requires_grad:
-            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
-
-
-@pytest.mark.parametrize("variant", ["sine_lora", "dora"])
-def test_dropout_feeds_the_adapter_only(variant):
-    assert_dropout_feeds_the_adapter_only(make_layer(variant, dropout=0.5, dtype=torch.float32))
-
-
-def assert_dropout_feeds_the_adapter_only(layer: nn.Module) -> None:
-    """The frozen layer sees the clean input, the adapter the dropped-out one (as PEFT)."""
-    layer.train()
-    x = torch.randn(64, 12)
-    torch.manual_seed(1)
-    y = layer(x)
-    torch.manual_seed(1)
-    x_drop = layer.lora_dropout(x)
-    update = layer.effective_weight() - layer.base_layer.weight
-    torch.testing.assert_close(y, layer.base_layer(x) + x_drop @ update.T, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize(("variant", "detach_norm"), ADAPTER_CASES)
-def test_merge_is_exact_and_unmerge_restores(variant, detach_norm):
-    layer = make_layer(variant, dtype=torch.float32, detach_norm=detach_norm)
-    layer.eval()
-    x = torch.randn(5, 12)
-    W0 = layer.base_layer.weight.detach().clone()
-    with torch.no_grad():
-        adapted = layer(x)
-        layer.merge()
-        merged = layer(x)
-        assert layer.merged
-        torch.testing.assert_close(merged, layer.base_layer(x))
-        torch.testing.assert_close(merged, adapted, rtol=1e-5, atol=1e-6)
-        layer.unmerge()
-        torch.testing.assert_close(layer.base_layer.weight, W0, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(layer(x), adapted, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("variant", ["dora", "sine_dora"])
@@ -238,42 +200,6 @@ def test_detached_norm_gradients_follow_a_detached_reference(variant, fused, dro
     for name in ("lora_A", "lora_B"):
         exact, detached = expected[False][name], expected[True][name]
         assert (exact - detached).abs().max() > 1e-3 * exact.abs().max()
-
-
-class LargestNewTensor(TorchDispatchMode):
-    """Records the most elements of any tensor an operation creates (views of the ``known``
-    tensors, such as a slice of the frozen weight, allocate nothing and are not counted)."""
-
-    def __init__(self, known: list[Tensor]) -> None:
-        super().__init__()
-        self.known = {t.untyped_storage().data_ptr() for t in known}
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, Tensor) and t.untyped_storage().data_ptr() not in self.known:
-                self.largest = max(self.largest, t.untyped_storage().nbytes() // t.element_size())
-        return out
-
-
-@pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["no-dropout", "dropout"])
-@pytest.mark.parametrize("detach_norm", [True, False], ids=["detached", "exact"])
-@pytest.mark.parametrize("variant", ["dora", "sine_dora"])
-def test_fused_dora_never_builds_a_whole_weight(variant, detach_norm, dropout):
-    """Neither the forward nor the backward pass of the row-blocked DoRA creates a tensor the
-    size of the weight (256 × 64): the largest is one block of 16 rows, or the activations
-    (4 × 256), 1,024 elements each. The plain-autograd layer shows that the check sees one."""
-    x = torch.randn(4, 64)
-    largest = {}
-    for fused in (True, False):
-        layer = make_layer(variant, d_in=64, d_out=256, rank=4, dtype=torch.float32, fused=fused,
-                           dropout=dropout, block_elems=1024, detach_norm=detach_norm)  # fmt: skip
-        with LargestNewTensor([x, *layer.parameters()]) as mode:
-            layer(x).square().sum().backward()
-        largest[fused] = mode.largest
-    assert largest[False] >= 256 * 64
-    assert largest[True] <= 1024
 
 
 def test_rank_of_sine_rises_with_omega():
@@ -396,32 +322,6 @@ def test_row_blocked_path_refuses_a_second_derivative():
         grad_x.square().sum().backward()
 
 
-@pytest.fixture
-def tanh_variant():
-    """A new variant, as a user would add it: one class, one registry entry."""
-
-    @register_lowrank("tanh_lowrank_test")
-    class TanhLowRankLinear(LowRankLinear):
-        materialises_weight = True
-
-        def weight_rows(self, rows, U, V):
-            return torch.tanh(U[rows] @ V)
-
-    yield TanhLowRankLinear
-    del LOWRANK_LAYERS["tanh_lowrank_test"]
-
-
-def test_a_new_variant_is_one_class_and_one_registry_entry(tanh_variant):
-    config = LowRankConfig(variant="tanh_lowrank_test", rank=2, block_elems=16)
-    layer = get_lowrank_class("tanh_lowrank_test").from_linear(nn.Linear(8, 6).double(), config)
-    assert isinstance(layer, tanh_variant)
-    x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
-    torch.testing.assert_close(layer(x), x @ torch.tanh(layer.U @ layer.V).T + layer.bias)
-    assert torch.autograd.gradcheck(lambda x, U, V: layer(x), (x, layer.U, layer.V), eps=1e-6)
-    with pytest.raises(ValueError, match="already registered"):
-        register_lowrank("tanh_lowrank_test")(tanh_variant)
-
-
 def test_bf16_autocast_keeps_the_sines_rank():
     """Under bf16 autocast the sine's argument ω·UV must stay in fp32.
 
@@ -453,23 +353,7 @@ def test_bf16_autocast_keeps_the_sines_rank():
     assert error(applied_naive) > 4 * error(applied_fused)
 
 
-def trained_64_to_48(variant: str) -> LowRankLayer:
-    """A 64 → 48 layer of ``variant`` (ω = 30 if it has one) in a trained state: its zero starts
-    (LoRA's B) would hide the sine."""
-    cls = get_lowrank_class(variant)
-    omega = 30.0 if "omega" in cls.hyperparameters else None
-    torch.manual_seed(0)
-    layer = cls.from_linear(nn.Linear(64, 48), LowRankConfig(variant, 4, omega=omega))
-    with torch.no_grad():
-        for param in layer.parameters():
-            if param.requires_grad:
-                param.add_(0.5 * torch.randn_like(param))
-    return layer
-
-
-@pytest.mark.parametrize(
-    "variant", [v for v in sorted(LOWRANK_LAYERS) if LOWRANK_LAYERS[v].materialises_weight]
-)
+@pytest.mark.parametrize("variant", MATERIALISED)
 def test_evaluation_under_bf16_autocast_applies_the_learnt_weight(variant):
     """A bf16-mixed run validates and tests in eval mode under autocast, where the layer
     applies its cached whole weight. That weight must be built in fp32 as training builds it:
@@ -477,7 +361,7 @@ def test_evaluation_under_bf16_autocast_applies_the_learnt_weight(variant):
     (at ω = 30 and entries of order one, several percent of the output).
 
     Tolerance: input, weight and output each rounded to bf16 once (2^-9 relative each)."""
-    layer = trained_64_to_48(variant)
+    layer = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.float32)
     layer.eval()
     x = torch.randn(16, 64)
     with torch.no_grad():
@@ -489,15 +373,13 @@ def test_evaluation_under_bf16_autocast_applies_the_learnt_weight(variant):
     assert rel(applied, expected) < 2 * 2**-8
 
 
-@pytest.mark.parametrize(
-    "variant", [v for v in sorted(LOWRANK_LAYERS) if LOWRANK_LAYERS[v].materialises_weight]
-)
+@pytest.mark.parametrize("variant", MATERIALISED)
 def test_export_merge_and_diagnostics_under_bf16_autocast_build_the_fp32_weight(variant):
     """Export, merge and the rank diagnostics build the whole weight outside the training path,
     and may be called inside a bf16-mixed run (a callback, an export at the end of ``fit``).
     There too ``U V`` must not be a bf16 matmul. The weight is fp32 in both, so the same
     operations in the same order must give it bit for bit."""
-    layer = trained_64_to_48(variant)
+    layer = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.float32)
     wrapper = nn.Sequential(layer)
     trained = {k: v.clone() for k, v in layer.state_dict().items()}
 
@@ -536,36 +418,195 @@ def test_bf16_autocast_gradients_follow_fp32():
         assert float((p.grad - g).norm() / g.norm()) < 0.03  # bf16 matmuls: ~1% error
 
 
-@pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("dropout", [0.0, 0.1])
-@pytest.mark.parametrize(("variant", "detach_norm"), ADAPTER_CASES)
-def test_adapters_on_a_bf16_base_keep_fp32_factors_and_follow_fp32(
-    variant, detach_norm, fused, dropout
+# The contract, for every registered variant.
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "naive"])
+@pytest.mark.parametrize(
+    ("variant", "learn_omega"),
+    [
+        *(pytest.param(v, False, id=v) for v in VARIANTS),
+        *(pytest.param(v, True, id=f"{v}-learn_omega") for v in SINE),
+    ],
+)
+def test_gradcheck_float64(variant, learn_omega, fused):
+    # block_elems=24 → two weight rows per block: the row-blocked path is really exercised.
+    layer = make_layer(variant, fused=fused, block_elems=24, learn_omega=learn_omega)
+    x = torch.randn(2, 3, 12, dtype=torch.float64, requires_grad=True)
+    params = list(trained_parameters(layer).values())
+    assert ("log_omega" in trained_parameters(layer)) == learn_omega
+    assert torch.autograd.gradcheck(lambda x, *_: layer(x), (x, *params), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize(("variant", "detach_norm"), with_detached_norm(MATERIALISED))
+def test_fused_equals_naive_in_fp32(variant, detach_norm):
+    """fp32 sums in two orders: the row-blocked path against plain autograd."""
+    shape = {"d_in": 64, "d_out": 48, "dtype": torch.float32, "detach_norm": detach_norm}
+    fused = make_layer(variant, **shape, block_elems=256)
+    naive = make_layer(variant, **shape, fused=False)
+    naive.load_state_dict(fused.state_dict())
+    x = torch.randn(7, 64)
+    y_fused, y_naive = fused(x), naive(x)
+    torch.testing.assert_close(y_fused, y_naive, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y_fused)
+    y_fused.backward(g)
+    y_naive.backward(g)
+    for name, p in trained_parameters(fused).items():
+        q = trained_parameters(naive)[name]
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+class LargestNewTensor(TorchDispatchMode):
+    """Records the most elements of any tensor an operation creates (views of the ``known``
+    tensors, such as a slice of the frozen weight, allocate nothing and are not counted)."""
+
+    def __init__(self, known: list[Tensor]) -> None:
+        super().__init__()
+        self.known = {t.untyped_storage().data_ptr() for t in known}
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, Tensor) and t.untyped_storage().data_ptr() not in self.known:
+                self.largest = max(self.largest, t.untyped_storage().nbytes() // t.element_size())
+        return out
+
+
+@pytest.mark.parametrize(
+    ("variant", "detach_norm", "dropout"),
+    [
+        pytest.param(*case.values, dropout, id=f"{case.id}-dropout" if dropout else case.id)
+        for case in with_detached_norm(MATERIALISED)
+        for dropout in ((0.0, 0.1) if reads(case.values[0], "dropout") else (0.0,))
+    ],
+)
+def test_fused_path_never_builds_a_whole_weight(variant, detach_norm, dropout):
+    """Neither the forward nor the backward pass of the row-blocked path creates a tensor the
+    size of the weight (256 × 64): the largest is one block of 16 rows, or the activations
+    (4 × 256), 1,024 elements each. The plain-autograd layer shows that the check sees one."""
+    settings = {"dropout": dropout} if dropout else {}
+    x = torch.randn(4, 64)
+    largest = {}
+    for fused in (True, False):
+        layer = make_layer(variant, d_in=64, d_out=256, rank=4, dtype=torch.float32, fused=fused,
+                           block_elems=1024, detach_norm=detach_norm, **settings)  # fmt: skip
+        layer.train()
+        with LargestNewTensor([x, *layer.parameters(), *layer.buffers()]) as mode:
+            layer(x).square().sum().backward()
+        largest[fused] = mode.largest
+    assert largest[False] >= 256 * 64
+    assert largest[True] <= 1024
+
+
+@pytest.mark.parametrize("variant", ADAPTERS)
+def test_dropout_feeds_the_adapter_only(variant):
+    assert_dropout_feeds_the_adapter_only(make_layer(variant, dropout=0.5, dtype=torch.float32))
+
+
+def assert_dropout_feeds_the_adapter_only(layer: nn.Module) -> None:
+    """The frozen layer sees the clean input, the adapter the dropped-out one (as PEFT)."""
+    layer.train()
+    x = torch.randn(64, 12)
+    torch.manual_seed(1)
+    y = layer(x)
+    torch.manual_seed(1)
+    x_drop = layer.lora_dropout(x)
+    update = layer.effective_weight() - layer.base_layer.weight
+    torch.testing.assert_close(y, layer.base_layer(x) + x_drop @ update.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("variant", "detach_norm"), with_detached_norm(ADAPTERS))
+def test_merge_is_exact_and_unmerge_restores(variant, detach_norm):
+    """fp32: one matmul with the merged weight against the adapter's own sum. ``ΔW`` is the
+    same merged or not; a variant that keeps ``W0`` while merged (HiRA) gives it back bit for
+    bit, the others to rounding."""
+    layer = make_layer(variant, dtype=torch.float32, detach_norm=detach_norm)
+    layer.eval()
+    x = torch.randn(5, 12)
+    W0 = layer.base_layer.weight.detach().clone()
+    with torch.no_grad():
+        adapted = layer(x)
+        update = layer.factorised_weight().clone()
+        layer.merge()
+        merged = layer(x)
+        assert layer.merged
+        torch.testing.assert_close(merged, layer.base_layer(x))
+        torch.testing.assert_close(merged, adapted, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(layer.factorised_weight(), update)
+        layer.unmerge()
+        torch.testing.assert_close(layer.base_layer.weight, W0, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(layer(x), adapted, rtol=1e-5, atol=1e-6)
+    if "hira" in variant:
+        assert layer.base_layer.weight.equal(W0)
+
+
+@pytest.mark.parametrize(
+    ("variant", "learn_omega"),
+    [
+        *(pytest.param(v, False, id=v) for v in ADAPTERS if v not in STARTS_AWAY_FROM_W0),
+        *(
+            pytest.param(v, True, id=f"{v}-learn_omega")
+            for v in ADAPTERS
+            if v in SINE and v not in STARTS_AWAY_FROM_W0
+        ),
+    ],
+)
+def test_an_adapter_starts_as_the_pretrained_layer(variant, learn_omega):
+    """Step 0: a zero factor (LoRA's and HiRA's ``B``, VeRA's ``Λb``) makes ``ΔW`` zero
+    (``sin(0) = 0`` for the twins); PiSSA's frozen residual cancels its non-zero start, for sine
+    PiSSA the sine's.
+
+    float64: ``W_res + ΔW`` gives back ``W0`` to a few ulps (2^-52) of entries of order one,
+    so 1e-12 of the output's scale has room to spare, while a wrong residual (the plain update
+    subtracted from the sine, the scaling missed) is off by ``ΔW`` itself."""
+    torch.manual_seed(0)
+    base = nn.Linear(12, 10, dtype=torch.float64)  # make_layer's seed: the same W0
+    W0, bias = base.weight.detach().clone(), base.bias.detach().clone()
+    sine = {"omega": 200.0, "learn_omega": learn_omega} if variant in SINE else {}
+    layer = make_layer(variant, trained=False, **sine)
+    assert not layer.base_layer.weight.requires_grad
+    x = torch.randn(6, 12, dtype=torch.float64)
+    expected = x @ W0.T + bias
+    scale = expected.abs().max()
+    with torch.no_grad():
+        assert float((layer(x) - expected).abs().max() / scale) < 1e-12
+        layer.eval()  # the inference path too
+        assert float((layer(x) - expected).abs().max() / scale) < 1e-12
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_tensors_own_only_their_storage(variant):
+    """No parameter or buffer is a view into a larger tensor: an SVD's truncated factors
+    sliced from its whole ``U``/``Vh`` would keep them alive in memory and write them into
+    every checkpoint (``torch.save`` saves a view's whole storage)."""
+    layer = make_layer(variant, d_in=40, d_out=30, rank=3, trained=False)
+    tensors = {**dict(layer.named_parameters()), **dict(layer.named_buffers())}
+    for name, tensor in tensors.items():
+        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size(), name
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "naive"])
+@pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize(("variant", "detach_norm"), with_detached_norm(ADAPTERS))
+def test_an_adapter_on_a_bf16_base_keeps_fp32_factors_and_follows_fp32(
+    variant, detach_norm, dropout, fused
 ):
-    """A frozen bf16 base (an LLM loaded with ``task.dtype=bfloat16``) gets float32 factors.
-
-    Factors in bf16 would put the sine's phase ω·BA (ω = 200, |BA| ~ 1) off by up to
-    200·2^-9 ≈ 0.4 rad and lose AdamW's small steps; the tolerances below are bf16's: the
-    applied weight and the output are rounded to 8 mantissa bits (2^-8 relative) once each.
-    """
-    omega = 200.0 if variant.startswith("sine") else None
-    half = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.bfloat16, omega=omega,
-                      fused=fused, dropout=dropout, detach_norm=detach_norm)  # fmt: skip
-    ref = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.float32, omega=omega,
-                     fused=fused, dropout=dropout, detach_norm=detach_norm)  # fmt: skip
-    with torch.no_grad():  # the same numbers: the bf16 base's weights, fp32 factors
-        ref.base_layer.weight.copy_(half.base_layer.weight)
-        ref.base_layer.bias.copy_(half.base_layer.bias)
-        for name, p in half.named_parameters():
-            if p.requires_grad:
-                dict(ref.named_parameters())[name].copy_(p)
-    trainable = [p for p in half.parameters() if p.requires_grad]
-    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    """A frozen bf16 base (an LLM loaded with ``task.dtype=bfloat16``) gets float32 factors and
+    projections; the same layer in fp32 (its state loaded, so the same numbers) is the
+    reference. Factors in bf16 would put the sine's phase ω·BA (ω = 200, |BA| ~ 1) off by up
+    to 200·2^-9 ≈ 0.4 rad and lose AdamW's small steps. Tolerances are bf16's: the applied
+    weight and the output rounded to 8 mantissa bits (2^-8 relative) once each; the gradients
+    through bf16 matmuls (3%)."""
+    omega = {"omega": 200.0} if variant in SINE else {}
+    settings = {"d_in": 64, "d_out": 48, "rank": 4, "fused": fused, "dropout": dropout,
+                "detach_norm": detach_norm, **omega}  # fmt: skip
+    half = make_layer(variant, dtype=torch.bfloat16, **settings)
+    ref = make_layer(variant, dtype=torch.float32, trained=False, **settings)
+    ref.load_state_dict(half.state_dict())
+    trainable = list(trained_parameters(half).values())
+    assert trainable and all(p.dtype == torch.float32 for p in [*trainable, *half.buffers()])
     assert half.base_layer.weight.dtype == torch.bfloat16
-
-    def rel(a, b):
-        return float((a.detach().float() - b.detach().float()).norm() / b.detach().float().norm())
-
     weight = half.effective_weight()
     assert weight.dtype == torch.bfloat16 and rel(weight, ref.effective_weight()) < 2**-8
 
@@ -582,5 +623,26 @@ def test_adapters_on_a_bf16_base_keep_fp32_factors_and_follow_fp32(
     half(x).float().square().sum().backward()
     torch.manual_seed(1)
     ref(x.float()).square().sum().backward()
-    for p, q in zip(trainable, [p for p in ref.parameters() if p.requires_grad], strict=True):
-        assert p.grad.dtype == torch.float32 and rel(p.grad, q.grad) < 0.03  # as under autocast
+    for name, p in trained_parameters(half).items():
+        q = trained_parameters(ref)[name]
+        assert p.grad.dtype == torch.float32 and rel(p.grad, q.grad) < 0.03, name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bf16_autocast_follows_fp32(variant):
+    """Training with ``precision=bf16-mixed``: an fp32 layer inside a bf16 autocast region. A
+    factor computed from others (LoRA-XS's ``B R``) must stay fp32 there, as the sine's
+    argument does: a bf16 one met the fp32 ``A`` in the sine's fp32 product and failed.
+    Tolerances as the bf16-base test above: input, weight and output each rounded to bf16 once
+    (2^-9 each), the gradients through bf16 matmuls (3%)."""
+    layer = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.float32)
+    ref = copy.deepcopy(layer)
+    x = torch.randn(16, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    y_ref = ref(x)
+    assert y.dtype == torch.bfloat16 and rel(y, y_ref) < 2 * 2**-8
+    y.float().square().sum().backward()
+    y_ref.square().sum().backward()
+    for name, p in trained_parameters(layer).items():
+        assert rel(p.grad, trained_parameters(ref)[name].grad) < 0.03, name

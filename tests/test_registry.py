@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +30,7 @@ from sinelr.layers import (
     SineDoRALinear,
     SineLoRALinear,
     SineLowRankLinear,
+    VeRALinear,
     get_lowrank_class,
     method_names,
     plain_variants,
@@ -36,6 +38,7 @@ from sinelr.layers import (
     unregister_lowrank,
     variant_name,
 )
+from sinelr.layers.sine import SINE_SETTINGS
 from sinelr.report import layout, markdown, summarise
 from sinelr.report.model import METHOD_ORDER
 from sinelr.report.publish import summary_rows
@@ -56,7 +59,6 @@ class HalfLowRank(LowRankLinear):
 class SineHalfLowRank(SineLowRankLinear, HalfLowRank):
     """``W = sin(ω·U V / 2) / g``."""
 
-    sine_of = "half_toy"
     gain_rule = GainRule.FAN_IN  # the sine is the weight
 
     def weight_rows(self, rows: slice, U: Tensor, V: Tensor) -> Tensor:
@@ -69,8 +71,6 @@ class SineHalfLowRank(SineLowRankLinear, HalfLowRank):
 class FrozenALoRA(LoRALinear):
     """LoRA with ``A`` frozen at its random start (LoRA-FA): only ``B`` trains."""
 
-    peft_method = None  # PEFT has no such method: a subclass of LoRA must say so
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lora_A.requires_grad_(False)
@@ -79,7 +79,6 @@ class FrozenALoRA(LoRALinear):
 class SineFrozenALoRA(SineLoRALinear, FrozenALoRA):
     """``ΔW = (α/r)·sin(ω·B A)/g`` with ``A`` frozen."""
 
-    sine_of = "lorafa_toy"
     gain_rule = GainRule.FAN_IN  # the sine is added to W0
 
 
@@ -91,22 +90,56 @@ TOYS = {
 }
 
 
-@pytest.fixture
-def toys() -> Iterator[None]:
-    """The toy variants registered for one test, and removed after it (twins first)."""
+@contextmanager
+def registered(variants: dict[str, type[LowRankLayer]]) -> Iterator[None]:
+    """``variants`` registered, in order, and removed on leaving (twins first)."""
     try:
-        for name, cls in TOYS.items():
+        for name, cls in variants.items():
             register_lowrank(name)(cls)
         yield
     finally:
-        for name in reversed(TOYS):
+        for name in reversed(variants):
             if name in LOWRANK_LAYERS:
                 unregister_lowrank(name)
 
 
-def test_toys_are_removed_after_each_test():
-    assert not set(TOYS) & set(LOWRANK_LAYERS)
+@pytest.fixture
+def toys() -> Iterator[None]:
+    """The toy variants registered for one test, and removed after it."""
+    with registered(TOYS):
+        yield
+
+
+def test_registered_toys_are_removed_on_leaving():
+    before = list(LOWRANK_LAYERS)
+    with registered(TOYS):
+        assert list(LOWRANK_LAYERS) == before + list(TOYS)
+        assert set(TOYS) <= set(METHOD_ORDER)
+    assert list(LOWRANK_LAYERS) == before
     assert not set(TOYS) & set(METHOD_ORDER)
+
+
+@pytest.mark.usefixtures("toys")
+def test_a_name_and_a_class_register_once():
+    with pytest.raises(ValueError, match=r"^low-rank variant 'half_toy' is already registered"):
+        register_lowrank("half_toy")(LowRankLinear)
+    with pytest.raises(ValueError, match=r"HalfLowRank as 'halves': .* already, as 'half_toy'"):
+        register_lowrank("halves")(HalfLowRank)
+
+
+@pytest.mark.usefixtures("toys")
+def test_a_subclass_does_not_inherit_what_its_parent_computes():
+    """LoRA-FA computes another function than LoRA: no PEFT method, no PEFT export and no
+    ``omega=auto`` rule come with the parent class. Its twin takes the plain variant's facts."""
+    plain, twin = LOWRANK_LAYERS["lorafa_toy"], LOWRANK_LAYERS["sine_lorafa_toy"]
+    assert (LoRALinear.peft_method, LoRALinear.omega_auto) == ("lora", True)
+    assert LoRALinear.peft_adapter is not None and SineLoRALinear.peft_adapter is not None
+    for cls in (plain, twin):
+        assert (cls.peft_method, cls.omega_auto, cls.peft_adapter) == (None, False, None)
+    assert (plain.kind, plain.sine_of, twin.kind, twin.sine_of) == (
+        "adapter", None, "adapter", "lorafa_toy",
+    )  # fmt: skip
+    assert twin.hyperparameters == plain.hyperparameters | SINE_SETTINGS
 
 
 def net() -> nn.Sequential:
@@ -222,24 +255,24 @@ class Undeclared(LowRankLayer):
     pass
 
 
-class SineNamedPlain(LowRankLinear):
-    pass
-
-
-class InheritsPeft(LoRALinear):
-    pass
+class DeclaresSineOf(LowRankLinear):
+    sine_of = None
 
 
 class TwinOfUnregistered(SineLowRankLinear):
-    sine_of = "nowhere"
+    gain_rule = GainRule.FAN_IN
 
 
 class TwinOfATwin(SineLoRALinear):
-    sine_of = "sine_lora"
+    gain_rule = GainRule.FAN_IN
 
 
 class PlainWithOmega(LowRankLinear):
     hyperparameters = frozenset({"omega"})
+
+
+class PlainWithASine(SineLowRankLinear):
+    pass
 
 
 class TypoSetting(LowRankLinear):
@@ -250,74 +283,119 @@ class ASet(LowRankLinear):
     hyperparameters: ClassVar = {"dropout"}  # a set, not the frozenset asked for
 
 
+class UnbuildableSetting(LowRankLinear):
+    hyperparameters = frozenset({"dropout"})  # a LoRA setting: the constructor has no dropout
+
+
 @pytest.mark.parametrize(
     ("name", "cls", "message"),
     [
-        ("undeclared", Undeclared, "does not declare kind, sine_of, peft_method, hyperparameters"),
-        ("sine_plain", SineNamedPlain, "sine_of is None but must be 'plain'"),
-        ("inherits", InheritsPeft, "inherits peft_method='lora'"),
+        ("undeclared", Undeclared, "does not declare kind, hyperparameters"),
+        ("declares", DeclaresSineOf, "sine_of follows from the name"),
         ("sine_nowhere", TwinOfUnregistered, "'nowhere' is not a registered plain variant"),
         ("sine_sine_lora", TwinOfATwin, "'sine_lora' is not a registered plain variant"),
-        ("sine_lora_toy", TwinOfATwin, "sine_of is 'sine_lora' but must be 'lora_toy'"),
         ("omega_plain", PlainWithOmega, "a plain variant reads no omega"),
+        ("with_a_sine", PlainWithASine, "a plain variant reads no omega and has no sine"),
         ("typo", TypoSetting, "hyperparameters must be LowRankConfig fields"),
         ("a_set", ASet, "hyperparameters must be a frozenset, got {'dropout'}"),
+        ("unbuildable", UnbuildableSetting, "its constructor takes no dropout"),
         ("not_a_layer", nn.Linear, "a variant subclasses sinelr.layers.LowRankLayer"),
     ],
 )
 def test_declarations_are_checked_when_a_variant_registers(name, cls, message):
     before = dict(LOWRANK_LAYERS)
+    attributes = dict(vars(cls))
     prefix = f"^cannot register {cls.__qualname__} as '{name}': "
     with pytest.raises(ValueError, match=prefix + ".*" + re.escape(message)):
         register_lowrank(name)(cls)
     assert before == LOWRANK_LAYERS
+    assert dict(vars(cls)) == attributes  # a class refused is left as it was
 
 
 class DoRAToy(DoRALinear):
-    peft_method = None
+    pass
 
 
 class TwinWithoutTheNorm(SineLoRALinear):
-    sine_of = "dora_toy"
+    gain_rule = GainRule.FAN_IN  # all else right, but LoRA's constructor has no detach_norm
 
 
 class TwinOfAnotherKind(SineDoRALinear):
-    sine_of = "dora_toy"
+    gain_rule = GainRule.FAN_IN
     kind = "scratch"
 
 
 class TwinClaimingPeft(SineDoRALinear):
-    sine_of = "dora_toy"
+    gain_rule = GainRule.FAN_IN
     peft_method = "dora"
 
 
+class TwinWithItsOwnSettings(SineDoRALinear):
+    gain_rule = GainRule.FAN_IN
+    hyperparameters = frozenset({"omega"})
+
+
+class TwinWithoutTheSine(DoRAToy):
+    gain_rule = GainRule.FAN_IN
+
+
 class TwinInheritingTheGain(SineDoRALinear):
-    sine_of = "dora_toy"  # all else right, but the gain rule is sine DoRA's, not its own
+    pass  # all else right, but the gain rule is sine DoRA's, not its own
 
 
 class TwinWithAGainNumber(SineDoRALinear):
-    sine_of = "dora_toy"
     gain_rule: ClassVar = 1.0  # a number, not a rule: it would not follow the layer's shape
 
 
 @pytest.mark.parametrize(
     ("twin", "message"),
     [
-        (TwinWithoutTheNorm, "reads omega and every setting dora_toy reads.*lacks detach_norm"),
-        (TwinOfAnotherKind, "kind 'scratch' differs from dora_toy's 'adapter'"),
-        (TwinClaimingPeft, "a sine variant equals no PEFT method"),
+        (TwinWithoutTheNorm, "its constructor takes no detach_norm, which the variant reads"),
+        (TwinOfAnotherKind, "it declares kind, which a sine twin takes from dora_toy"),
+        (TwinClaimingPeft, "it declares peft_method, which a sine twin takes from dora_toy"),
+        (TwinWithItsOwnSettings, "it declares hyperparameters, which a sine twin takes from"),
+        (TwinWithoutTheSine, "a sine twin subclasses sinelr.layers.sine.SineActivated"),
         (TwinInheritingTheGain, "a sine twin declares its default gain on the class itself"),
         (TwinWithAGainNumber, "a sine twin declares its default gain on the class itself"),
     ],
 )
-def test_a_sine_twin_matches_its_plain_variant(twin, message):
-    register_lowrank("dora_toy")(DoRAToy)
-    try:
+def test_a_sine_twin_is_refused_unless_it_derives_from_its_plain_variant(twin, message):
+    with registered({"dora_toy": DoRAToy}):
         with pytest.raises(ValueError, match=message):
             register_lowrank("sine_dora_toy")(twin)
         assert "sine_dora_toy" not in LOWRANK_LAYERS
-    finally:
-        unregister_lowrank("dora_toy")
+
+
+class VeRAToy(VeRALinear):
+    """VeRA under another name: no α."""
+
+
+class SineVeRAToy(SineLoRALinear, VeRAToy):
+    """Sine LoRA's path on VeRA's factors, declaring only its gain: LoRA's constructor, first
+    in line, takes ``alpha``, which VeRA does not read."""
+
+    gain_rule = GainRule.FAN_IN
+
+
+def test_a_twin_that_declares_only_its_gain_reads_its_plain_variants_settings():
+    """The twin's settings are VeRA's and the sine's, not those of the classes it is built
+    from: ``lowrank.alpha`` is refused when the config is made, and the layer builds and trains
+    from every setting it reads."""
+    with registered({"vera_toy": VeRAToy, "sine_vera_toy": SineVeRAToy}):
+        assert SineVeRAToy.hyperparameters == VeRAToy.hyperparameters | SINE_SETTINGS
+        assert "alpha" not in SineVeRAToy.hyperparameters
+        with pytest.raises(ValueError, match=r"sine_vera_toy does not read lowrank\.alpha=4"):
+            LowRankConfig("sine_vera_toy", 2, omega=30.0, alpha=4.0)
+        config = LowRankConfig("sine_vera_toy", 2, omega=30.0, dropout=0.1, learn_omega=True)
+        torch.manual_seed(0)
+        layer = SineVeRAToy.from_linear(nn.Linear(12, 10), config)
+        assert (layer.scaling, layer.lora_dropout.p, layer.log_omega is not None) == (
+            1.0,
+            0.1,
+            True,
+        )
+        layer(torch.randn(4, 12)).square().sum().backward()
+        assert layer.lambda_d.grad is not None and layer.log_omega.grad is not None
 
 
 #: Each sine twin's default gain (docs/method.md, "Gain per sine twin"): ``√d_in`` where the sine

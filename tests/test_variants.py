@@ -1,4 +1,8 @@
-"""PiSSA, VeRA, LoRA-XS and HiRA, plain and sine: against PEFT, at step 0, merged, by definition.
+"""PiSSA, VeRA, LoRA-XS and HiRA, plain and sine: against PEFT, their starts, their formulas.
+
+What every variant does (exact gradients, merging, dropout, memory, precision, the pretrained
+start) is tests/test_layers.py's, for each registered variant; this file tests these four
+beyond it.
 
 PEFT parity follows tests/test_peft_parity.py: copies of one encoder (``query``/``value`` of
 every layer) adapted by both libraries from the same base weights and factors, then outputs and
@@ -23,17 +27,13 @@ from torch import Tensor, nn
 
 from sinelr.accounting import count_parameters
 from sinelr.apply import apply_lowrank
-from sinelr.layers import LOWRANK_LAYERS, LowRankConfig, get_lowrank_class
+from sinelr.layers import LOWRANK_LAYERS, LowRankConfig, get_lowrank_class, plain_variants
 from sinelr.run_config import lowrank_config
-from tests.helpers import compose_config, dry_run, rel
-from tests.test_layers import LargestNewTensor, assert_dropout_feeds_the_adapter_only
+from tests.helpers import compose_config, dry_run
+from tests.test_layers import make_layer
 
 PLAIN = ["pissa", "vera", "loraxs", "hira"]
 VARIANTS = [name for plain in PLAIN for name in (plain, f"sine_{plain}")]
-SINE = [f"sine_{plain}" for plain in PLAIN]
-MATERIALISED = [v for v in VARIANTS if get_lowrank_class(v).materialises_weight]
-#: The variants whose start is exactly the pretrained layer (LoRA-XS's R starts non-zero).
-STARTS_AT_W0 = [v for v in VARIANTS if "loraxs" not in v]
 
 
 def base_linear(d_in: int = 12, d_out: int = 10, dtype: torch.dtype = torch.float64) -> nn.Linear:
@@ -41,35 +41,8 @@ def base_linear(d_in: int = 12, d_out: int = 10, dtype: torch.dtype = torch.floa
     return nn.Linear(d_in, d_out, dtype=dtype)
 
 
-def make_layer(
-    variant: str,
-    *,
-    d_in: int = 12,
-    d_out: int = 10,
-    rank: int = 3,
-    dtype: torch.dtype = torch.float64,
-    trained: bool = True,
-    **kwargs,
-) -> nn.Module:
-    base = base_linear(d_in, d_out, dtype)
-    omega = kwargs.pop("omega", 30.0 if variant.startswith("sine_") else None)
-    config = LowRankConfig(variant=variant, rank=rank, omega=omega, **kwargs)
-    layer = get_lowrank_class(variant).from_linear(base, config)
-    if trained:
-        # Zero starts (VeRA's Λb, HiRA's B) make some gradients vanish: test a trained state.
-        generator = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for name, param in layer.named_parameters():
-                if param.requires_grad and name != "log_omega":
-                    param.add_(0.5 * torch.randn(param.shape, generator=generator, dtype=dtype))
-    return layer
-
-
-def trained_parameters(layer: nn.Module) -> dict[str, nn.Parameter]:
-    return {n: p for n, p in layer.named_parameters() if p.requires_grad}
-
-
 def test_registered_with_what_the_registry_needs():
+    """The plain variants declare what PEFT method they equal; their twins derive the rest."""
     peft_methods = {"pissa": "pissa", "vera": "vera", "loraxs": None, "hira": "hira"}
     for plain, peft_method in peft_methods.items():
         cls, twin = LOWRANK_LAYERS[plain], LOWRANK_LAYERS[f"sine_{plain}"]
@@ -79,160 +52,11 @@ def test_registered_with_what_the_registry_needs():
     # No α where the paper has none: the vectors (VeRA) or W0 (HiRA) set the update's size.
     assert "alpha" not in LOWRANK_LAYERS["vera"].hyperparameters
     assert "alpha" not in LOWRANK_LAYERS["hira"].hyperparameters
-
-
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "naive"])
-@pytest.mark.parametrize(
-    ("variant", "learn_omega"),
-    [
-        *(pytest.param(v, False, id=v) for v in VARIANTS),
-        *(pytest.param(v, True, id=f"{v}-learn_omega") for v in SINE),
-    ],
-)
-def test_gradcheck_float64(variant, learn_omega, fused):
-    # block_elems=24 → two weight rows per block: the row-blocked path is really exercised.
-    layer = make_layer(variant, fused=fused, block_elems=24, learn_omega=learn_omega)
-    x = torch.randn(2, 3, 12, dtype=torch.float64, requires_grad=True)
-    params = list(trained_parameters(layer).values())
-    assert ("log_omega" in trained_parameters(layer)) == learn_omega
-    assert torch.autograd.gradcheck(lambda x, *_: layer(x), (x, *params), eps=1e-6, atol=1e-5)
-
-
-@pytest.mark.parametrize("variant", MATERIALISED)
-def test_fused_equals_naive_in_fp32(variant):
-    """Same tolerances as tests/test_layers.py's test for sine LoRA: fp32 sums in two orders."""
-    shape = {"d_in": 64, "d_out": 48, "dtype": torch.float32}
-    fused = make_layer(variant, **shape, block_elems=256)
-    naive = make_layer(variant, **shape, fused=False)
-    naive.load_state_dict(fused.state_dict())
-    x = torch.randn(7, 64)
-    y_fused, y_naive = fused(x), naive(x)
-    torch.testing.assert_close(y_fused, y_naive, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(y_fused)
-    y_fused.backward(g)
-    y_naive.backward(g)
-    for name, p in trained_parameters(fused).items():
-        q = trained_parameters(naive)[name]
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
-
-
-@pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["no-dropout", "dropout"])
-@pytest.mark.parametrize("variant", MATERIALISED)
-def test_fused_path_never_builds_a_whole_weight(variant, dropout):
-    """As tests/test_layers.py's DoRA check: the largest new tensor of the row-blocked forward
-    and backward passes is one block of 16 rows or the activations (4 × 256), 1,024 elements,
-    never the 256 × 64 weight that plain autograd builds."""
-    x = torch.randn(4, 64)
-    largest = {}
-    for fused in (True, False):
-        layer = make_layer(variant, d_in=64, d_out=256, rank=4, dtype=torch.float32,
-                           fused=fused, dropout=dropout, block_elems=1024)  # fmt: skip
-        layer.train()
-        with LargestNewTensor([x, *layer.parameters(), *layer.buffers()]) as mode:
-            layer(x).square().sum().backward()
-        largest[fused] = mode.largest
-    assert largest[False] >= 256 * 64
-    assert largest[True] <= 1024
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_dropout_feeds_the_adapter_only(variant):
-    assert_dropout_feeds_the_adapter_only(make_layer(variant, dropout=0.5, dtype=torch.float32))
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_merge_is_exact_and_unmerge_restores(variant):
-    """Tolerances as tests/test_layers.py's: fp32, one matmul with the merged weight against
-    the adapter's own sum. HiRA keeps ``W0`` while merged, so it comes back bit for bit."""
-    layer = make_layer(variant, dtype=torch.float32)
-    layer.eval()
-    x = torch.randn(5, 12)
-    W0 = layer.base_layer.weight.detach().clone()
-    with torch.no_grad():
-        adapted = layer(x)
-        update = layer.factorised_weight().clone()
-        layer.merge()
-        merged = layer(x)
-        assert layer.merged
-        torch.testing.assert_close(merged, layer.base_layer(x))
-        torch.testing.assert_close(merged, adapted, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(layer.factorised_weight(), update)  # ΔW, also when merged
-        layer.unmerge()
-        if "hira" in variant:
-            assert layer.base_layer.weight.equal(W0)
-        torch.testing.assert_close(layer.base_layer.weight, W0, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(layer(x), adapted, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_a_bf16_base_keeps_fp32_factors_and_follows_fp32(variant):
-    """A bf16 base (an LLM loaded in bf16) gets fp32 factors and projections; the same layer in
-    fp32 (its state loaded, so the same numbers) is the reference. Tolerances as
-    tests/test_layers.py's bf16 test: the output rounded to bf16 once on top of the weight
-    (2^-8 each), the gradients through bf16 matmuls (3%)."""
-    half = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.bfloat16)
-    ref = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.float32, trained=False)
-    ref.load_state_dict(half.state_dict())
-    assert half.base_layer.weight.dtype == torch.bfloat16
-    assert all(t.dtype == torch.float32 for t in [*trained_parameters(half).values(),
-                                                  *half.buffers()])  # fmt: skip
-
-    x = torch.randn(16, 64).bfloat16()
-    y, y_ref = half(x), ref(x.float())
-    assert y.dtype == torch.bfloat16 and rel(y, y_ref) < 2 * 2**-8
-    y.float().square().sum().backward()
-    y_ref.square().sum().backward()
-    for name, p in trained_parameters(half).items():
-        assert rel(p.grad, trained_parameters(ref)[name].grad) < 0.03, name
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_bf16_autocast_follows_fp32(variant):
-    """Training with ``precision=bf16-mixed``: an fp32 layer inside a bf16 autocast region. A
-    factor computed from others (LoRA-XS's ``B R``) must stay fp32 there, as the sine's
-    argument does: a bf16 one met the fp32 ``A`` in the sine's fp32 product and failed.
-    Tolerances as the bf16-base test above: input, weight and output each rounded to bf16 once
-    (2^-9 each), the gradients through bf16 matmuls (3%)."""
-    layer = make_layer(variant, d_in=64, d_out=48, rank=4, dtype=torch.float32)
-    ref = copy.deepcopy(layer)
-    x = torch.randn(16, 64)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = layer(x)
-    y_ref = ref(x)
-    assert y.dtype == torch.bfloat16 and rel(y, y_ref) < 2 * 2**-8
-    y.float().square().sum().backward()
-    y_ref.square().sum().backward()
-    for name, p in trained_parameters(layer).items():
-        assert rel(p.grad, trained_parameters(ref)[name].grad) < 0.03, name
-
-
-@pytest.mark.parametrize(
-    ("variant", "learn_omega"),
-    [
-        *(pytest.param(v, False, id=v) for v in STARTS_AT_W0),
-        *(pytest.param(v, True, id=f"{v}-learn_omega") for v in STARTS_AT_W0 if v in SINE),
-    ],
-)
-def test_starts_as_the_pretrained_layer(variant, learn_omega):
-    """Step 0: VeRA's ``Λb = 0`` and HiRA's ``B = 0`` make ``ΔW`` zero (``sin(0) = 0`` for the
-    twins); PiSSA's frozen residual cancels its non-zero start, for sine PiSSA the sine's.
-
-    float64: ``W_res + ΔW`` gives back ``W0`` to a few ulps (2^-52) of entries of order one,
-    so 1e-12 of the output's scale has room to spare, while a wrong residual (the plain update
-    subtracted from the sine, the scaling missed) is off by ``ΔW`` itself, checked ≥ 0.01."""
-    W0 = base_linear().weight.detach()  # make_layer's seed: the same W0
-    sine = {"omega": 200.0, "learn_omega": learn_omega} if variant.startswith("sine_") else {}
-    layer = make_layer(variant, trained=False, **sine)
-    x = torch.randn(6, 12, dtype=torch.float64)
-    expected = x @ W0.T + layer.base_layer.bias
-    scale = expected.abs().max()
-    with torch.no_grad():
-        assert float((layer(x) - expected).abs().max() / scale) < 1e-12
-        layer.eval()  # the inference path too
-        assert float((layer(x) - expected).abs().max() / scale) < 1e-12
-    if "pissa" in variant:
-        assert (layer.base_layer.weight - W0).abs().max() > 0.01  # the residual is not W0
-        assert layer.factorised_weight().abs().max() > 0.01
+    for plain in ("vera", "hira"):
+        with pytest.raises(TypeError, match="has no alpha"):
+            LOWRANK_LAYERS[plain](base_linear(), 2, alpha=4.0)
+    # The rule's start is LoRA's: HiRA's, not PiSSA's, VeRA's or LoRA-XS's (docs/omega.md).
+    assert {p for p in PLAIN if LOWRANK_LAYERS[p].omega_auto} == {"hira"}
 
 
 def test_pissa_start_is_the_principal_components():
@@ -267,17 +91,6 @@ def test_loraxs_start_follows_the_paper():
     # standard deviations, 1/sqrt(2·64)), and the seed is fixed.
     assert 0.6e-5 < float(R.detach().std()) < 1.4e-5
     torch.testing.assert_close(layer.factorised_weight(), B @ R @ A, rtol=1e-12, atol=0)
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_tensors_own_only_their_storage(variant):
-    """No parameter or buffer is a view into a larger tensor: an SVD's truncated factors
-    sliced from its whole ``U``/``Vh`` would keep them alive in memory and write them into
-    every checkpoint (``torch.save`` saves a view's whole storage)."""
-    layer = make_layer(variant, d_in=40, d_out=30, rank=3, trained=False)
-    tensors = {**dict(layer.named_parameters()), **dict(layer.named_buffers())}
-    for name, tensor in tensors.items():
-        assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size(), name
 
 
 def test_sine_loraxs_starts_omega_over_g_times_the_plain_change():
@@ -544,7 +357,7 @@ def test_hira_output_and_gradients_equal_peft(encoder, parity):
         parity.assert_close_to_scale(mine.lora_B.grad, layer.hira_B["default"].grad, tol)
 
 
-@pytest.mark.parametrize("plain", PLAIN)
+@pytest.mark.parametrize("plain", plain_variants("adapter"))
 def test_dry_run_names_the_method(tmp_path, plain):
     """The issue's command, offline: ``adapter=<plain>`` writes ``<plain>``, ``omega=`` its
     sine twin; the model is built on the meta device (PiSSA's and LoRA-XS's SVD included)."""

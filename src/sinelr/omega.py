@@ -23,7 +23,7 @@ import math
 from dataclasses import dataclass, replace
 
 from sinelr.errors import InputError
-from sinelr.layers import LowRankConfig, get_lowrank_class, sine_twin
+from sinelr.layers import LOWRANK_LAYERS, LowRankConfig, get_lowrank_class, method_names
 from sinelr.layers.config import AutoOmega
 from sinelr.rounding import round_significant
 
@@ -79,17 +79,11 @@ def factor_stds(adapter: bool, d_in: int, rank: int) -> tuple[float, float]:
     return (0.0 if adapter else kaiming_uniform_std(rank)), right
 
 
-#: The plain variants whose sine twins start as :func:`factor_stds` says: the sine's argument
-#: is ``ω·L R`` with ``U, V`` drawn like an ``nn.Linear`` weight, or an adapter's ``A`` drawn so
-#: and ``B = 0``. HiRA's is LoRA's ``ω·B A`` (it multiplies the sine by ``W0`` after, which moves
-#: no phase). PiSSA and LoRA-XS start from ``W0``'s SVD and VeRA from scaled random projections,
-#: whose scales the rule does not know.
-AUTO_PLAIN = ("lowrank", "lora", "dora", "hira")
-
-
 def auto_variants() -> list[str]:
-    """The registered sine variants ``omega=auto`` gives an ω."""
-    return [twin for twin in map(sine_twin, AUTO_PLAIN) if twin is not None]
+    """The registered sine variants ``omega=auto`` gives an ω, in the report's order: those
+    whose factors start as :func:`factor_stds` says (their class's ``omega_auto``)."""
+    auto = {n for n, c in LOWRANK_LAYERS.items() if c.sine_of is not None and c.omega_auto}
+    return [name for name in method_names() if name in auto]
 
 
 @dataclass(frozen=True)
@@ -137,7 +131,8 @@ def auto_omega(
 def config_for_layer(config: LowRankConfig, name: str, d_out: int, d_in: int) -> LowRankConfig:
     """``config`` with ``omega=auto`` turned into this layer's number (logged with its bounds);
     any other ``config`` unchanged. ``omega=auto`` for a variant whose start the rule does not
-    know (:data:`AUTO_PLAIN`) is an error: an ω from another start's scale would be arbitrary."""
+    know (its class's ``omega_auto``) is an error: an ω from another start's scale would be
+    arbitrary."""
     request = config.omega
     if not isinstance(request, AutoOmega):
         return config
@@ -150,7 +145,7 @@ def config_for_layer(config: LowRankConfig, name: str, d_out: int, d_in: int) ->
             )
         return replace(config, omega=chosen[name])
     cls = get_lowrank_class(config.variant)
-    if cls.sine_of not in AUTO_PLAIN:
+    if not cls.omega_auto:
         raise InputError(
             f"omega=auto has no rule for {config.variant}: the rule (docs/omega.md) takes the "
             "factors' scale from a start drawn like an nn.Linear weight (an adapter's B at 0), "

@@ -101,12 +101,10 @@ def attach_adapters(
     """Freeze ``model``, put ``lowrank``'s adapters on ``targets``, and unfreeze ``trainable``
     modules (a classification head, trained with the adapters)."""
     if get_lowrank_class(lowrank.variant).kind != "adapter":
-        others = [a for a in plain_variants("adapter") if a not in ("lora", "dora")]
+        choices = " or ".join(f"adapter={name}" for name in plain_variants("adapter"))
         raise InputError(
             f"task {task} fine-tunes a pretrained network with adapters, not {lowrank.variant!r} "
-            f"layers trained from scratch: pass the paper's adapter=lora or adapter=dora, "
-            f"another registered adapter ({', '.join(others) or 'none'}), or rank=null for "
-            "full fine-tuning"
+            f"layers trained from scratch: pass {choices}, or rank=null for full fine-tuning"
         )
     model.requires_grad_(False)
     apply_lowrank(model, targets, lowrank)

@@ -5,9 +5,7 @@ Importing this package imports every variant's module, so the registry holds the
 
 from sinelr.layers.adapters import DoRALinear, LoRALinear, SineDoRALinear, SineLoRALinear
 from sinelr.layers.base import (
-    LOWRANK_LAYERS,
     LowRankLayer,
-    get_lowrank_class,
     method_names,
     plain_variants,
     register_lowrank,
@@ -20,6 +18,7 @@ from sinelr.layers.functional import blockwise_linear, sine_weight
 from sinelr.layers.hira import HiRALinear, SineHiRALinear
 from sinelr.layers.loraxs import LoRAXSLinear, SineLoRAXSLinear
 from sinelr.layers.pissa import PiSSALinear, SinePiSSALinear
+from sinelr.layers.registry import LOWRANK_LAYERS, get_lowrank_class
 from sinelr.layers.scratch import LowRankLinear, SineLowRankLinear
 from sinelr.layers.sine import GainRule
 from sinelr.layers.vera import SineVeRALinear, VeRALinear

@@ -14,6 +14,7 @@ docs/method.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Self
 
 import torch
@@ -29,7 +30,12 @@ from sinelr.layers.functional import (
     matmul_dtype,
     sine_rows_vjp,
 )
-from sinelr.layers.sine import SINE_SETTINGS, GainRule, SineActivated
+from sinelr.layers.peft_format import PeftAdapter, PeftLayers, peft_tensors
+from sinelr.layers.sine import GainRule, SineActivated
+
+#: sinelr.peft's ``peft_type`` (:data:`sinelr.peft.PEFT_TYPE`), named here because sinelr.peft
+#: builds on these layers and so cannot be imported by them.
+SINE_LORA_PEFT_TYPE = "SINELORA"
 
 
 @register_lowrank("lora")
@@ -37,14 +43,15 @@ class LoRALinear(LowRankLayer):
     """``h = W0 x + (α/r)·B A dropout(x)``, applied as two thin matmuls.
 
     A variant whose update is not a plain product subclasses this, sets
-    ``materialises_weight = True`` and overrides :meth:`delta_rows` (or :meth:`weight_rows`);
-    it then gets the row-blocked training path, the inference cache and exact merging.
+    ``materialises_weight = True`` and overrides :meth:`product_rows` (or :meth:`weight_rows`);
+    it then gets the row-blocked training path, the inference cache and exact merging. One
+    that trains other factors overrides :meth:`_add_factors` and :meth:`weight_params`.
     """
 
     kind = "adapter"
-    sine_of = None
     peft_method = "lora"
     hyperparameters = frozenset({"alpha", "dropout"})
+    omega_auto = True
 
     def __init__(
         self,
@@ -59,6 +66,8 @@ class LoRALinear(LowRankLayer):
         super().__init__()
         if not isinstance(base_layer, nn.Linear):
             raise TypeError(f"{type(self).__name__} wraps an nn.Linear, got {type(base_layer)}")
+        if alpha is not None and "alpha" not in self.hyperparameters:
+            raise TypeError(f"{type(self).__name__} has no alpha: α/r does not scale its update")
         base_layer.requires_grad_(False)
         self.base_layer = base_layer
         self.in_features = base_layer.in_features
@@ -74,40 +83,55 @@ class LoRALinear(LowRankLayer):
         # hundreds, would be off by more than π. Products with the base weight promote to them.
         dtype = torch.promote_types(base_layer.weight.dtype, torch.float32)
         factory = {"device": base_layer.weight.device, "dtype": dtype}
-        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **factory))
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **factory))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        # Every adapter draws LoRA's start of A, also one that trains other factors (VeRA,
+        # LoRA-XS): what a run draws after its layers (dropout, a head) is then the same
+        # random stream whichever adapter it trains, and as it was for the runs already made.
+        lora_A = torch.empty(rank, self.in_features, **factory)
+        nn.init.kaiming_uniform_(lora_A, a=math.sqrt(5))
+        self._add_factors(lora_A, factory)
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def _add_factors(self, lora_A: Tensor, factory: dict[str, Any]) -> None:
+        """LoRA's trained factors: ``A`` from its random start, ``B`` at zero."""
+        self.lora_A = nn.Parameter(lora_A)
+        self.lora_B = nn.Parameter(torch.zeros(self.out_features, self.rank, **factory))
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, config: LowRankConfig) -> Self:
         return cls(layer, config.rank, **cls._kwargs_from_config(config))
 
+    @classmethod
+    def peft_adapter(cls, request: PeftLayers) -> PeftAdapter:
+        """PEFT's ``LoraConfig``."""
+        return lora_peft_adapter(request, dora=False)
+
     def weight_params(self) -> tuple[Tensor, ...]:
         return (self.base_layer.weight, self.lora_B, self.lora_A)
 
-    def delta_rows(self, rows: slice, B: Tensor, A: Tensor) -> Tensor:
+    def product_rows(self, rows: slice, B: Tensor, A: Tensor) -> Tensor:
+        """Rows of the factors' term ``P = (α/r)·B A``: LoRA's ``ΔW``, what DoRA adds to ``W0``
+        inside its norm, the relative change HiRA multiplies into ``W0`` (there ``α/r = 1``)."""
         return self.scaling * (B[rows] @ A)
 
     def weight_rows(self, rows: slice, W0: Tensor, *factors: Tensor) -> Tensor:
-        return W0[rows] + self.delta_rows(rows, *factors[-2:])
+        return W0[rows] + self.product_rows(rows, *factors[-2:])
 
     def update_rows(self, rows: slice, W0: Tensor, *factors: Tensor) -> Tensor:
         """``W'[rows] - W0[rows]``: what the adapter adds to the frozen layer."""
-        return self.delta_rows(rows, *factors[-2:])
+        return self.product_rows(rows, *factors[-2:])
 
-    def delta_rows_vjp(
+    def product_rows_vjp(
         self, rows: slice, B: Tensor, A: Tensor, base: Tensor | None = None
     ) -> tuple[Tensor, VJP]:
-        """``base + ΔW[rows]`` (``ΔW[rows]`` without ``base``) and its backward to ``(dB, dA)``.
+        """``base + P[rows]`` (``P[rows]`` without ``base``) and its backward to ``(dB, dA)``.
 
-        By autograd over the block, right for any :meth:`delta_rows`; a variant with a cheaper
-        closed form overrides it.
+        By autograd over the block, right for any :meth:`product_rows`; a variant with a
+        cheaper closed form overrides it.
         """
 
         def rows_fn(rows: slice, B: Tensor, A: Tensor) -> Tensor:
-            delta = self.delta_rows(rows, B, A)
-            return delta if base is None else base + delta
+            product = self.product_rows(rows, B, A)
+            return product if base is None else base + product
 
         return autograd_vjp(rows_fn)(rows, B, A)
 
@@ -119,7 +143,7 @@ class LoRALinear(LowRankLayer):
         return (self.lora_A, self.lora_B)
 
     def factorised_weight(self) -> Tensor:
-        return self.delta_rows(slice(None), *self.weight_params()[-2:])
+        return self.product_rows(slice(None), *self.weight_params()[-2:])
 
     def dense_bias(self) -> Tensor | None:
         return self.base_layer.bias
@@ -132,14 +156,17 @@ class LoRALinear(LowRankLayer):
         return weight.to(self.base_layer.weight.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The base layer alone once merged. A built weight, while dropout is on, applies to the
+        dropped-out input as the adapter's own term: the frozen layer sees the clean input (as
+        PEFT). Otherwise the base class's path: one matmul with the whole adapted weight where
+        it is built, the factors in turn where it is not."""
         if self.merged:
             return self.base_layer(x)
-        if self.materialises_weight:
-            if self.training and isinstance(self.lora_dropout, nn.Dropout):
-                # Dropout feeds the adapter only; the frozen layer sees the clean input (as PEFT).
-                return self.base_layer(x) + self.update_output(self.lora_dropout(x))
-            # One matmul with the whole adapted weight instead of two.
-            return self._materialised_forward(x, self.base_layer.bias)
+        if self.materialises_weight and self.training and isinstance(self.lora_dropout, nn.Dropout):
+            return self.base_layer(x) + self.update_output(self.lora_dropout(x))
+        return super().forward(x)
+
+    def factored_forward(self, x: Tensor) -> Tensor:
         # Factors in the matmul's dtype: what autocast does anyway, and a half-precision input
         # outside autocast meets half-precision factors (the rank-r casts cost nothing). Taken
         # from weight_params, so that a reparametrised LoRA (VeRA, LoRA-XS) runs its own.
@@ -153,10 +180,11 @@ class LoRALinear(LowRankLayer):
         Public for a host that applies the frozen layer itself and adds each adapter's term to
         its output: PEFT's LoRA layer, through sinelr.peft.
         """
-        if not self.fused:
-            update = self.update_rows(slice(None), *self.weight_params())
-            return F.linear(x, update.to(matmul_dtype(x)))
-        return self._blockwise(x, self.update_rows, self.update_rows_vjp)
+
+        def whole() -> Tensor:
+            return self.update_rows(slice(None), *self.weight_params()).to(matmul_dtype(x))
+
+        return self._rows_linear(x, self.update_rows, self.update_rows_vjp, whole)
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -194,16 +222,19 @@ class LoRALinear(LowRankLayer):
         return f"{super().extra_repr()}, alpha={self.alpha:g}, merged={self.merged}"
 
 
-class SineDelta(SineActivated):
-    """Mixin: the adapter's update is ``ΔW = (α/r)·sin(ω·B A)/g``."""
+class SineProduct(SineActivated):
+    """Mixin: the factors' term is ``P = (α/r)·sin(ω·B A)/g`` where the plain variant has
+    ``(α/r)·B A`` (:meth:`LoRALinear.product_rows`): added to ``W0`` (sine LoRA and its
+    reparametrisations), added inside DoRA's norm (sine DoRA), multiplied into ``W0`` entry by
+    entry (sine HiRA, whose ``α/r`` is 1)."""
 
     materialises_weight = True
     scaling: float
 
-    def delta_rows(self, rows: slice, B: Tensor, A: Tensor) -> Tensor:
+    def product_rows(self, rows: slice, B: Tensor, A: Tensor) -> Tensor:
         return self.sine(B[rows], A, self.scaling)
 
-    def delta_rows_vjp(
+    def product_rows_vjp(
         self, rows: slice, B: Tensor, A: Tensor, base: Tensor | None = None
     ) -> tuple[Tensor, VJP]:
         """The sine's block and its backward written out: three block-sized tensors."""
@@ -211,20 +242,22 @@ class SineDelta(SineActivated):
 
 
 @register_lowrank("sine_lora")
-class SineLoRALinear(SineDelta, LoRALinear):
+class SineLoRALinear(SineProduct, LoRALinear):
     """LoRA's parameters with a high-rank update; its blocks' backward is written out."""
 
-    sine_of = "lora"
-    peft_method = None
     gain_rule = GainRule.FAN_IN  # the sine is added to W0
-    hyperparameters = LoRALinear.hyperparameters | SINE_SETTINGS
+
+    @classmethod
+    def peft_adapter(cls, request: PeftLayers) -> PeftAdapter:
+        """sinelr.peft's ``SineLoraConfig``."""
+        return sine_lora_peft_adapter(request, dora=False)
 
     def weight_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
-        weight, vjp = self.delta_rows_vjp(rows, B, A, W0[rows])
+        weight, vjp = self.product_rows_vjp(rows, B, A, W0[rows])
         return weight, lambda grad: (None, *vjp(grad))
 
     def update_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
-        weight, vjp = self.delta_rows_vjp(rows, B, A)
+        weight, vjp = self.product_rows_vjp(rows, B, A)
         return weight, lambda grad: (None, *vjp(grad))
 
 
@@ -244,6 +277,7 @@ class DoRALinear(LoRALinear):
     materialises_weight = True
     peft_method = "dora"
     hyperparameters = LoRALinear.hyperparameters | {"detach_norm"}
+    omega_auto = True
 
     def __init__(
         self, base_layer: nn.Linear, rank: int, *, detach_norm: bool = False, **kwargs: Any
@@ -256,11 +290,16 @@ class DoRALinear(LoRALinear):
         self._merge_norm: Tensor | None
         self.register_buffer("_merge_norm", None, persistent=False)
 
+    @classmethod
+    def peft_adapter(cls, request: PeftLayers) -> PeftAdapter:
+        """PEFT's ``LoraConfig`` with ``use_dora``."""
+        return lora_peft_adapter(request, dora=True)
+
     def weight_params(self) -> tuple[Tensor, ...]:
         return (self.base_layer.weight, self.magnitude, self.lora_B, self.lora_A)
 
     def _direction_rows(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> Tensor:
-        return W0[rows] + self.delta_rows(rows, B, A)
+        return W0[rows] + self.product_rows(rows, B, A)
 
     def weight_rows(self, rows: slice, W0: Tensor, *factors: Tensor) -> Tensor:
         magnitude, B, A = factors
@@ -280,7 +319,7 @@ class DoRALinear(LoRALinear):
         class docstring on top of the update's own (closed-form for the sine) backward."""
         if not self.detach_norm:
             return super().weight_rows_vjp(rows, W0, magnitude, B, A)
-        direction, direction_vjp = self.delta_rows_vjp(rows, B, A, W0[rows])
+        direction, direction_vjp = self.product_rows_vjp(rows, B, A, W0[rows])
         norm = direction.norm(dim=1)
         scale = (magnitude[rows] / norm).unsqueeze(1)
 
@@ -315,10 +354,57 @@ class DoRALinear(LoRALinear):
 
 
 @register_lowrank("sine_dora")
-class SineDoRALinear(SineDelta, DoRALinear):
+class SineDoRALinear(SineProduct, DoRALinear):
     """DoRA with the sine update inside the normalisation (docs/method.md's consistent reading)."""
 
-    sine_of = "dora"
-    peft_method = None
     gain_rule = GainRule.FAN_IN  # the sine is added to W0 inside the norm
-    hyperparameters = DoRALinear.hyperparameters | SINE_SETTINGS
+
+    @classmethod
+    def peft_adapter(cls, request: PeftLayers) -> PeftAdapter:
+        """sinelr.peft's ``SineLoraConfig`` with ``use_dora``."""
+        return sine_lora_peft_adapter(request, dora=True)
+
+
+def lora_peft_adapter(request: PeftLayers, *, dora: bool) -> PeftAdapter:
+    """LoRA, or DoRA, in PEFT's ``LoraConfig``: ``use_dora``, and DoRA's magnitudes."""
+    layers, lowrank = request.layers, request.lowrank
+    config = {
+        **request.options,
+        "peft_type": "LORA",
+        "r": lowrank.rank,
+        "lora_alpha": next(iter(layers.values())).alpha,
+        "lora_dropout": lowrank.dropout,
+        "use_dora": dora,
+    }
+    names = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B"}
+    if dora:
+        names["lora_magnitude_vector"] = "magnitude"
+    return PeftAdapter(config, peft_tensors(layers, names))
+
+
+def sine_lora_peft_adapter(request: PeftLayers, *, dora: bool) -> PeftAdapter:
+    """Sine LoRA, or sine DoRA: LoRA's (DoRA's) config and tensors with ω and ``g``, as
+    sinelr.peft's method, which PEFT loads once ``import sinelr.peft`` registered it."""
+    plain = lora_peft_adapter(request, dora=dora)
+    sine = {
+        "peft_type": SINE_LORA_PEFT_TYPE,
+        "omega": _one_omega(request.layers),
+        "gain": request.lowrank.gain,
+    }
+    note = "load after `import sinelr.peft`"
+    return plain._replace(config=plain.config | sine, sinelr_peft=True, note=note)
+
+
+def _one_omega(layers: Mapping[str, LowRankLayer]) -> float:
+    """The ω every sine layer applies now (a learnt one included: ``sin(ω·BA)`` with the
+    layer's B and A); sinelr.peft takes one ω per adapter, so layers that differ (``omega=auto``
+    on layers of different shapes, a learnt ω) cannot be written in its format."""
+    omegas = {layer.current_omega() for layer in layers.values()}
+    if len(omegas) > 1:
+        raise ValueError(
+            f"the sine layers apply {len(omegas)} different ω ({min(omegas):g} to "
+            f"{max(omegas):g}: omega=auto or a learnt ω), and sinelr.peft takes one ω per "
+            "adapter. Write a merged checkpoint instead (scripts/merge_adapters.py without "
+            "--peft)"
+        )
+    return omegas.pop()

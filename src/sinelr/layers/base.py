@@ -1,15 +1,16 @@
-"""The interface every factorised layer implements, and the registry that names them.
+"""The interface every factorised layer implements, and the registration that names them.
 
-The registry is the one place that knows the variants: what each is (from scratch or an
-adapter, the plain variant a sine twin activates, the PEFT method it equals, the settings it
-reads) is declared on its class, and the command line's names, the adapter list, the report's
-method order and the PEFT export are all read off it (docs/method.md, "Variants and the
-registry").
+A variant's class is its only description: what it is (from scratch or an adapter, the PEFT
+method it equals, the settings it reads, whether ``omega=auto`` has a rule for it, how it is
+written for PEFT) is declared on the class, a sine twin's is derived from its plain variant
+when it registers, and the command line's names, the adapter list, the report's method order
+and the PEFT export are all read off it (docs/method.md, "Variants and the registry").
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 import itertools
 from collections.abc import Callable
 from dataclasses import fields
@@ -29,7 +30,8 @@ from sinelr.layers.functional import (
     autograd_vjp,
     blockwise_linear,
 )
-from sinelr.layers.sine import GainRule
+from sinelr.layers.registry import LOWRANK_LAYERS, get_lowrank_class
+from sinelr.layers.sine import SINE_SETTINGS, GainRule, SineActivated
 from sinelr.results import DENSE, SINE_PREFIX
 
 if TYPE_CHECKING:
@@ -48,31 +50,44 @@ class LowRankLayer(nn.Module, abc.ABC):
     """A linear map ``d_in → d_out`` whose weight is built from rank-``k`` factors.
 
     Subclasses say how the factors make the weight; this base adds what every variant shares:
-    construction from an ``nn.Linear``, the factors' parameter list for accounting, and an
-    inference cache for variants whose forward pass has to build the whole weight anyway.
+    construction from an ``nn.Linear``, the forward pass's choice of path, the factors'
+    parameter list for accounting, and an inference cache for variants whose forward pass has
+    to build the whole weight anyway.
 
-    A registered variant declares, on its class, what the rest of sinelr needs to know of it
-    (checked by :func:`register_lowrank`): :attr:`kind`, :attr:`sine_of`, :attr:`peft_method`
-    and :attr:`hyperparameters`, and a sine twin its default gain
-    (:attr:`~sinelr.layers.sine.SineActivated.gain_rule`).
+    A plain variant declares :attr:`kind` and :attr:`hyperparameters` (inherited from its
+    parent class where they hold), and :attr:`peft_method`, :attr:`omega_auto` and
+    :meth:`peft_adapter` where they apply: those three hold only for the class that declares
+    them, since a subclass computes something else. A sine twin declares its default gain
+    (:attr:`~sinelr.layers.sine.SineActivated.gain_rule`), what it computes and, where PEFT
+    loads it, its own :meth:`peft_adapter`; the rest follows from its plain variant
+    (:func:`register_lowrank`).
     """
 
     variant: ClassVar[str]
     #: ``"scratch"``: the layer's weight is replaced by factors trained from scratch;
     #: ``"adapter"``: a frozen pretrained layer is adapted (``adapter=`` on the command line).
     kind: ClassVar[Kind]
-    #: The registered name of the plain variant this one sine-activates (registered as
-    #: ``sine_<plain>``, which ``omega=`` selects); None for a plain variant.
-    sine_of: ClassVar[str | None]
+    #: The registered name of the plain variant this one sine-activates; None for a plain
+    #: variant. Set by registration, from the name: the twin of ``X`` is ``sine_X``.
+    sine_of: ClassVar[str | None] = None
     #: The Hugging Face PEFT method this variant equals (``"lora"``, ``"dora"``), None where
-    #: none does, as for every sine variant. A method name is declared by the class itself,
-    #: never inherited (a subclass computes something else unless it says so); None may be.
-    peft_method: ClassVar[str | None]
+    #: none does, as for every sine twin.
+    peft_method: ClassVar[str | None] = None
     #: The :class:`~sinelr.layers.config.LowRankConfig` fields the variant reads besides
     #: ``variant`` and ``rank``. Any other field set away from its default is an error: it
     #: would change nothing but the run's fingerprint. :meth:`from_linear` passes each to the
-    #: constructor as a keyword of the same name (:meth:`_kwargs_from_config`).
+    #: constructor as a keyword of the same name (:meth:`_kwargs_from_config`), so registration
+    #: checks that the constructor takes each.
     hyperparameters: ClassVar[frozenset[str]]
+    #: Whether ``omega=auto`` has a rule for this variant's sine twin: true where the factors
+    #: start as :func:`sinelr.omega.factor_stds` says (drawn like an ``nn.Linear`` weight, an
+    #: adapter's ``B`` at zero), the start the rule takes its scale from. A start from
+    #: ``W0``'s SVD (PiSSA, LoRA-XS) or from scaled random projections (VeRA) has another scale.
+    omega_auto: ClassVar[bool] = False
+    #: How the variant is written for PEFT: a classmethod ``peft_adapter(PeftLayers) ->
+    #: PeftAdapter`` (:mod:`sinelr.layers.peft_format`) that gives a run's layers as PEFT saves
+    #: them; None where PEFT, with sinelr.peft, has no method that computes what it does.
+    peft_adapter: ClassVar[Callable[..., Any] | None] = None
     #: True where the forward pass needs the whole ``d_out × d_in`` weight because a
     #: non-linearity (the sine, DoRA's norm) destroys the product's structure. Such layers build
     #: it in row blocks while training and cache it while no gradient can flow.
@@ -138,19 +153,41 @@ class LowRankLayer(nn.Module, abc.ABC):
         has a cheaper closed form."""
         return autograd_vjp(self.weight_rows)(rows, *params)
 
-    def _materialised_forward(self, x: Tensor, bias: Tensor | None) -> Tensor:
-        """``x W'ᵀ + bias`` for a layer that builds its weight: from the inference cache, in
-        one piece (``fused=False``) or in row blocks whose backward rebuilds them."""
+    def forward(self, x: Tensor) -> Tensor:
+        """``x W'ᵀ + bias``, by the one path the variant's weight allows: the factors applied in
+        turn where the weight keeps their structure (:meth:`factored_forward`); otherwise the
+        cached weight at inference, or the weight built by :meth:`_rows_linear`."""
+        if not self.materialises_weight:
+            return self.factored_forward(x)
+        bias = self.dense_bias()
         weight = self._cached_weight()
-        if weight is None and not self.fused:
-            weight = self.effective_weight()
         if weight is not None:
             return F.linear(x, weight, bias)
-        return self._blockwise(x, self.weight_rows, self.weight_rows_vjp, bias)
+        return self._rows_linear(
+            x, self.weight_rows, self.weight_rows_vjp, self.effective_weight, bias
+        )
 
-    def _blockwise(
-        self, x: Tensor, rows_fn: WeightFn, rows_vjp: WeightVJPFn, bias: Tensor | None = None
+    def factored_forward(self, x: Tensor) -> Tensor:
+        """The forward pass of a variant that never builds its weight: its factors applied one
+        after the other, two thin matmuls."""
+        raise NotImplementedError(
+            f"{type(self).__name__} applies no factors in turn: it sets materialises_weight"
+        )
+
+    def _rows_linear(
+        self,
+        x: Tensor,
+        rows_fn: WeightFn,
+        rows_vjp: WeightVJPFn,
+        whole: Callable[[], Tensor],
+        bias: Tensor | None = None,
     ) -> Tensor:
+        """``x Mᵀ + bias`` for a matrix ``M`` built from :meth:`weight_params` (the weight, or an
+        adapter's update): built by ``whole`` under plain autograd where ``fused=False``,
+        otherwise a block of ``rows_fn``'s rows at a time, each block's backward by
+        ``rows_vjp`` (:func:`~sinelr.layers.functional.blockwise_linear`)."""
+        if not self.fused:
+            return F.linear(x, whole(), bias)
         return blockwise_linear(
             x, rows_fn, self.weight_params, self.out_features, bias, self.block_elems, rows_vjp
         )
@@ -179,7 +216,7 @@ class LowRankLayer(nn.Module, abc.ABC):
         An edit through ``.data`` moves no counter: call ``eval()`` after one, which drops the
         cache, as ``train()`` does.
         """
-        if not self.materialises_weight or self.training or torch.is_grad_enabled():
+        if self.training or torch.is_grad_enabled():
             return None
         tensors = itertools.chain(self.parameters(), self.buffers())
         key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
@@ -205,25 +242,42 @@ class LowRankLayer(nn.Module, abc.ABC):
 
 LayerT = TypeVar("LayerT", bound=type[LowRankLayer])
 
-#: Every variant by name, in registration order (which the report's order follows).
-LOWRANK_LAYERS: dict[str, type[LowRankLayer]] = {}
-DECLARATIONS = ("kind", "sine_of", "peft_method", "hyperparameters")
+#: What holds only for the class that declares it, with its value where a class declares none.
+OWN_FACTS: dict[str, Any] = {"peft_method": None, "omega_auto": False, "peft_adapter": None}
+#: What a sine twin does not declare: registration derives it from the plain variant.
+DERIVED = ("kind", "sine_of", "peft_method", "hyperparameters", "omega_auto")
+#: Each registered class's own attributes as they were before registration set its facts, so
+#: that unregistering leaves the class as it was (:data:`_ABSENT` where it had none).
+_OVERWRITTEN: dict[type[LowRankLayer], dict[str, Any]] = {}
+_ABSENT = object()
 
 
 def register_lowrank(name: str) -> Callable[[LayerT], LayerT]:
     """Class decorator: make a variant selectable by name (and by ``rank/omega/adapter``).
 
-    The class's declarations are checked here, so that a variant that would confuse the rest of
-    sinelr fails on import, naming the class. A sine twin is registered after its plain variant.
+    A name ``sine_X`` registers the sine twin of ``X``, which must be registered first: the
+    twin's kind, settings (``X``'s and :data:`~sinelr.layers.sine.SINE_SETTINGS`) and
+    ``omega=auto`` rule are ``X``'s, and it equals no PEFT method; the class declares none of
+    these. The class is checked here, so that a variant that would confuse the rest of sinelr,
+    or that its own settings could not build, fails on import, naming the class.
     """
 
     def decorator(cls: LayerT) -> LayerT:
         if name in LOWRANK_LAYERS:
             raise ValueError(f"low-rank variant {name!r} is already registered")
-        _check_declared(name, cls)
-        cls.hyperparameters = cls.hyperparameters | ROW_BLOCK_SETTINGS
-        _check_consistent(name, cls)
-        cls.variant = name
+        if not (isinstance(cls, type) and issubclass(cls, LowRankLayer)):
+            raise _registration_error(name, cls, "a variant subclasses sinelr.layers.LowRankLayer")
+        if cls in _OVERWRITTEN:
+            raise _registration_error(name, cls, f"it is registered already, as {cls.variant!r}")
+        if name.startswith(SINE_PREFIX):
+            facts = _twin_facts(name, cls, name.removeprefix(SINE_PREFIX))
+        else:
+            facts = _plain_facts(name, cls)
+        _check_constructor(name, cls, facts["hyperparameters"])
+        facts["variant"] = name
+        _OVERWRITTEN[cls] = {fact: vars(cls).get(fact, _ABSENT) for fact in facts}
+        for fact, value in facts.items():
+            setattr(cls, fact, value)
         LOWRANK_LAYERS[name] = cls
         return cls
 
@@ -234,63 +288,58 @@ def _registration_error(name: str, cls: type, problem: str) -> ValueError:
     return ValueError(f"cannot register {cls.__qualname__} as {name!r}: {problem}")
 
 
-def _check_declared(name: str, cls: type) -> None:
-    """Raise, naming ``cls``, unless it is a layer that makes every declaration."""
-    if not (isinstance(cls, type) and issubclass(cls, LowRankLayer)):
-        raise _registration_error(name, cls, "a variant subclasses sinelr.layers.LowRankLayer")
-    missing = [d for d in DECLARATIONS if not hasattr(cls, d)]
-    if missing:
-        problem = f"it does not declare {', '.join(missing)} (see LowRankLayer)"
-        raise _registration_error(name, cls, problem)
-    if not isinstance(cls.hyperparameters, frozenset):
-        problem = f"hyperparameters must be a frozenset, got {cls.hyperparameters!r}"
-        raise _registration_error(name, cls, problem)
+def _own_facts(cls: type[LowRankLayer]) -> dict[str, Any]:
+    return {fact: vars(cls).get(fact, default) for fact, default in OWN_FACTS.items()}
 
 
-def _check_consistent(name: str, cls: type[LowRankLayer]) -> None:
-    """Raise, naming ``cls``, if its declarations contradict each other or its name."""
+def _plain_facts(name: str, cls: type[LowRankLayer]) -> dict[str, Any]:
+    """A plain variant's declarations, checked; ``sine_of`` None, the own facts its own."""
 
     def fail(problem: str) -> ValueError:
         return _registration_error(name, cls, problem)
 
+    missing = [d for d in ("kind", "hyperparameters") if not hasattr(cls, d)]
+    if missing:
+        raise fail(f"it does not declare {', '.join(missing)} (see LowRankLayer)")
+    if "sine_of" in vars(cls):
+        raise fail(f"sine_of follows from the name: the twin of X registers as {SINE_PREFIX}X")
     if cls.kind not in KINDS:
         raise fail(f"kind must be one of {', '.join(KINDS)}, got {cls.kind!r}")
+    if not isinstance(cls.hyperparameters, frozenset):
+        raise fail(f"hyperparameters must be a frozenset, got {cls.hyperparameters!r}")
     settings = {f.name for f in fields(LowRankConfig)} - {"variant", "rank"}
     if cls.hyperparameters - settings:
         raise fail(
             f"hyperparameters must be LowRankConfig fields ({', '.join(sorted(settings))}), "
             f"got {', '.join(sorted(cls.hyperparameters - settings))}"
         )
-    if cls.peft_method is not None and "peft_method" not in vars(cls):
+    if "omega" in cls.hyperparameters or issubclass(cls, SineActivated):
         raise fail(
-            f"it inherits peft_method={cls.peft_method!r}; a subclass computes something else, "
-            "so declare peft_method on the class itself (None where PEFT has no equal)"
+            f"a plain variant reads no omega and has no sine: omega= selects its twin, "
+            f"registered as {SINE_PREFIX}{name}"
         )
-    plain_name = name.removeprefix(SINE_PREFIX) if name.startswith(SINE_PREFIX) else None
-    if cls.sine_of != plain_name:
-        expected = "None (a plain variant)" if plain_name is None else repr(plain_name)
+    hyperparameters = cls.hyperparameters | ROW_BLOCK_SETTINGS
+    return {"sine_of": None, "hyperparameters": hyperparameters, **_own_facts(cls)}
+
+
+def _twin_facts(name: str, cls: type[LowRankLayer], plain_name: str) -> dict[str, Any]:
+    """A sine twin's facts, derived from its plain variant's, once it is checked to be one."""
+
+    def fail(problem: str) -> ValueError:
+        return _registration_error(name, cls, problem)
+
+    declared = [fact for fact in DERIVED if fact in vars(cls)]
+    if declared:
         raise fail(
-            f"sine_of is {cls.sine_of!r} but must be {expected}: the sine twin of X is "
-            f"registered as {SINE_PREFIX}X, and only it"
+            f"it declares {', '.join(declared)}, which a sine twin takes from {plain_name}, its "
+            "plain variant: declare only what differs from it"
         )
-    if cls.sine_of is None:
-        if "omega" in cls.hyperparameters:
-            raise fail("a plain variant reads no omega: omega= selects its sine twin")
-        return
-    plain = LOWRANK_LAYERS.get(cls.sine_of)
+    plain = LOWRANK_LAYERS.get(plain_name)
     if plain is None or plain.sine_of is not None:
-        raise fail(f"{cls.sine_of!r} is not a registered plain variant; register it first")
-    if cls.kind != plain.kind:
-        raise fail(f"kind {cls.kind!r} differs from {cls.sine_of}'s {plain.kind!r}")
-    if cls.peft_method is not None:
-        raise fail("a sine variant equals no PEFT method: declare peft_method = None")
-    missing = (plain.hyperparameters | {"omega"}) - cls.hyperparameters
-    if missing:
-        raise fail(
-            f"a sine twin reads omega and every setting {cls.sine_of} reads; "
-            f"hyperparameters lacks {', '.join(sorted(missing))}"
-        )
-    # On the class itself, as peft_method: what the sine stands for is the twin's own fact.
+        raise fail(f"{plain_name!r} is not a registered plain variant; register it first")
+    if not issubclass(cls, SineActivated):
+        raise fail("a sine twin subclasses sinelr.layers.sine.SineActivated, which applies ω")
+    # On the class itself: what the sine stands for is the twin's own fact.
     if not isinstance(vars(cls).get("gain_rule"), GainRule):
         raise fail(
             "a sine twin declares its default gain on the class itself: gain_rule = "
@@ -298,28 +347,59 @@ def _check_consistent(name: str, cls: type[LowRankLayer]) -> None:
             "GainRule.UNIT (a relative change multiplied into W0: g = 1); see "
             "sinelr.layers.sine.GainRule"
         )
+    return {
+        **_own_facts(cls),
+        "kind": plain.kind,
+        "sine_of": plain_name,
+        "peft_method": None,
+        "hyperparameters": plain.hyperparameters | SINE_SETTINGS,
+        "omega_auto": plain.omega_auto,
+    }
+
+
+def _check_constructor(name: str, cls: type[LowRankLayer], settings: frozenset[str]) -> None:
+    """Raise, naming ``cls``, unless its constructor takes every setting it reads as a keyword.
+
+    :meth:`LowRankLayer.from_linear` passes each: one the constructor lacks (a twin built on a
+    plain class other than its plain variant's) would be a TypeError when the layer is built.
+    Keywords are followed up the method resolution order through each ``**kwargs``, as
+    cooperative ``super().__init__`` calls pass them on.
+    """
+    taken: set[str] = set()
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        taken |= {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    missing = sorted(settings - taken)
+    if missing:
+        raise _registration_error(
+            name,
+            cls,
+            f"its constructor takes no {', '.join(missing)}, which the variant reads: "
+            "from_linear passes each setting it reads as a keyword of the same name",
+        )
 
 
 def unregister_lowrank(name: str) -> None:
-    """Remove a variant from the registry: for tests that register one of their own.
+    """Remove a variant from the registry, its class left as it was before it registered: for
+    tests that register one of their own.
 
     A plain variant goes after its sine twin, so that no twin is left without its plain one.
     """
-    get_lowrank_class(name)  # an unknown name is an error, as everywhere
+    cls = get_lowrank_class(name)  # an unknown name is an error, as everywhere
     twin = sine_twin(name)
     if twin is not None:
         raise ValueError(f"unregister {twin!r} before {name!r}, the plain variant it activates")
     del LOWRANK_LAYERS[name]
-
-
-def get_lowrank_class(name: str) -> type[LowRankLayer]:
-    """The class registered as ``name``. An unknown name is a ``ValueError``, as every bad
-    setting is, so that the driver records its one line (a ``KeyError`` would quote it)."""
-    try:
-        return LOWRANK_LAYERS[name]
-    except KeyError:
-        known = ", ".join(sorted(LOWRANK_LAYERS))
-        raise InputError(f"unknown low-rank variant {name!r}; registered: {known}") from None
+    for fact, value in _OVERWRITTEN.pop(cls).items():
+        if value is _ABSENT:
+            delattr(cls, fact)
+        else:
+            setattr(cls, fact, value)
 
 
 def plain_variants(kind: Kind) -> list[str]:

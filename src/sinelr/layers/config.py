@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 from sinelr.errors import InputError
 from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
+from sinelr.layers.registry import LOWRANK_LAYERS, get_lowrank_class
 
 # A learnt log ω's learning rate (lowrank.omega_lr), the same wherever a sine layer is built.
 DEFAULT_OMEGA_LR = 1e-2
@@ -126,9 +127,6 @@ class LowRankConfig:
 
     def _check_variant_reads_settings(self) -> None:
         """Raise if a setting differs from its default but the variant does not read it."""
-        # Imported here: the registry's module imports this one for LowRankConfig itself.
-        from sinelr.layers.base import LOWRANK_LAYERS, get_lowrank_class
-
         cls = get_lowrank_class(self.variant)
         ignored = {
             field.name: getattr(self, field.name)

@@ -25,38 +25,41 @@ and not defined where ``BA = −1``.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from sinelr.layers.adapters import VJP, LoRALinear, SineDelta
+from sinelr.layers.adapters import VJP, LoRALinear, SineProduct
 from sinelr.layers.base import register_lowrank
-from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
-from sinelr.layers.sine import SINE_SETTINGS, GainRule
+from sinelr.layers.peft_format import PeftAdapter, PeftLayers, peft_tensors
+from sinelr.layers.sine import GainRule
 
 
 @register_lowrank("hira")
 class HiRALinear(LoRALinear):
-    """``h = W0 x + (W0 ⊙ B A) dropout(x)`` (module docstring)."""
+    """``h = W0 x + (W0 ⊙ B A) dropout(x)`` (module docstring): LoRA's factors, and its
+    :meth:`~sinelr.layers.LoRALinear.product_rows` (``B A``, no ``α``) as a relative change."""
 
-    kind = "adapter"
-    sine_of = None
     peft_method = "hira"
     hyperparameters = frozenset({"dropout"})  # and fused, block_elems, added to all
+    omega_auto = True  # the sine's argument is LoRA's ω·B A; W0 multiplies it after
     materialises_weight = True
+    #: A copy of ``W0`` while merged, for an exact unmerge.
+    _merge_base: Tensor | None = None
 
-    def __init__(
-        self,
-        base_layer: nn.Linear,
-        rank: int,
-        *,
-        dropout: float = 0.0,
-        fused: bool = True,
-        block_elems: int = DEFAULT_BLOCK_ELEMS,
-    ) -> None:
-        super().__init__(base_layer, rank, dropout=dropout, fused=fused, block_elems=block_elems)
-        self._merge_base: Tensor | None = None
+    @classmethod
+    def peft_adapter(cls, request: PeftLayers) -> PeftAdapter:
+        """PEFT's ``HiraConfig``, whose ``hira_A``/``hira_B`` are our ``lora_A``/``lora_B``."""
+        lowrank = request.lowrank
+        config = {
+            **request.options,
+            "peft_type": "HIRA",
+            "r": lowrank.rank,
+            "hira_dropout": lowrank.dropout,
+        }
+        names = {"hira_A": "lora_A", "hira_B": "lora_B"}
+        return PeftAdapter(config, peft_tensors(request.layers, names))
 
     def update_rows(self, rows: slice, W0: Tensor, *factors: Tensor) -> Tensor:
-        return W0[rows] * self.delta_rows(rows, *factors)
+        return W0[rows] * self.product_rows(rows, *factors)
 
     def weight_rows(self, rows: slice, W0: Tensor, *factors: Tensor) -> Tensor:
         return W0[rows] + self.update_rows(rows, W0, *factors)
@@ -80,20 +83,16 @@ class HiRALinear(LoRALinear):
 
 
 @register_lowrank("sine_hira")
-class SineHiRALinear(SineDelta, HiRALinear):
+class SineHiRALinear(SineProduct, HiRALinear):
     """``ΔW = W0 ⊙ sin(ω·B A)/g``; its blocks' backward is written out."""
 
-    kind = "adapter"
-    sine_of = "hira"
-    peft_method = None
     #: ``g = 1``: ``sin(ω·BA)`` stands for ``BA``, a relative change that ``W0`` scales
     #: already (:class:`~sinelr.layers.sine.GainRule`; the module docstring).
     gain_rule = GainRule.UNIT
-    hyperparameters = HiRALinear.hyperparameters | SINE_SETTINGS
 
     def update_rows_vjp(self, rows: slice, W0: Tensor, B: Tensor, A: Tensor) -> tuple[Tensor, VJP]:
         """``dL/dsin = dL/dΔW ⊙ W0``, then sine LoRA's closed form: three block-sized tensors."""
-        sine, sine_vjp = self.delta_rows_vjp(rows, B, A)
+        sine, sine_vjp = self.product_rows_vjp(rows, B, A)
         base = W0[rows]
         return sine.mul_(base), lambda grad: (None, *sine_vjp(grad.mul_(base)))
 

@@ -31,27 +31,24 @@ from torch import Tensor, nn
 from sinelr.layers.adapters import SineLoRALinear
 from sinelr.layers.base import register_lowrank
 from sinelr.layers.projected import ProjectedAdapter, truncated_svd
-from sinelr.layers.sine import SINE_SETTINGS, GainRule
+from sinelr.layers.sine import GainRule
 
 
 @register_lowrank("loraxs")
 class LoRAXSLinear(ProjectedAdapter):
     """``h = W0 x + (α/r)·B R A dropout(x)``, ``B, A`` from ``W0``'s SVD (module docstring)."""
 
-    kind = "adapter"
-    sine_of = None
-    peft_method = None
     hyperparameters = frozenset({"alpha", "dropout"})
     #: Standard deviation of ``R``'s Gaussian start (the authors' code).
     r_init_std: ClassVar[float] = 1e-5
 
-    def __init__(self, base_layer: nn.Linear, rank: int, **kwargs: Any) -> None:
-        super().__init__(base_layer, rank, **kwargs)
-        factory = self._drop_lora_factors()
-        U, S, Vh = truncated_svd(base_layer.weight, rank)
+    def _add_projections(self, factory: dict[str, Any]) -> None:
+        U, S, Vh = truncated_svd(self.base_layer.weight, self.rank)
+        # Frozen, yet named as LoRA's trained factors, which they stand in for: these are the
+        # keys of every saved LoRA-XS checkpoint, which a rename would no longer load.
         self.register_buffer("lora_B", U.to(**factory))
         self.register_buffer("lora_A", (S[:, None] * Vh).to(**factory))
-        self.lora_R = nn.Parameter(torch.empty(rank, rank, **factory))
+        self.lora_R = nn.Parameter(torch.empty(self.rank, self.rank, **factory))
         nn.init.normal_(self.lora_R, std=self.r_init_std)
 
     def weight_params(self) -> tuple[Tensor, ...]:
@@ -65,8 +62,4 @@ class LoRAXSLinear(ProjectedAdapter):
 class SineLoRAXSLinear(SineLoRALinear, LoRAXSLinear):
     """``ΔW = (α/r)·sin(ω·B R A)/g``: sine LoRA's row-blocked path on LoRA-XS's factors."""
 
-    kind = "adapter"
-    sine_of = "loraxs"
-    peft_method = None
     gain_rule = GainRule.FAN_IN  # the sine is added to W0
-    hyperparameters = LoRAXSLinear.hyperparameters | SINE_SETTINGS

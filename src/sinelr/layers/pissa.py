@@ -27,8 +27,9 @@ import torch
 
 from sinelr.layers.adapters import LoRALinear, SineLoRALinear
 from sinelr.layers.base import register_lowrank
+from sinelr.layers.peft_format import PREFIX, PeftAdapter, PeftLayers
 from sinelr.layers.projected import truncated_svd
-from sinelr.layers.sine import SINE_SETTINGS, GainRule
+from sinelr.layers.sine import GainRule
 
 
 class PrincipalInit:
@@ -61,18 +62,44 @@ class PrincipalInit:
 class PiSSALinear(PrincipalInit, LoRALinear):
     """LoRA from ``W0``'s top-``r`` singular triplets, the residual frozen (module docstring)."""
 
-    kind = "adapter"
-    sine_of = None
     peft_method = "pissa"
     hyperparameters = frozenset({"alpha", "dropout"})
+
+    @classmethod
+    def peft_adapter(cls, request: PeftLayers) -> PeftAdapter:
+        """PiSSA as PEFT saves it for the original base weights (``save_pretrained`` with
+        ``path_initial_model_for_weight_conversion``, ``LoraModel.subtract_mutated_init``):
+        PiSSA applies ``W_res + s·B A`` with ``W_res = W0 − s·B0 A0``, which is
+        ``W0 + s·(B A − B0 A0)``, a LoRA of rank ``2r`` with ``A' = [A; A0]``, ``B' = [B, −B0]``
+        and ``α' = 2α`` (the same ``s``). Written here rather than by that call, which needs the
+        initial adapter saved before training and leaves a trained head (``modules_to_save``)
+        out of what it writes.
+        """
+        layers, lowrank, start = request.layers, request.lowrank, request.start
+        if start is None or set(start) != set(layers):
+            raise ValueError(
+                f"{lowrank.variant} is written for the original base weights from each layer's "
+                "step-0 factors, which load_run records: pass save_peft(..., start=run.start)"
+            )
+        rank = 2 * lowrank.rank
+        config = {
+            **request.options,
+            "peft_type": "LORA",
+            "r": rank,
+            "lora_alpha": 2 * next(iter(layers.values())).alpha,
+            "lora_dropout": lowrank.dropout,
+        }
+        tensors = {}
+        for name, layer in layers.items():
+            A0, B0 = start[name]
+            tensors[f"{PREFIX}{name}.lora_A.weight"] = torch.cat([layer.lora_A.detach(), A0])
+            tensors[f"{PREFIX}{name}.lora_B.weight"] = torch.cat([layer.lora_B.detach(), -B0], 1)
+        note = f"PEFT's LoRA of rank {rank}, for the original base model"
+        return PeftAdapter(config, tensors, note=note)
 
 
 @register_lowrank("sine_pissa")
 class SinePiSSALinear(PrincipalInit, SineLoRALinear):
     """Sine LoRA from PiSSA's start; the frozen residual is ``W0 − s·sin(ω·B0 A0)/g``."""
 
-    kind = "adapter"
-    sine_of = "pissa"
-    peft_method = None
     gain_rule = GainRule.FAN_IN  # the sine is added to the residual
-    hyperparameters = PiSSALinear.hyperparameters | SINE_SETTINGS

@@ -11,6 +11,9 @@ forward pass, the row-blocked sine, merging, the learnt ω) works unchanged with
 
 from __future__ import annotations
 
+import abc
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -34,15 +37,19 @@ def truncated_svd(weight: Tensor, rank: int) -> tuple[Tensor, Tensor, Tensor]:
 class ProjectedAdapter(LoRALinear):
     """LoRA whose ``(B, A)`` are computed from frozen projections and trained pieces.
 
-    A subclass replaces LoRA's trained ``lora_A``/``lora_B`` (:meth:`_drop_lora_factors`),
-    registers its own tensors, returns ``(W0, L, Rt)`` from :meth:`weight_params` and its
-    trained pieces from :meth:`factor_parameters`. Frozen projections are persistent buffers:
-    saved with the model, so a checkpoint reloads exactly (an SVD's signs, or a random draw,
-    need not come out the same on another machine), and not counted as parameters.
+    A subclass registers its own tensors in :meth:`_add_projections` instead of LoRA's trained
+    ``lora_A``/``lora_B``, returns ``(W0, L, Rt)`` from :meth:`weight_params` and its trained
+    pieces from :meth:`factor_parameters`. Frozen projections are persistent buffers: saved
+    with the model, so a checkpoint reloads exactly (an SVD's signs, or a random draw, need not
+    come out the same on another machine), and not counted as parameters.
     """
 
-    def _drop_lora_factors(self) -> dict[str, torch.dtype | torch.device]:
-        """Remove LoRA's trained factors; return the device and dtype new ones should have."""
-        factory = {"device": self.lora_A.device, "dtype": self.lora_A.dtype}
-        del self.lora_A, self.lora_B
-        return factory
+    def _add_factors(self, lora_A: Tensor, factory: dict[str, Any]) -> None:
+        """The subclass's tensors in place of LoRA's. ``lora_A``, LoRA's random start, goes
+        unused: every adapter draws it, so that the random stream after it is LoRA's."""
+        self._add_projections(factory)
+
+    @abc.abstractmethod
+    def _add_projections(self, factory: dict[str, Any]) -> None:
+        """Register the frozen projections and the trained pieces, on ``factory``'s device and
+        in its dtype."""

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from sinelr.layers.base import LowRankLayer, register_lowrank
 from sinelr.layers.config import LowRankConfig
 from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS, VJP, sine_rows_vjp
-from sinelr.layers.sine import SINE_SETTINGS, GainRule, SineActivated
+from sinelr.layers.sine import GainRule, SineActivated
 
 
 @register_lowrank("lowrank")
@@ -30,9 +30,8 @@ class LowRankLinear(LowRankLayer):
     """
 
     kind = "scratch"
-    sine_of = None
-    peft_method = None
     hyperparameters = frozenset()  # and fused, block_elems, which registration adds to all
+    omega_auto = True
 
     def __init__(
         self,
@@ -92,10 +91,8 @@ class LowRankLinear(LowRankLayer):
     def effective_weight(self) -> Tensor:
         return self.factorised_weight()
 
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.materialises_weight:
-            return F.linear(F.linear(x, self.V), self.U, self.bias)
-        return self._materialised_forward(x, self.bias)
+    def factored_forward(self, x: Tensor) -> Tensor:
+        return F.linear(F.linear(x, self.V), self.U, self.bias)
 
 
 @register_lowrank("sine_lowrank")
@@ -103,9 +100,7 @@ class SineLowRankLinear(SineActivated, LowRankLinear):
     """``W = sin(ω·U V) / g``: the parameters of ``U V``, a much higher rank."""
 
     materialises_weight = True
-    sine_of = "lowrank"
     gain_rule = GainRule.FAN_IN  # the sine is the weight
-    hyperparameters = LowRankLinear.hyperparameters | SINE_SETTINGS
 
     def weight_rows(self, rows: slice, U: Tensor, V: Tensor) -> Tensor:
         return self.sine(U[rows], V)

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from sinelr.layers.config import DEFAULT_OMEGA_LR, LowRankConfig
 from sinelr.layers.functional import sine_weight
 
-#: The settings a sine layer's constructor takes beside its plain variant's: every sine twin
-#: declares them in its ``hyperparameters``, which is what it is built from.
+#: The settings a sine layer's constructor takes beside its plain variant's: registration adds
+#: them to its plain variant's ``hyperparameters`` to make a sine twin's.
 SINE_SETTINGS = frozenset({"omega", "gain", "learn_omega", "omega_lr"})
 
 

@@ -26,16 +26,16 @@ sine and learnt ω.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from sinelr.layers.adapters import SineLoRALinear
 from sinelr.layers.base import register_lowrank
-from sinelr.layers.functional import DEFAULT_BLOCK_ELEMS
+from sinelr.layers.peft_format import PeftAdapter, PeftLayers, peft_tensors
 from sinelr.layers.projected import ProjectedAdapter
-from sinelr.layers.sine import SINE_SETTINGS, GainRule
+from sinelr.layers.sine import GainRule
 
 
 def vera_projections(d_out: int, d_in: int, rank: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -54,31 +54,59 @@ def vera_projections(d_out: int, d_in: int, rank: int, seed: int) -> tuple[Tenso
 class VeRALinear(ProjectedAdapter):
     """``h = W0 x + Λb B Λd A dropout(x)`` with ``B, A`` frozen (module docstring)."""
 
-    kind = "adapter"
-    sine_of = None
     peft_method = "vera"
-    hyperparameters = frozenset({"dropout"})
+    hyperparameters = frozenset({"dropout"})  # and fused, block_elems, added to all
     #: PEFT's ``projection_prng_key`` default: the seed of the shared projections.
     projection_seed: ClassVar[int] = 0
     #: The start of ``d`` (PEFT's default; the paper's Table 6c finds small values best).
     d_initial: ClassVar[float] = 0.1
 
-    def __init__(
-        self,
-        base_layer: nn.Linear,
-        rank: int,
-        *,
-        dropout: float = 0.0,
-        fused: bool = True,
-        block_elems: int = DEFAULT_BLOCK_ELEMS,
-    ) -> None:
-        super().__init__(base_layer, rank, dropout=dropout, fused=fused, block_elems=block_elems)
-        factory = self._drop_lora_factors()
-        A, B = vera_projections(self.out_features, self.in_features, rank, self.projection_seed)
+    def _add_projections(self, factory: dict[str, Any]) -> None:
+        d_out, d_in, seed = self.out_features, self.in_features, self.projection_seed
+        A, B = vera_projections(d_out, d_in, self.rank, seed)
         self.register_buffer("vera_A", A.to(**factory))
         self.register_buffer("vera_B", B.to(**factory))
-        self.lambda_d = nn.Parameter(torch.full((rank,), self.d_initial, **factory))
+        self.lambda_d = nn.Parameter(torch.full((self.rank,), self.d_initial, **factory))
         self.lambda_b = nn.Parameter(torch.zeros(self.out_features, **factory))
+
+    @classmethod
+    def peft_adapter(cls, request: PeftLayers) -> PeftAdapter:
+        """VeRA in PEFT's format, its projections saved (``save_projection``).
+
+        PEFT keeps one projection pair, ``A`` at ``r × max d_in`` and ``B`` at ``max d_out × r``
+        over the targeted layers, and gives each layer the slices ``A[:, :d_in]``, ``B[:d_out]``;
+        sinelr draws each layer's pair at its own shape. They are PEFT's slices of one pair where
+        the targeted layers share their ``d_in`` (the draw of ``A`` decides where that of ``B``
+        starts); that is checked here, number for number, and otherwise the export is refused.
+        """
+        layers, lowrank = request.layers, request.lowrank
+        shared_A = max(layers.values(), key=lambda layer: layer.in_features).vera_A
+        shared_B = max(layers.values(), key=lambda layer: layer.out_features).vera_B
+        widths = sorted({layer.in_features for layer in layers.values()})
+        for layer in layers.values():
+            A, B = shared_A[:, : layer.in_features], shared_B[: layer.out_features]
+            if not (layer.vera_A.equal(A) and layer.vera_B.equal(B)):
+                raise ValueError(
+                    f"{lowrank.variant} cannot be saved as PEFT adapters for these layers: "
+                    "PEFT's VeRA slices one projection pair for every layer, and sinelr's "
+                    "per-layer projections equal its slices only where all targeted layers have "
+                    f"one input width (these have {', '.join(map(str, widths))}); write a "
+                    "merged checkpoint instead (scripts/merge_adapters.py without --peft)"
+                )
+        config = {
+            **request.options,
+            "peft_type": "VERA",
+            "r": lowrank.rank,
+            "vera_dropout": lowrank.dropout,
+            "projection_prng_key": cls.projection_seed,
+            "d_initial": cls.d_initial,
+            "save_projection": True,
+        }
+        names = {"vera_lambda_b": "lambda_b", "vera_lambda_d": "lambda_d"}
+        tensors = peft_tensors(layers, names)
+        tensors["base_model.vera_A"] = shared_A
+        tensors["base_model.vera_B"] = shared_B
+        return PeftAdapter(config, tensors)
 
     def weight_params(self) -> tuple[Tensor, ...]:
         left = self.lambda_b[:, None] * self.vera_B
@@ -92,8 +120,4 @@ class VeRALinear(ProjectedAdapter):
 class SineVeRALinear(SineLoRALinear, VeRALinear):
     """``ΔW = sin(ω·Λb B Λd A)/g``: sine LoRA's row-blocked path on VeRA's factors."""
 
-    kind = "adapter"
-    sine_of = "vera"
-    peft_method = None
     gain_rule = GainRule.FAN_IN  # the sine is added to W0
-    hyperparameters = VeRALinear.hyperparameters | SINE_SETTINGS

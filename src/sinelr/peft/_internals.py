@@ -316,7 +316,7 @@ class SineVariant(LoraVariant):
             self.core.scaling = module.scaling[adapter]
             with torch.no_grad():
                 W0 = module.get_base_layer().weight
-                magnitude = (W0 + self.core.delta_rows(slice(None), B, A)).norm(dim=1)
+                magnitude = (W0 + self.core.product_rows(slice(None), B, A)).norm(dim=1)
         holder = DoraLinearLayer(fan_in_fan_out=False)
         holder.weight = nn.Parameter(magnitude.to(A.dtype), requires_grad=A.requires_grad)
         module.lora_magnitude_vector[adapter] = holder
