@@ -2,7 +2,7 @@
 
 A run is five steps, each of the later ones reading what the earlier ones resolved, never
 ``cfg``: :meth:`~sinelr.plan.RunRecord.read` takes what any outcome records,
-:func:`~sinelr.plan.describe` resolves the rest into a plan, :func:`build` makes and counts the
+:func:`~sinelr.plan.resolve` turns the rest into a plan, :func:`build` makes and counts the
 network, :func:`train` trains and scores it, and :func:`finalise` records the outcome. Once the
 record is read, every run writes results.json, whatever happens: ``dry_run`` after counting
 parameters, ``completed`` after training, ``failed`` with the error before the exception
@@ -30,7 +30,7 @@ from sinelr import provenance
 from sinelr.accounting import count_parameters
 from sinelr.callbacks import NonFiniteError
 from sinelr.omega_record import record_omegas
-from sinelr.plan import RunPlan, RunRecord, describe
+from sinelr.plan import RunPlan, RunRecord, resolve
 from sinelr.report.publish import publish_to_wandb
 from sinelr.resolvers import register_resolvers
 from sinelr.results import RESULTS_FILE, RunResult, Selection
@@ -72,7 +72,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     model: nn.Module | None = None
     try:
         settle_vector_math()  # before any parallel CPU op: the same seed must give the same run
-        plan = describe(record)
+        plan = resolve(record)
         model = build(plan)
         if plan.dry_run:
             result.status = "dry_run"
