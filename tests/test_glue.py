@@ -7,6 +7,7 @@ real RTE needs ../shared/data and all-MiniLM-L6-v2.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +23,9 @@ from transformers import AutoTokenizer
 
 from sinelr.accounting import count_parameters
 from sinelr.driver import full_rank_total, run
+from sinelr.errors import InputError
 from sinelr.layers import LowRankConfig
+from sinelr.results import RESULTS_FILE
 from tasks.glue import GlueTask
 from tasks.glue.data import TokenizedGlue, load_examples, protocol_splits, subsample
 from tasks.glue.model import MINILM, model_path
@@ -30,7 +33,12 @@ from tasks.glue.module import glue_metrics, predictions
 from tasks.glue.selection import KeepBest
 from tasks.glue.specs import GLUE, glue_spec
 from tasks.glue.tsv import GlueExamples
-from tests.helpers import assert_resumes_to_the_uninterrupted_result, compose_config, dry_run
+from tests.helpers import (
+    assert_resumes_to_the_uninterrupted_result,
+    compose_config,
+    dry_run,
+    run_in_process,
+)
 from tests.test_cli import assert_contract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -342,10 +350,20 @@ def test_keep_best_survives_a_resume():
     assert module.trained.tolist() == [0.0] * 3 and resumed.best_epoch == 0
 
 
-def test_keep_best_needs_validation():
-    trainer = SimpleNamespace(limit_val_batches=0)
-    with pytest.raises(ValueError, match=r"limit_val_batches=0.*task\.protocol=dev"):
-        KeepBest("val/acc").on_fit_start(trainer, None)
+def test_the_sora_protocol_without_validation_is_refused_naming_the_dev_protocol(
+    tiny_bert, tmp_path, monkeypatch
+):
+    """Validation turned off leaves KeepBest no epoch to pick: the run stops before training,
+    offering GLUE's protocol that needs no validation of its own."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        InputError, match=r"val/acc, but trainer\.limit_val_batches=0 .* or use task\.protocol=dev"
+    ):
+        run_in_process(
+            tmp_path, "task=glue", f"task.model={tiny_bert}", "task.protocol=sora", "rank=1",
+            "preset=smoke", "+trainer.limit_val_batches=0",
+        )  # fmt: skip
+    assert json.loads((tmp_path / RESULTS_FILE).read_text())["steps"] == 0
 
 
 # --- metrics ------------------------------------------------------------------------------------

@@ -213,28 +213,46 @@ def test_rank_of_sine_rises_with_omega():
     assert rank_stats(layer.U @ layer.V)["numerical_rank"] == 1
 
 
-def test_inference_cache_follows_parameter_updates():
+def weight_builds(monkeypatch: pytest.MonkeyPatch, layer: nn.Module) -> list[None]:
+    """A list that grows by one each time ``layer`` builds its whole weight
+    (``effective_weight``), to see when the inference cache rebuilds it and when it reuses it."""
+    builds: list[None] = []
+    build = layer.effective_weight
+
+    def counted() -> Tensor:
+        builds.append(None)
+        return build()
+
+    monkeypatch.setattr(layer, "effective_weight", counted)
+    return builds
+
+
+def test_inference_cache_follows_parameter_updates(monkeypatch):
     layer = SineLowRankLinear(32, 16, 2, omega=100.0)
+    builds = weight_builds(monkeypatch, layer)
     layer.eval()
     x = torch.randn(3, 32)
     with torch.no_grad():
         first = layer(x)
-        assert layer._weight_cache is not None
-        cached = layer._weight_cache[1]
-        assert layer(x).equal(first) and layer._weight_cache[1] is cached  # reused
+        assert layer(x).equal(first) and len(builds) == 1  # built once, then reused
         layer.U.add_(0.1)  # an optimiser step is an in-place update
         second = layer(x)
-    assert layer._weight_cache[1] is not cached
-    torch.testing.assert_close(second, F.linear(x, layer.effective_weight(), layer.bias))
-    assert not second.equal(first)
-    layer.train()
-    assert layer._weight_cache is None
-    with torch.no_grad():
-        layer(x)
-    assert layer._weight_cache is None  # never cached while training
+        assert len(builds) == 2
+        torch.testing.assert_close(second, F.linear(x, layer.effective_weight(), layer.bias))
+        assert not second.equal(first)
+        # An edit through .data moves no version counter; eval() drops the cache, so it shows.
+        layer.U.data.add_(0.1)
+        layer.eval()
+        third = layer(x)
+        torch.testing.assert_close(third, F.linear(x, layer.effective_weight(), layer.bias))
+        assert not third.equal(second)
+        layer.train()
+        trained = layer(x)
+        layer.U.data.add_(0.1)  # never cached while training: each forward sees the edit
+        assert not layer(x).equal(trained)
 
 
-def test_an_adapter_with_dropout_uses_its_cache_in_eval_and_dropout_in_training():
+def test_an_adapter_with_dropout_uses_its_cache_in_eval_and_dropout_in_training(monkeypatch):
     """Dropout feeds only the adapter while training; in eval there is none, and the layer
     applies its cached whole weight, as one without dropout does."""
     torch.manual_seed(0)
@@ -242,10 +260,11 @@ def test_an_adapter_with_dropout_uses_its_cache_in_eval_and_dropout_in_training(
     with torch.no_grad():
         layer.lora_B.normal_()
     x = torch.randn(4, 32)
+    builds = weight_builds(monkeypatch, layer)
     layer.eval()
     with torch.no_grad():
         out = layer(x)
-    assert layer._weight_cache is not None
+        assert layer(x).equal(out) and len(builds) == 1
     torch.testing.assert_close(out, F.linear(x, layer.effective_weight(), layer.base_layer.bias))
     layer.train()
     torch.manual_seed(1)

@@ -162,14 +162,6 @@ def test_setting_one_checkpoint_interval_clears_the_other():
         )
 
 
-def test_the_checkpoint_callback_accepts_what_checkpoint_intervals_gives(tmp_path):
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    intervals = checkpoint_intervals({"every_n_epochs": 1, "every_n_train_steps": 300})
-    callback = ModelCheckpoint(dirpath=tmp_path, save_top_k=0, save_last=True, **intervals)
-    assert callback._every_n_train_steps == 300 and callback._every_n_epochs == 0
-
-
 # --- ranks that factorise nothing ----------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ from sinelr.layers import (
 )
 from sinelr.layers.sine import SINE_SETTINGS
 from sinelr.report import layout, markdown, summarise
-from sinelr.report.model import METHOD_ORDER
+from sinelr.report.model import method_order
 from sinelr.report.publish import summary_rows
 from sinelr.run_config import lowrank_config
 from tests.helpers import compose_config, dry_run
@@ -114,9 +114,9 @@ def test_registered_toys_are_removed_on_leaving():
     before = list(LOWRANK_LAYERS)
     with registered(TOYS):
         assert list(LOWRANK_LAYERS) == before + list(TOYS)
-        assert set(TOYS) <= set(METHOD_ORDER)
+        assert set(TOYS) <= set(method_order())
     assert list(LOWRANK_LAYERS) == before
-    assert not set(TOYS) & set(METHOD_ORDER)
+    assert not set(TOYS) & set(method_order())
 
 
 @pytest.mark.usefixtures("toys")
@@ -184,7 +184,7 @@ def test_a_variant_without_a_peft_equal_is_refused_by_peft_export(tmp_path):
 
 @pytest.mark.usefixtures("toys")
 def test_a_registered_variant_has_its_place_in_the_report_and_wandb():
-    order = list(METHOD_ORDER)
+    order = method_order()
     assert order == method_names()
     # Each kind in registration order: the toys after the built-in variants of their kind.
     assert order.index("sine_lowrank") + 1 == order.index("half_toy")

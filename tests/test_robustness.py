@@ -21,6 +21,7 @@ from sinelr.checkpoint import CHECKPOINT_DIR, CheckpointError, LastCheckpoint, r
 from sinelr.data import require_one_step_per_batch
 from sinelr.io import atomic_write, atomic_write_json
 from sinelr.loggers import ResumableCSVLogger, network_reachable, wandb_logger
+from sinelr.plan import checkpoint_intervals
 from sinelr.results import RESULTS_FILE
 from sinelr.resume import check_checkpoint
 from tests.helpers import (
@@ -96,13 +97,24 @@ class _CheckpointProbe(L.Callback):
         self.seen.append(read_checkpoint(self.path)["global_step"] if self.path.exists() else None)
 
 
+PRESET_INTERVALS = {"every_n_epochs": 1, "every_n_train_steps": 5}
+
+
 @pytest.mark.parametrize(
     ("every", "max_steps", "seen", "end"),
     [
-        # Lightning's ModelCheckpoint(save_top_k=0, save_last=True): [None] * 3, then 24
-        ({"every_n_epochs": 1}, -1, [None, 8, 16], 24),
+        # The intervals the driver passes (checkpoint_intervals) of a preset checkpointing
+        # every 5 steps, with epochs named on the command line, then without: the other
+        # interval is None and never writes. Lightning's ModelCheckpoint(save_top_k=0,
+        # save_last=True) gave [None] * 3, then 24 ...
+        (
+            checkpoint_intervals(PRESET_INTERVALS, ["checkpoint.every_n_epochs=1"]),
+            -1,
+            [None, 8, 16],
+            24,
+        ),
         # ... and [None, 5, 15], then 20: the final 2 steps unsaved
-        ({"every_n_train_steps": 5}, 22, [None, 5, 15], 22),
+        (checkpoint_intervals(PRESET_INTERVALS), 22, [None, 5, 15], 22),
     ],
 )
 def test_last_checkpoint_is_written_at_every_interval_and_at_the_end(

@@ -2,14 +2,18 @@
 
 A run is five steps, each of the later ones reading what the earlier ones resolved, never
 ``cfg``: :meth:`~sinelr.plan.RunRecord.read` takes what any outcome records,
-:func:`~sinelr.plan.describe` resolves the rest into a plan, :func:`build` makes and counts the
-network, :func:`train` trains and scores it, and :func:`finalise` records the outcome. Once the
-record is read, every run writes results.json, whatever happens: ``dry_run`` after counting
+:func:`~sinelr.plan.resolve` turns the rest into a plan, :func:`build` makes and counts the
+network, :func:`train` trains and scores it, and :func:`finalise` records the outcome.
+
+Two steps can stop a run before results.json is promised. Reading the record: a configuration
+that cannot be read at all (an interpolation that does not resolve) stops there, before there
+is a record. Then, with ``skip_done=true``, the lookup of a completed results.json of the same
+configuration: one found is returned and left untouched, and an error in the lookup (a
+completed results.json that no longer parses as a result) propagates with nothing written.
+After these, every run writes results.json, whatever happens: ``dry_run`` after counting
 parameters, ``completed`` after training, ``failed`` with the error before the exception
 propagates (and the process exits non-zero); then the run goes to W&B if ``logger=wandb``.
-Exceptions: a configuration that cannot be read at all (an interpolation that does not
-resolve) stops before there is a record, ``skip_done=true`` keeps a completed results.json of
-the same configuration untouched, and under DDP only rank 0 writes.
+Under DDP only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from sinelr import provenance
 from sinelr.accounting import count_parameters
 from sinelr.callbacks import NonFiniteError
 from sinelr.omega_record import record_omegas
-from sinelr.plan import RunPlan, RunRecord, describe
+from sinelr.plan import RunPlan, RunRecord, resolve
 from sinelr.report.publish import publish_to_wandb
 from sinelr.resolvers import register_resolvers
 from sinelr.results import RESULTS_FILE, RunResult, Selection
@@ -72,7 +76,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     model: nn.Module | None = None
     try:
         settle_vector_math()  # before any parallel CPU op: the same seed must give the same run
-        plan = describe(record)
+        plan = resolve(record)
         model = build(plan)
         if plan.dry_run:
             result.status = "dry_run"

@@ -2,7 +2,7 @@
 
 Two steps, both from the run's configuration and nothing else. :meth:`RunRecord.read` takes
 what every outcome records (results.json's first labels, where it goes, what its provenance and
-W&B add) before anything that can fail. :func:`describe` resolves the rest into a
+W&B add) before anything that can fail. :func:`resolve` turns the rest into a
 :class:`RunPlan`: the task, the layer config with ω resolved, the point the run resumes from,
 and the trainer's settings. The driver's later steps read these two, never ``cfg``.
 """
@@ -50,7 +50,7 @@ class RunRecord:
     """
 
     #: The run's own copy of the composed configuration, with the dense baseline's adapter
-    #: dropped (the caller's stays as composed): what :func:`describe` resolves, and what W&B
+    #: dropped (the caller's stays as composed): what :func:`resolve` reads, and what W&B
     #: records as the run's config.
     config: DictConfig
     output_dir: Path
@@ -105,7 +105,7 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What one run is, every decision about it taken: :func:`describe`'s result."""
+    """What one run is, every decision about it taken: :func:`resolve`'s result."""
 
     record: RunRecord
     task: Task
@@ -138,7 +138,7 @@ def command_line() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def describe(record: RunRecord) -> RunPlan:
+def resolve(record: RunRecord) -> RunPlan:
     """Resolve the run's configuration into a :class:`RunPlan`: build the task, check the
     settings against it, find the checkpoint the run resumes from, resolve the layers.
 

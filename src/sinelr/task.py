@@ -115,6 +115,9 @@ class LightningTask(Task):
     #: Epochs the task itself decides (fine-tuning recipes fix them per data set); None leaves
     #: them to ``trainer.max_epochs``.
     epochs: int | None = None
+    #: A setting that runs the task without the validation it selects on, offered beside
+    #: dropping ``trainer.limit_val_batches=0`` (GLUE: ``task.protocol=dev``); empty if none.
+    without_validation: ClassVar[str] = ""
 
     @abc.abstractmethod
     def lightning_module(self, model: nn.Module, ctx: RunContext) -> L.LightningModule: ...
@@ -137,9 +140,10 @@ class LightningTask(Task):
         trainer = ctx.make_trainer(callbacks=list(self.callbacks(ctx)), **self.trainer_overrides())
         require_one_step_per_batch(trainer, self.name)
         if self.validates_apart and trainer.limit_val_batches == 0:
+            other = f", or use {self.without_validation}" if self.without_validation else ""
             raise InputError(
                 f"{self.name} selects on {self.selection_metric}, but trainer.limit_val_batches=0 "
-                "turns validation off: drop that override"
+                f"turns validation off: drop that override{other}"
             )
         trainer.fit(module, datamodule=data, ckpt_path=ctx.ckpt_path)
         metrics = _scalars(trainer.callback_metrics)  # the last epoch's train/ and val/ values

@@ -41,6 +41,7 @@ class GlueTask(LightningTask, GlueData):
     metric = "test/acc"
     fine_tunes = True
     data_key = "name"
+    without_validation = "task.protocol=dev"
 
     name: InitVar[str]
     model: str

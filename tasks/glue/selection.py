@@ -14,8 +14,6 @@ from typing import Any
 import lightning as L
 from torch import Tensor
 
-from sinelr.errors import InputError
-
 
 class KeepBest(L.Callback):
     """Restore the trainable parameters of the epoch with the highest ``monitor`` at fit end."""
@@ -25,14 +23,6 @@ class KeepBest(L.Callback):
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.params: dict[str, Tensor] | None = None
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.limit_val_batches == 0:
-            raise InputError(
-                f"task.protocol=sora scores the epoch with the best {self.monitor}, but "
-                "trainer.limit_val_batches=0 turns validation off: drop that override, or use "
-                "task.protocol=dev"
-            )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:

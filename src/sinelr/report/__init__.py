@@ -29,7 +29,7 @@ from sinelr.report.grouping import (
 )
 from sinelr.report.layout import FLAT_MARGIN, FLAT_MARK, TaskTable, layout
 from sinelr.report.load import data_key, data_name, load_results, scored
-from sinelr.report.model import METHOD_ORDER, Cell, Row
+from sinelr.report.model import Cell, Row, method_order
 from sinelr.report.numbers import PaperRow, PaperTable, paper_bench_tables, paper_tables
 from sinelr.report.plots import plot_omega, plot_params
 from sinelr.report.publish import publish_to_wandb, upload_wandb
@@ -45,7 +45,6 @@ from sinelr.report.render import (
 __all__ = [
     "FLAT_MARGIN",
     "FLAT_MARK",
-    "METHOD_ORDER",
     "Cell",
     "Delta",
     "PaperRow",
@@ -60,6 +59,7 @@ __all__ = [
     "load_results",
     "markdown",
     "markdown_table",
+    "method_order",
     "mixed_cells",
     "paper_bench_tables",
     "paper_tables",

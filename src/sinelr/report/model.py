@@ -9,9 +9,9 @@ makes, so they never disagree on what was pooled.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING
 
 from sinelr.report.stats import Gap, gap, mean_interval
 from sinelr.results import SINE_PREFIX
@@ -22,40 +22,18 @@ if TYPE_CHECKING:
     from sinelr.report.provenance import Source
 
 
-def registry_order() -> list[str]:
-    """results.json's methods in the registry's order (:func:`sinelr.layers.method_names`), so
-    that a new variant needs no edit here. The registry is imported here, by the first table
-    that orders methods, not with the report: it is filled by importing every variant's module,
-    and so torch, which ``import sinelr.report`` (a reader of results.json files) must not
-    load."""
+def method_order() -> list[str]:
+    """results.json's methods in the order tables list them: the registry's order
+    (:func:`sinelr.layers.method_names`), read at each call, so that a new variant needs no edit
+    here and a variant registered after this module was imported (a user's, a test's) has its
+    place too. The registry is imported here, by the first table that orders methods, not with
+    the report: it is filled by importing every variant's module, and so torch, which
+    ``import sinelr.report`` (a reader of results.json files) must not load."""
     from sinelr.layers import method_names
 
     return method_names()
 
 
-class MethodOrder(Sequence[str]):
-    """results.json's methods in the order tables list them: :func:`registry_order`, read at
-    each use, so that a variant registered after this module was imported (a user's, a test's)
-    has its place too."""
-
-    @overload
-    def __getitem__(self, index: int) -> str: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[str]: ...
-    def __getitem__(self, index: int | slice) -> str | list[str]:
-        return registry_order()[index]
-
-    def __len__(self) -> int:
-        return len(registry_order())
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(registry_order())
-
-    def __repr__(self) -> str:
-        return repr(registry_order())
-
-
-METHOD_ORDER = MethodOrder()
 AVG = "avg"  # the column a paper table keeps for the mean over its other columns
 
 #: How a sine run got its ω, in the order rows list them: given (``""``: a number or
@@ -167,7 +145,7 @@ def row_order(key: tuple) -> tuple:
     the ω mode (:data:`OMEGA_MODES`: a given ω first), then ω."""
     method, rank, omega, *mode = key
     modes = OMEGA_MODES.index(mode[0]) if mode else 0
-    return (-1 if rank is None else rank, METHOD_ORDER.index(method), modes, omega or 0.0)
+    return (-1 if rank is None else rank, method_order().index(method), modes, omega or 0.0)
 
 
 def sine_pair(cells: dict[str, Cell]) -> tuple[Cell, Cell] | None:
@@ -196,7 +174,7 @@ def lines(rows: list[Row]) -> Iterator[tuple[str, str, int | None, dict[str, Cel
             key = (row.method, row.omega, row.omega_mode)
             turned.setdefault((row.task, item, row.rank), {})[key] = cell
     for key in sorted(turned, key=lambda k: (k[0], k[1], -1 if k[2] is None else k[2])):
-        cells = sorted(turned[key].items(), key=lambda kv: METHOD_ORDER.index(kv[0][0]))
+        cells = sorted(turned[key].items(), key=lambda kv: method_order().index(kv[0][0]))
         sines = {
             (omega, mode) for (method, omega, mode), _ in cells if method.startswith(SINE_PREFIX)
         }

@@ -10,7 +10,7 @@ from importlib import resources
 
 import yaml
 
-from sinelr.report.model import METHOD_ORDER
+from sinelr.report.model import method_order
 
 PAPER_NUMBERS = "paper_numbers.yaml"  # in the sinelr package
 
@@ -57,11 +57,11 @@ def _paper_table(task: str, entry: dict) -> PaperTable:
     ]
     for row in rows:
         unknown = set(row.values) - set(entry["columns"])
-        if unknown or row.method not in METHOD_ORDER:
+        if unknown or row.method not in method_order():
             raise ValueError(
                 f"{PAPER_NUMBERS}: {task} {entry['table']} row {row.method} k={row.rank} "
                 f"has method or columns {sorted(unknown) or row.method!r} that are not "
-                f"among the methods {METHOD_ORDER} or the columns {entry['columns']}"
+                f"among the methods {method_order()} or the columns {entry['columns']}"
             )
     return PaperTable(
         task,

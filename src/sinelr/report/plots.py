@@ -14,9 +14,9 @@ from sinelr.report.model import (
     FIXED,
     LEARNT,
     LEARNT_FROM_AUTO,
-    METHOD_ORDER,
     OMEGA_MODES,
     Row,
+    method_order,
 )
 from sinelr.results import DENSE, SINE_PREFIX
 from sinelr.rounding import round_significant
@@ -72,7 +72,7 @@ def plot_params(table: TaskTable, path: Path) -> Path | None:
                 key = (row.method, row.omega_mode, row.rank)
                 if key not in best or row.cells[item].mean > best[key].cells[item].mean:
                     best[key] = row
-        for method, mode in itertools.product(METHOD_ORDER, OMEGA_MODES):
+        for method, mode in itertools.product(method_order(), OMEGA_MODES):
             points = sorted(
                 (r for (m, o, _), r in best.items() if (m, o) == (method, mode)),
                 key=lambda r: r.params,

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 from sinelr.report.layout import FLAT_MARGIN, FLAT_MARK, TaskTable, near_flat
 from sinelr.report.load import RUN_HEADER, run_label
 from sinelr.report.model import (
-    METHOD_ORDER,
     MIXED_MARK,
     Cell,
     Row,
     lines,
+    method_order,
     omega_text,
     omega_value_text,
     row_order,
@@ -47,7 +47,7 @@ def markdown_table(header: list[str], body: Iterable[list[str]], align: str = ""
 
 def _methods(rows: list[Row]) -> list[str]:
     present = {row.method for row in rows if row.cells}
-    return [m for m in METHOD_ORDER if m in present]
+    return [m for m in method_order() if m in present]
 
 
 def _comparison(rows: list[Row], scale: float) -> tuple[list[str], list[list[str]]]:
