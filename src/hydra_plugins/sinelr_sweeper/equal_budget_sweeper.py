@@ -127,6 +127,12 @@ class EqualBudgetSweeper(BasicSweeper):
             for seed in self.search_seeds
         ]
         returns = [self._launch(searches, 0)]
+        if OmegaConf.select(self.config, "dry_run"):
+            # A dry run counts parameters and scores nothing: there is no winner to choose.
+            log.info(
+                "dry_run=true: %d search trials counted; no winner chosen or tested", len(searches)
+            )
+            return returns
         # A launcher returns its jobs' results in the order it was given them.
         dirs = {
             tuple(overrides): Path(OmegaConf.select(r.hydra_cfg, "hydra.runtime.output_dir"))
