@@ -30,9 +30,9 @@ findings: install
 
 # One worker per core (pytest-xdist); each test runs single-threaded (tests/conftest.py).
 # `test`: everything checked in-process (a minute or two). `test-slow`: the tests marked slow,
-# which start fresh processes (run.py, scripts, a wandb service, PEFT's own test suite; about
-# 18 min on 2 cores, 8 of them PEFT's suite, 2 the README's tour), each paying ~11 s of imports on a slow CPU. CI runs
-# `test`, then `test-slow`; `test-all` is both in one pytest.
+# which start fresh processes (run.py, scripts, a wandb service, PEFT's own test suite, the
+# README's tour; about 18 min on 2 cores, 8 of them PEFT's suite), each paying ~11 s of imports
+# on a slow CPU. CI runs `test`, then `test-slow`; `test-all` is both in one pytest.
 test: install
 	$(BIN)/python -m pytest -n auto -m "not slow"
 
